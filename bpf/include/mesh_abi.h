@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * mesh_abi.h - the one definition of every BPF map key, map value, event
+ * and enum that the kernel programs (bpf/*.bpf.c) and meshd
+ * (userspace/datapath) share. Nothing here is mirrored by hand anywhere
+ * else: C++ includes this file, and tests/unit/abi_btf_test.cc checks the
+ * compiled BPF object's BTF against the sizes and offsets C++ sees.
+ *
+ * Byte order: every address and port field is NETWORK byte order (as the
+ * kernel hands them in struct bpf_sock_addr / bpf_sock_ops). Everything
+ * else (ids, counts, weights, flags) is HOST byte order.
+ *
+ * IPv4 addresses sit in addr[0] with addr[1..3] zero; IPv6 uses all four.
+ */
+#ifndef MESH_ABI_H
+#define MESH_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define MESH_ABI_VERSION 1
+
+/* Address families, same values as AF_INET / AF_INET6 (not available to BPF
+ * through vmlinux.h, which has no #defines). */
+#define MESH_AF_INET 2
+#define MESH_AF_INET6 10
+
+/* IP protocol numbers, as IPPROTO_TCP / IPPROTO_UDP. */
+#define MESH_PROTO_TCP 6
+#define MESH_PROTO_UDP 17
+
+/* Largest Maglev table a service may ask for (a prime). Bounds the inner
+ * array maps of mesh_maglev. */
+#define MESH_MAGLEV_MAX_SIZE 131071
+#define MESH_MAGLEV_DEFAULT_SIZE 16381
+
+/* Load-balancing algorithm of a service (mesh_svc.algo). */
+enum mesh_lb_algo {
+	MESH_LB_RANDOM = 0,	     /* uniform over slots, weights ignored */
+	MESH_LB_WEIGHTED_RANDOM = 1, /* alias method over slot weights */
+	MESH_LB_MAGLEV = 2,	     /* consistent hash of the client (mesh_maglev table) */
+	MESH_LB_LEAST_CONN = 3,	     /* power of two (weighted) choices over live conns */
+	MESH_LB_ALGO_MAX,
+};
+
+/* mesh_svc.flags */
+#define MESH_SVC_F_NONE 0
+
+/* mesh_backend.flags */
+#define MESH_BACKEND_F_ACTIVE 0x1 /* entry in use (array slots are never deleted) */
+
+/* mesh_sock_state.flags */
+#define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend */
+#define MESH_SOCK_F_COUNTED 0x2	  /* sockops counted it in live_conns; decrement on close */
+
+/* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
+struct mesh_svc_key {
+	__u32 addr[4]; /* network order */
+	__u16 port;    /* network order */
+	__u8 proto;    /* MESH_PROTO_* */
+	__u8 family;   /* MESH_AF_* */
+};
+
+struct mesh_svc {
+	__u32 svc_id;	   /* key into mesh_slots / mesh_maglev */
+	__u32 slot_count;  /* backends in slots [0, slot_count) */
+	__u32 maglev_size; /* table size when algo == MESH_LB_MAGLEV, else 0 */
+	__u8 algo;	   /* enum mesh_lb_algo */
+	__u8 flags;	   /* MESH_SVC_F_* */
+	__u16 _pad;
+};
+
+/* One backend slot of a service. Map: mesh_slots (HASH). */
+struct mesh_slot_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+/*
+ * Vose's alias method: pick slot i uniformly, then keep it when
+ * rnd32 < alias_threshold, else take alias_slot. alias_threshold is the
+ * kept probability scaled to 2^32 and saturated at 0xffffffff.
+ */
+struct mesh_slot {
+	__u32 backend_id; /* index into mesh_backends / mesh_backend_state */
+	__u32 weight;	  /* 1..10000 */
+	__u32 alias_threshold;
+	__u32 alias_slot;
+};
+
+/* Backend address. Map: mesh_backends (ARRAY indexed by backend id). */
+struct mesh_backend {
+	__u32 addr[4]; /* network order */
+	__u16 port;    /* network order */
+	__u8 proto;    /* MESH_PROTO_* */
+	__u8 family;   /* MESH_AF_* */
+	__u32 flags;   /* MESH_BACKEND_F_* */
+};
+
+/* Per-backend counters, written only by BPF (atomic adds), read by meshd.
+ * Map: mesh_backend_state (ARRAY indexed by backend id). */
+struct mesh_backend_state {
+	__s64 live_conns;	 /* TCP sockets counted at connect, not yet closed */
+	__u64 total_conns;	 /* connects (TCP) / first sends (UDP) steered here */
+	__u64 connect_failures;	 /* TCP connects that closed before ESTABLISHED */
+	__u64 _reserved;
+};
+
+/* Per-socket state. Map: mesh_sock (SK_STORAGE), created at connect. */
+struct mesh_sock_state {
+	__u32 vip[4];	 /* network order: what the app asked for */
+	__u16 vip_port;	 /* network order */
+	__u8 family;	 /* MESH_AF_* of the VIP */
+	__u8 flags;	 /* MESH_SOCK_F_* */
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+/* UDP reverse translation for recvmsg. Map: mesh_udp_rev (LRU_HASH). */
+struct mesh_udp_rev_key {
+	__u64 cookie;	/* bpf_get_socket_cookie() of the client socket */
+	__u32 addr[4];	/* backend address, network order */
+	__u16 port;	/* backend port, network order */
+	__u8 family;
+	__u8 _pad;
+	__u32 _pad2;
+};
+
+struct mesh_udp_rev {
+	__u32 vip[4];	/* network order */
+	__u16 vip_port; /* network order */
+	__u8 family;
+	__u8 _pad;
+};
+
+/* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
+enum mesh_stat {
+	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */
+	MESH_STAT_NO_BACKEND,		  /* VIP known, no backend: refused (ECONNREFUSED) */
+	MESH_STAT_BACKEND_MISSING,	  /* slot pointed at an inactive backend */
+	MESH_STAT_SENDMSG_REWRITTEN,	  /* UDP sendmsg to a VIP rewritten */
+	MESH_STAT_RECVMSG_REWRITTEN,	  /* UDP recvmsg source restored to the VIP */
+	MESH_STAT_PEERNAME_REWRITTEN,	  /* getpeername answered with the VIP */
+	MESH_STAT_SOCK_ESTABLISHED,	  /* sockops: counted connection established */
+	MESH_STAT_SOCK_CLOSED,		  /* sockops: counted connection closed */
+	MESH_STAT_SOCK_CONNECT_FAILED,	  /* sockops: closed before ESTABLISHED */
+	MESH_STAT_STORAGE_FAILED,	  /* bpf_sk_storage_get could not allocate */
+	MESH_STAT_MAX,
+};
+
+#endif /* MESH_ABI_H */

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * mesh_lb.h - pure backend-selection arithmetic, shared by the BPF programs
+ * and the C++ unit tests (tests/unit/lb_select_test.cc) so that the
+ * distributions tested in userspace are the ones the kernel runs. No map
+ * access and no helpers here: callers pass what they looked up.
+ */
+#ifndef MESH_LB_H
+#define MESH_LB_H
+
+#include "mesh_abi.h"
+
+#ifdef __cplusplus
+#define MESH_LB_INLINE inline
+#else
+#define MESH_LB_INLINE static __always_inline
+#endif
+
+/* Vose's alias method, second step: slot was drawn uniformly from
+ * [0, slot_count); rnd is an independent uniform 32-bit number. */
+MESH_LB_INLINE __u32 mesh_alias_pick(__u32 slot, __u32 rnd, __u32 alias_threshold,
+				     __u32 alias_slot)
+{
+	return rnd < alias_threshold ? slot : alias_slot;
+}
+
+/* Uniform index in [0, n) from a 32-bit random number (Lemire's multiply-shift:
+ * no division, bias below 2^-32 * n). n must be > 0. */
+MESH_LB_INLINE __u32 mesh_uniform(__u32 rnd, __u32 n)
+{
+	return (__u32)(((__u64)rnd * (__u64)n) >> 32);
+}
+
+/* splitmix64 finalizer: the hash Maglev uses on the client key. */
+MESH_LB_INLINE __u64 mesh_hash64(__u64 x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* Maglev lookup position for a client key in a table of `size` entries. */
+MESH_LB_INLINE __u32 mesh_maglev_index(__u64 client_key, __u32 size)
+{
+	return (__u32)(mesh_hash64(client_key) % size);
+}
+
+/* Power of two choices for least-connections: returns 1 when candidate a
+ * should be taken over b. Candidates are drawn by weight (alias method), so
+ * the comparison is on raw live counts; ties go to a. */
+MESH_LB_INLINE int mesh_p2c_prefer_a(__s64 live_a, __s64 live_b)
+{
+	return live_a <= live_b;
+}
+
+#endif /* MESH_LB_H */

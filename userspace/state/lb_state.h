@@ -1,0 +1,55 @@
+// The desired load-balancing state: what the state model computes from the
+// applied resources and what the reconciler writes into the BPF maps. Plain
+// values; comparing two of them is how the reconciler finds what changed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/net.h"
+
+namespace meshd::state {
+
+enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
+
+// Mirrors enum mesh_lb_algo in bpf/include/mesh_abi.h (same numeric values).
+enum class LbAlgorithm : uint8_t {
+  kRandom = 0,
+  kWeightedRandom = 1,
+  kMaglev = 2,
+  kLeastConnections = 3,
+};
+
+struct Backend {
+  IpAddress address;
+  uint16_t port = 0;     // host order
+  uint32_t weight = 1;   // 1..10000
+  std::string node;      // EndpointSlice endpoints[].nodeName, informational
+  std::string target;    // e.g. "Pod/default/web-1" from targetRef, informational
+
+  friend bool operator==(const Backend&, const Backend&) = default;
+};
+
+// One frontend: a Service's clusterIP:port/protocol and the backends behind it.
+struct Frontend {
+  std::string ns;         // Service namespace
+  std::string service;    // Service name
+  std::string port_name;  // Service port name ("" when unnamed)
+  IpAddress vip;
+  uint16_t port = 0;      // host order
+  Protocol protocol = Protocol::kTcp;
+  LbAlgorithm algorithm = LbAlgorithm::kWeightedRandom;
+  uint32_t maglev_table_size = 0;  // prime; set when algorithm == kMaglev
+  std::vector<Backend> backends;   // ready endpoints only, sorted by (address, port)
+
+  friend bool operator==(const Frontend&, const Frontend&) = default;
+};
+
+// Everything the kernel fast path should know. Frontends sorted by (vip, port, protocol).
+struct DesiredLbState {
+  std::vector<Frontend> frontends;
+  friend bool operator==(const DesiredLbState&, const DesiredLbState&) = default;
+};
+
+}  // namespace meshd::state
