@@ -8,9 +8,14 @@ set(MESHD_VMLINUX_H ${CMAKE_BINARY_DIR}/bpf/vmlinux/vmlinux.h)
 add_custom_command(
   OUTPUT ${MESHD_VMLINUX_H}
   COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/bpf/vmlinux
-  COMMAND sh -c "test -r /sys/kernel/btf/vmlinux || { echo 'no kernel BTF at /sys/kernel/btf/vmlinux: meshd needs a kernel built with CONFIG_DEBUG_INFO_BTF=y' >&2; exit 1; }"
+  # No ';' inside (CMake would split the command there): `! echo` fails the step.
+  COMMAND sh -c "test -r /sys/kernel/btf/vmlinux || ! echo 'no kernel BTF at /sys/kernel/btf/vmlinux: meshd needs a kernel built with CONFIG_DEBUG_INFO_BTF=y' >&2"
   COMMAND sh -c "${BPFTOOL} btf dump file /sys/kernel/btf/vmlinux format c > ${MESHD_VMLINUX_H}"
-  COMMENT "Generating vmlinux.h from kernel BTF")
+  COMMENT "Generating vmlinux.h from kernel BTF"
+  VERBATIM)
+# A custom command's rule is only emitted for targets of its own directory:
+# this target gives vmlinux.h a rule the per-directory BPF commands can use.
+add_custom_target(meshd_vmlinux_h DEPENDS ${MESHD_VMLINUX_H})
 
 # meshd_bpf_object(NAME <name> SOURCES a.bpf.c b.bpf.c HEADERS ...)
 # Produces ${name}.bpf.o and ${name}.skel.h, and INTERFACE target ${name}_skel.
@@ -51,7 +56,8 @@ function(meshd_bpf_object)
     OUTPUT ${skel}
     COMMAND sh -c "${BPFTOOL} gen skeleton ${linked} name ${ARG_NAME} > ${skel}"
     DEPENDS ${linked}
-    COMMENT "BPF skeleton ${ARG_NAME}.skel.h")
+    COMMENT "BPF skeleton ${ARG_NAME}.skel.h"
+    VERBATIM)
   add_custom_target(${ARG_NAME}_skel_gen DEPENDS ${skel} ${linked})
   add_library(${ARG_NAME}_skel INTERFACE)
   add_dependencies(${ARG_NAME}_skel ${ARG_NAME}_skel_gen)

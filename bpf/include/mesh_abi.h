@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * mesh_abi.h - the one definition of every BPF map key, map value, event
- * and enum that the kernel programs (bpf/*.bpf.c) and meshd
+ * and enum that the kernel programs (bpf/<attach point>.bpf.c) and meshd
  * (userspace/datapath) share. Nothing here is mirrored by hand anywhere
  * else: C++ includes this file, and tests/unit/abi_btf_test.cc checks the
  * compiled BPF object's BTF against the sizes and offsets C++ sees.
@@ -53,6 +53,7 @@ enum mesh_lb_algo {
 /* mesh_sock_state.flags */
 #define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend */
 #define MESH_SOCK_F_COUNTED 0x2	  /* sockops counted it in live_conns; decrement on close */
+#define MESH_SOCK_F_ESTABLISHED 0x4 /* sockops saw ACTIVE_ESTABLISHED for the counted connect */
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
 struct mesh_svc_key {
@@ -146,6 +147,8 @@ enum mesh_stat {
 	MESH_STAT_SOCK_CLOSED,		  /* sockops: counted connection closed */
 	MESH_STAT_SOCK_CONNECT_FAILED,	  /* sockops: closed before ESTABLISHED */
 	MESH_STAT_STORAGE_FAILED,	  /* bpf_sk_storage_get could not allocate */
+	MESH_STAT_FAMILY_MISMATCH,	  /* backend family differs from the hook's: refused */
+	MESH_STAT_MAGLEV_MISSING,	  /* Maglev service without a (full) table: refused */
 	MESH_STAT_MAX,
 };
 

@@ -31,6 +31,16 @@ MESH_LB_INLINE __u32 mesh_uniform(__u32 rnd, __u32 n)
 	return (__u32)(((__u64)rnd * (__u64)n) >> 32);
 }
 
+/* Second candidate for power of two choices: uniform over the n-1 slots
+ * other than `first`, so the two candidates always differ when n > 1 (with
+ * replacement, two backends would pick the busier one a quarter of the time). */
+MESH_LB_INLINE __u32 mesh_other_slot(__u32 first, __u32 rnd, __u32 n)
+{
+	if (n < 2)
+		return first;
+	return (first + 1 + mesh_uniform(rnd, n - 1)) % n;
+}
+
 /* splitmix64 finalizer: the hash Maglev uses on the client key. */
 MESH_LB_INLINE __u64 mesh_hash64(__u64 x)
 {

@@ -20,7 +20,7 @@ absl::StatusOr<IpAddress> IpAddress::parse(std::string_view text) {
     a.family = AF_INET6;
     return a;
   }
-  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IPv4 or IPv6 address"));
+  return absl::InvalidArgumentError(absl::StrCat("\"", s, "\" is not an IPv4 or IPv6 address"));
 }
 
 std::string IpAddress::toString() const {

@@ -3,7 +3,10 @@
 namespace meshd {
 
 absl::Status errnoError(int err, std::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err), " (errno ", err, ")");
+  // Debian's abseil is built with its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW
+  // 0), which StrCat cannot take from a std::string_view directly.
+  std::string msg = absl::StrCat(absl::string_view(what.data(), what.size()), ": ",
+                                 std::strerror(err), " (errno ", err, ")");
   switch (err) {
     case EPERM:
     case EACCES:

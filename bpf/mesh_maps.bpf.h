@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * mesh_maps.bpf.h - every map of the mesh object, declared once.
+ *
+ * maps.bpf.c defines MESH_MAPS_DEFINE before including this file and so owns
+ * the definitions; every other *.bpf.c sees the same text prefixed with
+ * `extern`, and `bpftool gen object` links them into one map each.
+ *
+ * max_entries written here are placeholders: meshd sets every size with
+ * bpf_map__set_max_entries() from DatapathConfig before load
+ * (userspace/datapath/datapath.cc). Keys and values come from mesh_abi.h.
+ */
+#ifndef MESH_MAPS_BPF_H
+#define MESH_MAPS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#include "mesh_abi.h"
+
+#ifdef MESH_MAPS_DEFINE
+#define MESH_MAP
+#else
+#define MESH_MAP extern
+#endif
+
+/* Service frontends (VIP:port/proto). Written by meshd (reconciler),
+ * sized by DatapathConfig.max_services. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_svc_key);
+	__type(value, struct mesh_svc);
+} mesh_services SEC(".maps");
+
+/* (svc_id, slot) -> backend + alias-method entry. Written by meshd,
+ * sized by DatapathConfig.max_slots (sum of backends over services). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct mesh_slot_key);
+	__type(value, struct mesh_slot);
+} mesh_slots SEC(".maps");
+
+/* Backend addresses by backend id. Written by meshd, sized by
+ * DatapathConfig.max_backends. Array slots never go away: inactive entries
+ * have MESH_BACKEND_F_ACTIVE clear. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 131072);
+	__type(key, __u32);
+	__type(value, struct mesh_backend);
+} mesh_backends SEC(".maps");
+
+/* Live counters per backend id. Written only by BPF with atomic adds (exact
+ * node-wide), zeroed by meshd when a backend id is retired. Same size as
+ * mesh_backends. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 131072);
+	__type(key, __u32);
+	__type(value, struct mesh_backend_state);
+} mesh_backend_state SEC(".maps");
+
+/* Maglev lookup tables: svc_id -> inner ARRAY of backend ids. meshd creates
+ * one inner map per service with that service's (prime) table size;
+ * BPF_F_INNER_MAP lets inner arrays of different max_entries share this
+ * outer map. Sized by DatapathConfig.max_services. */
+struct mesh_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__array(values, struct mesh_maglev_inner);
+} mesh_maglev SEC(".maps");
+
+/* Per-socket state created at connect()/sendmsg() of a VIP. Written by BPF
+ * only; lives and dies with the socket (no size). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mesh_sock_state);
+} mesh_sock SEC(".maps");
+
+/* UDP reverse translation (client socket, backend) -> VIP for recvmsg.
+ * Written by BPF at connect/sendmsg; LRU so stale flows age out. Sized by
+ * DatapathConfig.max_udp_flows. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_udp_rev_key);
+	__type(value, struct mesh_udp_rev);
+} mesh_udp_rev SEC(".maps");
+
+/* Counters by reason (enum mesh_stat), per CPU. Written by BPF, summed by
+ * meshd. Fixed size MESH_STAT_MAX. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} mesh_stats SEC(".maps");
+
+static __always_inline void mesh_count(enum mesh_stat stat)
+{
+	__u32 key = stat;
+	__u64 *v = bpf_map_lookup_elem(&mesh_stats, &key);
+
+	if (v)
+		(*v)++;
+}
+
+#endif /* MESH_MAPS_BPF_H */

@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * mesh_select.bpf.h - service lookup, backend selection and destination
+ * rewrite shared by the connect and sendmsg hooks (connect.bpf.c).
+ * The arithmetic itself is in mesh_lb.h so userspace tests the same code.
+ */
+#ifndef MESH_SELECT_BPF_H
+#define MESH_SELECT_BPF_H
+
+/* mesh_maps.bpf.h first: it brings vmlinux.h, which mesh_abi.h must follow. */
+#include "mesh_maps.bpf.h"
+
+#include "mesh_lb.h"
+
+/* errno values are #defines, which vmlinux.h cannot carry. */
+#define MESH_ECONNREFUSED 111
+
+/* Verdicts of the cgroup sock_addr hooks. */
+#define MESH_SOCK_ALLOW 1
+#define MESH_SOCK_REJECT 0
+
+enum mesh_pick_result {
+	MESH_PICK_NOT_VIP = 0, /* not a service: leave the socket alone */
+	MESH_PICK_OK,	       /* *backend and *backend_id are set */
+	MESH_PICK_REFUSE,      /* a VIP we cannot serve: refuse, stat counted */
+};
+
+/* Service key of the address the app asked for. ctx->user_port holds the port
+ * in network order in its low 16 bits. */
+static __always_inline void mesh_svc_key_of(struct bpf_sock_addr *ctx, __u8 family,
+					    struct mesh_svc_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = family;
+	key->proto = ctx->protocol;
+	key->port = (__u16)ctx->user_port;
+	if (family == MESH_AF_INET) {
+		key->addr[0] = ctx->user_ip4;
+	} else {
+		key->addr[0] = ctx->user_ip6[0];
+		key->addr[1] = ctx->user_ip6[1];
+		key->addr[2] = ctx->user_ip6[2];
+		key->addr[3] = ctx->user_ip6[3];
+	}
+}
+
+/* Weighted draw (alias method): uniform slot, then keep it or take its alias.
+ * Returns the slot entry (its number in *slot_out) or NULL when the slot map
+ * has a hole. */
+static __always_inline struct mesh_slot *mesh_weighted_slot(__u32 svc_id, __u32 slot_count,
+							    __u32 *slot_out)
+{
+	struct mesh_slot_key sk = {.svc_id = svc_id};
+	struct mesh_slot *slot;
+	__u32 pick;
+
+	sk.slot = mesh_uniform(bpf_get_prandom_u32(), slot_count);
+	slot = bpf_map_lookup_elem(&mesh_slots, &sk);
+	if (!slot)
+		return NULL;
+	pick = mesh_alias_pick(sk.slot, bpf_get_prandom_u32(), slot->alias_threshold,
+			       slot->alias_slot);
+	*slot_out = pick;
+	if (pick == sk.slot)
+		return slot;
+	sk.slot = pick;
+	return bpf_map_lookup_elem(&mesh_slots, &sk);
+}
+
+static __always_inline __s64 mesh_live_conns(__u32 backend_id)
+{
+	struct mesh_backend_state *st = bpf_map_lookup_elem(&mesh_backend_state, &backend_id);
+
+	return st ? st->live_conns : 0;
+}
+
+/* Picks the backend id of a service by its algorithm. Returns 0 and sets *id,
+ * or a mesh_stat to count as the reason for refusing. */
+static __always_inline int mesh_pick_backend_id(struct bpf_sock_addr *ctx,
+						const struct mesh_svc *svc, __u32 *id)
+{
+	struct mesh_slot_key sk = {.svc_id = svc->svc_id};
+	struct mesh_slot *a, *b;
+	__u32 slot_a = 0, slot_b = 0;
+	__u32 *entry;
+	void *table;
+	__u32 idx;
+
+	switch (svc->algo) {
+	case MESH_LB_RANDOM:
+		sk.slot = mesh_uniform(bpf_get_prandom_u32(), svc->slot_count);
+		a = bpf_map_lookup_elem(&mesh_slots, &sk);
+		if (!a)
+			return MESH_STAT_BACKEND_MISSING;
+		*id = a->backend_id;
+		return 0;
+	case MESH_LB_LEAST_CONN:
+		a = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_a);
+		b = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_b);
+		if (b && slot_b == slot_a && svc->slot_count > 1) {
+			/* Two distinct candidates, else with two backends the
+			 * busier one would win a quarter of the draws. */
+			sk.slot = mesh_other_slot(slot_a, bpf_get_prandom_u32(), svc->slot_count);
+			b = bpf_map_lookup_elem(&mesh_slots, &sk);
+		}
+		if (!a || !b)
+			return MESH_STAT_BACKEND_MISSING;
+		*id = mesh_p2c_prefer_a(mesh_live_conns(a->backend_id),
+					mesh_live_conns(b->backend_id))
+			  ? a->backend_id
+			  : b->backend_id;
+		return 0;
+	case MESH_LB_MAGLEV:
+		/* The client key is the netns cookie: one per pod network
+		 * namespace, so per pod address and stable for the pod's life
+		 * (the source address is not known yet at connect()). */
+		table = bpf_map_lookup_elem(&mesh_maglev, &sk.svc_id);
+		if (!table || svc->maglev_size == 0)
+			return MESH_STAT_MAGLEV_MISSING;
+		idx = mesh_maglev_index(bpf_get_netns_cookie(ctx), svc->maglev_size);
+		entry = bpf_map_lookup_elem(table, &idx);
+		if (!entry)
+			return MESH_STAT_MAGLEV_MISSING;
+		*id = *entry;
+		return 0;
+	case MESH_LB_WEIGHTED_RANDOM:
+	default:
+		a = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_a);
+		if (!a)
+			return MESH_STAT_BACKEND_MISSING;
+		*id = a->backend_id;
+		return 0;
+	}
+}
+
+/*
+ * Looks the destination up as a service and, for a VIP, picks an active
+ * backend of the right family. On MESH_PICK_REFUSE the reason was counted and
+ * the hook's return value set to ECONNREFUSED (bpf_set_retval, 5.18+: the app
+ * sees ECONNREFUSED, as from a closed port, rather than EPERM).
+ */
+static __always_inline enum mesh_pick_result
+mesh_pick(struct bpf_sock_addr *ctx, __u8 family, struct mesh_svc_key *vip,
+	  struct mesh_svc **svc_out, struct mesh_backend **backend, __u32 *backend_id)
+{
+	struct mesh_svc *svc;
+	int reason;
+
+	mesh_svc_key_of(ctx, family, vip);
+	svc = bpf_map_lookup_elem(&mesh_services, vip);
+	if (!svc)
+		return MESH_PICK_NOT_VIP;
+	*svc_out = svc;
+	if (svc->slot_count == 0) {
+		reason = MESH_STAT_NO_BACKEND;
+		goto refuse;
+	}
+	reason = mesh_pick_backend_id(ctx, svc, backend_id);
+	if (reason)
+		goto refuse;
+	*backend = bpf_map_lookup_elem(&mesh_backends, backend_id);
+	if (!*backend || !((*backend)->flags & MESH_BACKEND_F_ACTIVE)) {
+		reason = MESH_STAT_BACKEND_MISSING;
+		goto refuse;
+	}
+	if ((*backend)->family != family) {
+		reason = MESH_STAT_FAMILY_MISMATCH;
+		goto refuse;
+	}
+	return MESH_PICK_OK;
+refuse:
+	mesh_count(reason);
+	bpf_set_retval(-MESH_ECONNREFUSED);
+	return MESH_PICK_REFUSE;
+}
+
+static __always_inline void mesh_rewrite_dst(struct bpf_sock_addr *ctx,
+					     const struct mesh_backend *be)
+{
+	if (be->family == MESH_AF_INET) {
+		ctx->user_ip4 = be->addr[0];
+	} else {
+		ctx->user_ip6[0] = be->addr[0];
+		ctx->user_ip6[1] = be->addr[1];
+		ctx->user_ip6[2] = be->addr[2];
+		ctx->user_ip6[3] = be->addr[3];
+	}
+	ctx->user_port = be->port;
+}
+
+/* Records (socket, backend) -> VIP so recvmsg can show the VIP as the source.
+ * Returns 1 when the entry is new (first datagram of this socket to it). */
+static __always_inline int mesh_udp_rev_record(struct bpf_sock_addr *ctx,
+					       const struct mesh_backend *be,
+					       const struct mesh_svc_key *vip)
+{
+	struct mesh_udp_rev_key key;
+	struct mesh_udp_rev val;
+	int fresh;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memset(&val, 0, sizeof(val));
+	key.cookie = bpf_get_socket_cookie(ctx);
+	key.addr[0] = be->addr[0];
+	key.addr[1] = be->addr[1];
+	key.addr[2] = be->addr[2];
+	key.addr[3] = be->addr[3];
+	key.port = be->port;
+	key.family = be->family;
+	val.vip[0] = vip->addr[0];
+	val.vip[1] = vip->addr[1];
+	val.vip[2] = vip->addr[2];
+	val.vip[3] = vip->addr[3];
+	val.vip_port = vip->port;
+	val.family = vip->family;
+	fresh = bpf_map_lookup_elem(&mesh_udp_rev, &key) == NULL;
+	bpf_map_update_elem(&mesh_udp_rev, &key, &val, BPF_ANY);
+	return fresh;
+}
+
+static __always_inline void mesh_backend_add_total(__u32 backend_id)
+{
+	struct mesh_backend_state *st = bpf_map_lookup_elem(&mesh_backend_state, &backend_id);
+
+	if (st)
+		__sync_fetch_and_add(&st->total_conns, 1);
+}
+
+#endif /* MESH_SELECT_BPF_H */

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * peer.bpf.c - cgroup/getpeername4|6 and cgroup/recvmsg4|6: show the app
+ * the VIP it asked for, never the backend connect.bpf.c picked.
+ *
+ * Both hooks may only rewrite; their verdict must be 1 (allow).
+ */
+#include "mesh_maps.bpf.h"
+
+static __always_inline int mesh_getpeername(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct mesh_sock_state *st;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	st = bpf_sk_storage_get(&mesh_sock, sk, 0, 0);
+	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN) || st->family != family)
+		return 1;
+	if (family == MESH_AF_INET) {
+		ctx->user_ip4 = st->vip[0];
+	} else {
+		ctx->user_ip6[0] = st->vip[0];
+		ctx->user_ip6[1] = st->vip[1];
+		ctx->user_ip6[2] = st->vip[2];
+		ctx->user_ip6[3] = st->vip[3];
+	}
+	ctx->user_port = st->vip_port;
+	mesh_count(MESH_STAT_PEERNAME_REWRITTEN);
+	return 1;
+}
+
+/* ctx->user_ip4, user_ip6 and user_port hold the datagram source here. */
+static __always_inline int mesh_recvmsg(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct mesh_udp_rev_key key;
+	struct mesh_udp_rev *rev;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.cookie = bpf_get_socket_cookie(ctx);
+	key.family = family;
+	key.port = (__u16)ctx->user_port;
+	if (family == MESH_AF_INET) {
+		key.addr[0] = ctx->user_ip4;
+	} else {
+		key.addr[0] = ctx->user_ip6[0];
+		key.addr[1] = ctx->user_ip6[1];
+		key.addr[2] = ctx->user_ip6[2];
+		key.addr[3] = ctx->user_ip6[3];
+	}
+	rev = bpf_map_lookup_elem(&mesh_udp_rev, &key);
+	if (!rev || rev->family != family)
+		return 1;
+	if (family == MESH_AF_INET) {
+		ctx->user_ip4 = rev->vip[0];
+	} else {
+		ctx->user_ip6[0] = rev->vip[0];
+		ctx->user_ip6[1] = rev->vip[1];
+		ctx->user_ip6[2] = rev->vip[2];
+		ctx->user_ip6[3] = rev->vip[3];
+	}
+	ctx->user_port = rev->vip_port;
+	mesh_count(MESH_STAT_RECVMSG_REWRITTEN);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int mesh_getpeername4(struct bpf_sock_addr *ctx) { return mesh_getpeername(ctx, MESH_AF_INET); }
+
+SEC("cgroup/getpeername6")
+int mesh_getpeername6(struct bpf_sock_addr *ctx) { return mesh_getpeername(ctx, MESH_AF_INET6); }
+
+SEC("cgroup/recvmsg4")
+int mesh_recvmsg4(struct bpf_sock_addr *ctx) { return mesh_recvmsg(ctx, MESH_AF_INET); }
+
+SEC("cgroup/recvmsg6")
+int mesh_recvmsg6(struct bpf_sock_addr *ctx) { return mesh_recvmsg(ctx, MESH_AF_INET6); }

@@ -1,0 +1,215 @@
+#include "cli/render.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "yaml-cpp/yaml.h"
+
+namespace meshd::cli {
+namespace {
+
+struct Column {
+  const char* header;
+  const char* key;
+};
+
+// The fixed layouts. Keys are the JSON fields userspace/api/views.cc writes.
+const std::vector<Column>* columnsFor(std::string_view view) {
+  static const std::vector<Column> kServices = {
+      {"NAMESPACE", "namespace"}, {"NAME", "name"},           {"VIP", "vip"},
+      {"PORT", "port"},           {"PROTOCOL", "protocol"},   {"ALGORITHM", "algorithm"},
+      {"BACKENDS", "backends"},
+  };
+  static const std::vector<Column> kBackends = {
+      {"NAMESPACE", "namespace"},  {"SERVICE", "service"},    {"FRONTEND", "frontend"},
+      {"BACKEND", "backend"},      {"WEIGHT", "weight"},      {"LIVE", "liveConnections"},
+      {"TOTAL", "totalConnections"}, {"FAILED", "connectFailures"}, {"NODE", "node"},
+      {"TARGET", "target"},
+  };
+  static const std::vector<Column> kPolicies = {
+      {"NAMESPACE", "namespace"}, {"NAME", "name"},       {"TARGET", "target"},
+      {"ALGORITHM", "algorithm"}, {"MAGLEV-SIZE", "maglevTableSize"}, {"WEIGHTS", "weights"},
+  };
+  static const std::vector<Column> kEndpointSlices = {
+      {"NAMESPACE", "namespace"}, {"NAME", "name"},   {"SERVICE", "service"},
+      {"ADDRESSTYPE", "addressType"}, {"PORTS", "ports"}, {"READY", "ready"},
+      {"ENDPOINTS", "endpoints"},
+  };
+  static const std::vector<Column> kResources = {
+      {"KIND", "kind"}, {"NAMESPACE", "namespace"}, {"NAME", "name"}, {"SOURCE", "source"},
+  };
+  if (view == "services") return &kServices;
+  if (view == "backends") return &kBackends;
+  if (view == "policies") return &kPolicies;
+  if (view == "endpointslices") return &kEndpointSlices;
+  if (view == "resources") return &kResources;
+  return nullptr;
+}
+
+void emitYaml(YAML::Emitter& out, const Json& v) {
+  switch (v.type()) {
+    case Json::value_t::object:
+      out << YAML::BeginMap;
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        out << YAML::Key << it.key() << YAML::Value;
+        emitYaml(out, it.value());
+      }
+      out << YAML::EndMap;
+      break;
+    case Json::value_t::array:
+      out << YAML::BeginSeq;
+      for (const Json& e : v) emitYaml(out, e);
+      out << YAML::EndSeq;
+      break;
+    case Json::value_t::string: {
+      // Quote strings YAML would read as another type ("true", "1", "null");
+      // yaml-cpp itself quotes strings that are not valid plain scalars.
+      const std::string& s = v.get_ref<const std::string&>();
+      static const char* const kTyped[] = {"true", "false", "True", "False", "TRUE", "FALSE",
+                                           "yes",  "no",    "Yes",  "No",    "on",   "off",
+                                           "null", "Null",  "NULL", "~"};
+      bool needs_quotes =
+          s.empty() || (std::string_view("0123456789.-+").find(s[0]) != std::string_view::npos &&
+                        s.find_first_not_of("0123456789.-+_eExXoOabcdefABCDEF") == std::string::npos);
+      for (const char* t : kTyped) needs_quotes = needs_quotes || s == t;
+      if (needs_quotes) out << YAML::DoubleQuoted;
+      out << s;
+      break;
+    }
+    case Json::value_t::boolean:
+      out << v.get<bool>();
+      break;
+    case Json::value_t::null:
+      out << YAML::Null;
+      break;
+    default:  // numbers
+      out << v.dump();
+      break;
+  }
+}
+
+}  // namespace
+
+std::string renderTable(const std::vector<std::string>& headers,
+                        const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(headers.size());
+  for (size_t i = 0; i < headers.size(); ++i) width[i] = headers[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  std::string out;
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string l;
+    for (size_t i = 0; i < headers.size(); ++i) {
+      const std::string cell = i < cells.size() ? cells[i] : "";
+      l += cell;
+      if (i + 1 < headers.size()) l += std::string(width[i] - cell.size() + 3, ' ');
+    }
+    l.erase(l.find_last_not_of(' ') + 1);
+    out += l;
+    out += '\n';
+  };
+  line(headers);
+  for (const auto& row : rows) line(row);
+  return out;
+}
+
+std::string cellText(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::string:
+      return value.get<std::string>();
+    case Json::value_t::null:
+      return "<none>";
+    case Json::value_t::array: {
+      if (value.empty()) return "<none>";
+      std::vector<std::string> parts;
+      for (const Json& e : value) {
+        if (e.is_structured()) return value.dump();
+        parts.push_back(cellText(e));
+      }
+      return absl::StrJoin(parts, ",");
+    }
+    case Json::value_t::object:
+      return value.dump();
+    default:
+      return value.dump();
+  }
+}
+
+std::string renderView(std::string_view view, const Json& data) {
+  std::vector<std::string> headers;
+  std::vector<std::string> keys;
+  if (const auto* cols = columnsFor(view)) {
+    for (const Column& c : *cols) {
+      headers.push_back(c.header);
+      keys.push_back(c.key);
+    }
+  } else if (data.is_array() && !data.empty() && data[0].is_object()) {
+    for (auto it = data[0].begin(); it != data[0].end(); ++it) {
+      keys.push_back(it.key());
+      std::string h;
+      // camelCase -> CAMEL-CASE, like kubectl's headers.
+      for (char c : it.key()) {
+        if (absl::ascii_isupper(static_cast<unsigned char>(c)) && !h.empty()) h += '-';
+        h += absl::ascii_toupper(static_cast<unsigned char>(c));
+      }
+      headers.push_back(h);
+    }
+  } else if (!data.is_array()) {
+    return renderKeyValues(data);
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (data.is_array()) {
+    for (const Json& item : data) {
+      std::vector<std::string> row;
+      for (const std::string& k : keys) {
+        row.push_back(item.is_object() && item.contains(k) ? cellText(item[k]) : "");
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  return renderTable(headers, rows);
+}
+
+std::string renderKeyValues(const Json& data) {
+  std::string out;
+  auto walk = [&](auto&& self, const Json& obj, int indent) -> void {
+    size_t width = 0;
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      if (!it.value().is_object()) width = std::max(width, it.key().size());
+    }
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      out += std::string(indent, ' ');
+      out += it.key();
+      out += ':';
+      if (it.value().is_object()) {
+        out += '\n';
+        self(self, it.value(), indent + 2);
+      } else {
+        out += std::string(width - it.key().size() + 1, ' ');
+        out += cellText(it.value());
+        out += '\n';
+      }
+    }
+  };
+  if (data.is_object()) {
+    walk(walk, data, 0);
+  } else {
+    out = data.dump(2) + "\n";
+  }
+  return out;
+}
+
+std::string renderJson(const Json& data) { return data.dump(2) + "\n"; }
+
+std::string renderYaml(const Json& data) {
+  YAML::Emitter out;
+  emitYaml(out, data);
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace meshd::cli

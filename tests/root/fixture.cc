@@ -1,0 +1,311 @@
+#include "tests/root/fixture.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "datapath/preflight.h"
+
+namespace meshd::testing {
+namespace {
+
+std::atomic<int> counter{0};
+
+std::string uniqueName(const char* prefix) {
+  return absl::StrCat(prefix, getpid(), "-", counter++);
+}
+
+std::string cgroup2Mount() {
+  std::ifstream in("/proc/mounts");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto m = datapath::findCgroup2Mount(ss.str());
+  return m.ok() ? *m : "";
+}
+
+bool writeAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = write(fd, s.data() + off, s.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+std::string readAll(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+// In a freshly forked child: join the cgroup, then the netns. Returns "" or
+// the reason it failed.
+std::string enterPod(const Netns& netns, const Cgroup* cgroup) {
+  if (cgroup != nullptr) {
+    auto st = cgroup->addPid(getpid());
+    if (!st.ok()) return st.ToString();
+  }
+  auto st = netns.enter();
+  return st.ok() ? "" : st.ToString();
+}
+
+}  // namespace
+
+bool rootSkipAllowed() {
+  const char* v = std::getenv("MESHD_ALLOW_ROOT_SKIP");
+  return v != nullptr && std::string(v) == "1";
+}
+
+absl::Status run(const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  if (pid < 0) return errnoError(errno, "fork");
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat("`", absl::StrJoin(argv, " "), "` failed with status ", status));
+}
+
+Netns::Netns() : name_(uniqueName("meshd-t")) {
+  (void)run({"ip", "netns", "add", name_});
+  (void)ip({"link", "set", "lo", "up"});
+}
+
+Netns::~Netns() { (void)run({"ip", "netns", "del", name_}); }
+
+absl::Status Netns::ip(std::vector<std::string> args) const {
+  std::vector<std::string> argv = {"ip", "-n", name_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+
+absl::Status Netns::enter() const {
+  std::string path = absl::StrCat("/var/run/netns/", name_);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errnoError(errno, absl::StrCat("opening ", path));
+  int ret = setns(fd, CLONE_NEWNET);
+  int err = errno;
+  close(fd);
+  if (ret != 0) return errnoError(err, absl::StrCat("setns into ", name_));
+  return absl::OkStatus();
+}
+
+Cgroup::Cgroup() {
+  std::string mount = cgroup2Mount();
+  path_ = absl::StrCat(mount.empty() ? "/sys/fs/cgroup" : mount, "/", uniqueName("meshd-t"));
+  mkdir(path_.c_str(), 0755);
+}
+
+Cgroup::~Cgroup() {
+  killAll();
+  for (int i = 0; i < 200; ++i) {
+    if (rmdir(path_.c_str()) == 0 || errno == ENOENT) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+absl::Status Cgroup::addPid(pid_t pid) const {
+  std::string procs = path_ + "/cgroup.procs";
+  int fd = open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errnoError(errno, absl::StrCat("opening ", procs));
+  bool ok = writeAll(fd, std::to_string(pid));
+  int err = errno;
+  close(fd);
+  if (!ok) return errnoError(err, absl::StrCat("moving pid ", pid, " into ", path_));
+  return absl::OkStatus();
+}
+
+void Cgroup::killAll() const {
+  // Only our forked children ever join a test cgroup; they are reaped by their
+  // Child owners (or by init once this process exits).
+  std::ifstream in(path_ + "/cgroup.procs");
+  pid_t pid;
+  while (in >> pid) ::kill(pid, SIGKILL);
+}
+
+Child& Child::operator=(Child&& o) noexcept {
+  if (this != &o) {
+    kill();
+    pid_ = o.pid_;
+    o.pid_ = -1;
+  }
+  return *this;
+}
+
+void Child::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+absl::StatusOr<std::string> runInPod(const Netns& netns, const Cgroup* cgroup,
+                                     const std::function<std::string()>& fn) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return errnoError(errno, "pipe");
+  pid_t pid = fork();
+  if (pid < 0) return errnoError(errno, "fork");
+  if (pid == 0) {
+    close(p[0]);
+    std::string err = enterPod(netns, cgroup);
+    // First byte: 'O' = fn ran, 'E' = setup failed.
+    writeAll(p[1], err.empty() ? "O" + fn() : "E" + err);
+    _exit(0);
+  }
+  close(p[1]);
+  std::string out = readAll(p[0]);
+  close(p[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (out.empty()) {
+    return absl::InternalError(absl::StrCat("pod child died (wait status ", status, ")"));
+  }
+  if (out[0] != 'O') return absl::InternalError(absl::StrCat("pod setup: ", out.substr(1)));
+  return out.substr(1);
+}
+
+absl::StatusOr<Child> spawnInPod(const Netns& netns, const Cgroup* cgroup,
+                                 const std::function<void(int ready_fd)>& fn) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return errnoError(errno, "pipe");
+  pid_t pid = fork();
+  if (pid < 0) return errnoError(errno, "fork");
+  if (pid == 0) {
+    close(p[0]);
+    std::string err = enterPod(netns, cgroup);
+    if (!err.empty()) {
+      writeAll(p[1], "E" + err);
+      _exit(1);
+    }
+    fn(p[1]);  // writes "O" when ready, then blocks
+    _exit(0);
+  }
+  Child child(pid);
+  close(p[1]);
+  char c = 0;
+  ssize_t n;
+  do {
+    n = read(p[0], &c, 1);
+  } while (n < 0 && errno == EINTR);
+  std::string rest = n == 1 && c == 'E' ? readAll(p[0]) : "";
+  close(p[0]);
+  if (n != 1 || c != 'O') {
+    return absl::InternalError(absl::StrCat("pod child failed to start: ", rest));
+  }
+  return child;
+}
+
+absl::StatusOr<Child> startBackends(const Netns& netns,
+                                    const std::vector<std::pair<std::string, uint16_t>>& listen) {
+  return spawnInPod(netns, nullptr, [listen](int ready_fd) {
+    std::vector<pollfd> fds;
+    std::vector<std::string> ids;  // per fd: identity text
+    std::vector<int> kind;         // 0 = TCP listener, 1 = UDP, 2 = TCP connection
+    for (const auto& [addr, port] : listen) {
+      sockaddr_storage ss{};
+      socklen_t len;
+      int family;
+      if (addr.find(':') != std::string::npos) {
+        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        s6->sin6_family = family = AF_INET6;
+        s6->sin6_port = htons(port);
+        inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr);
+        len = sizeof(*s6);
+      } else {
+        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+        s4->sin_family = family = AF_INET;
+        s4->sin_port = htons(port);
+        inet_pton(AF_INET, addr.c_str(), &s4->sin_addr);
+        len = sizeof(*s4);
+      }
+      std::string id = absl::StrCat(addr, ":", port, "\n");
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        int fd = socket(family, type, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+            (type == SOCK_STREAM && ::listen(fd, 1024) != 0)) {
+          writeAll(ready_fd, absl::StrCat("Ebind ", id, strerror(errno)));
+          _exit(1);
+        }
+        fds.push_back({fd, POLLIN, 0});
+        ids.push_back(id);
+        kind.push_back(type == SOCK_STREAM ? 0 : 1);
+      }
+    }
+    writeAll(ready_fd, "O");
+    close(ready_fd);
+    for (;;) {
+      if (poll(fds.data(), fds.size(), -1) < 0) continue;
+      size_t n = fds.size();
+      for (size_t i = 0; i < n; ++i) {
+        if (fds[i].revents == 0) continue;
+        if (kind[i] == 0) {
+          int c = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) continue;
+          writeAll(c, ids[i]);
+          fds.push_back({c, POLLIN, 0});
+          ids.push_back(ids[i]);
+          kind.push_back(2);
+        } else if (kind[i] == 1) {
+          char buf[512];
+          sockaddr_storage from{};
+          socklen_t flen = sizeof(from);
+          ssize_t r =
+              recvfrom(fds[i].fd, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &flen);
+          if (r >= 0) {
+            sendto(fds[i].fd, ids[i].data(), ids[i].size(), 0, reinterpret_cast<sockaddr*>(&from),
+                   flen);
+          }
+        } else {
+          char buf[512];
+          ssize_t r = read(fds[i].fd, buf, sizeof(buf));
+          if (r <= 0) {
+            close(fds[i].fd);
+            fds[i].fd = -1;  // poll ignores negative fds
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace meshd::testing

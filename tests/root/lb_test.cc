@@ -1,0 +1,297 @@
+// Root tests of load balancing end to end in the kernel: DesiredLbState ->
+// Reconciler -> real maps -> real connect() from a process in the cgroup.
+// These check the distributions the issue asks for with real sockets; the
+// arithmetic itself is unit-tested in tests/unit/alias_test.cc and friends.
+//
+//   netns meshd-t<pid>-<n>                    cgroup (programs attached)
+//   +------------------------------------+
+//   | lo: 10.0.2.1 .. 10.0.2.4            |
+//   | route unreachable 10.96.0.0/12      |  a missed rewrite fails at once
+//   | backends :8080, reply "addr:port\n" |
+//   | pods (forked, in the cgroup)        |
+//   +------------------------------------+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/net.h"
+#include "datapath/datapath.h"
+#include "datapath/preflight.h"
+#include "datapath/reconciler.h"
+#include "gtest/gtest.h"
+#include "state/lb_state.h"
+#include "tests/root/fixture.h"
+
+namespace meshd::datapath {
+namespace {
+
+using meshd::testing::Cgroup;
+using meshd::testing::Child;
+using meshd::testing::Netns;
+using state::Backend;
+using state::DesiredLbState;
+using state::Frontend;
+using state::LbAlgorithm;
+
+constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
+const std::vector<std::string> kBackends = {"10.0.2.1", "10.0.2.2", "10.0.2.3", "10.0.2.4"};
+
+IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
+
+// Connects to addr:port and returns the backend's "addr:port" line, or "ERR:<text>".
+// With keep=true the socket is left open (the process exit closes it).
+std::string dial(const std::string& addr, uint16_t port, bool keep = false) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    std::string e = absl::StrCat("ERR:", strerror(errno));
+    close(fd);
+    return e;
+  }
+  char buf[128] = {0};
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  if (!keep) close(fd);
+  return n > 1 ? std::string(buf, n - 1) : absl::StrCat("ERR:read ", strerror(errno));
+}
+
+// Runs `count` connections in a pod; returns "id count" lines.
+std::string dialMany(const std::string& addr, uint16_t port, int count) {
+  std::map<std::string, int> seen;
+  for (int i = 0; i < count; ++i) seen[dial(addr, port)]++;
+  std::string out;
+  for (const auto& [id, n] : seen) absl::StrAppend(&out, id, " ", n, "\n");
+  return out;
+}
+
+std::map<std::string, int> parseCounts(const std::string& text) {
+  std::map<std::string, int> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
+    out[kv.first] = std::stoi(kv.second);
+  }
+  return out;
+}
+
+class LbRootTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MESHD_REQUIRE_ROOT();
+    auto paths = preflight();
+    ASSERT_TRUE(paths.ok()) << paths.status();
+    netns_ = std::make_unique<Netns>();
+    cgroup_ = std::make_unique<Cgroup>();
+    std::vector<std::pair<std::string, uint16_t>> listen;
+    for (const auto& a : kBackends) {
+      ASSERT_TRUE(netns_->ip({"addr", "add", a + "/32", "dev", "lo"}).ok());
+      listen.push_back({a, 8080});
+    }
+    ASSERT_TRUE(netns_->ip({"route", "add", "unreachable", "10.96.0.0/12"}).ok());
+    auto backends = meshd::testing::startBackends(*netns_, listen);
+    ASSERT_TRUE(backends.ok()) << backends.status();
+    backends_ = std::move(*backends);
+
+    config_.instance = absl::StrCat("lb", getpid(), "-", ++counter_);
+    config_.pin_root = kPinRoot;
+    config_.cgroup_path = cgroup_->path();
+    config_.max_services = 64;
+    config_.max_backends = 64;
+    config_.max_slots = 256;
+    auto dp = Datapath::open(config_);
+    ASSERT_TRUE(dp.ok()) << dp.status();
+    dp_ = std::move(*dp);
+    rec_ = std::make_unique<Reconciler>(dp_->maps());
+  }
+
+  void TearDown() override {
+    holders_.clear();
+    rec_.reset();
+    dp_.reset();
+    if (!config_.instance.empty()) (void)Datapath::removePins(config_.pin_root, config_.instance);
+    rmdir(kPinRoot);
+    backends_.kill();
+    cgroup_.reset();
+    netns_.reset();
+  }
+
+  static Frontend frontend(const std::string& vip, LbAlgorithm algo,
+                           const std::vector<std::pair<std::string, uint32_t>>& backends) {
+    Frontend fe;
+    fe.ns = "test";
+    fe.service = vip;
+    fe.vip = ip(vip);
+    fe.port = 80;
+    fe.algorithm = algo;
+    if (algo == LbAlgorithm::kMaglev) fe.maglev_table_size = 16381;
+    for (const auto& [addr, w] : backends) fe.backends.push_back({ip(addr), 8080, w, "", ""});
+    return fe;
+  }
+
+  std::map<std::string, int> dialInPod(const std::string& vip, int count) {
+    auto out = meshd::testing::runInPod(*netns_, cgroup_.get(),
+                                        [&] { return dialMany(vip, 80, count); });
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? parseCounts(*out) : std::map<std::string, int>{};
+  }
+
+  // Opens `count` connections to vip:80 from a pod and keeps them open until
+  // TearDown (the pod process holds them).
+  void holdInPod(const std::string& vip, int count) {
+    auto child = meshd::testing::spawnInPod(*netns_, cgroup_.get(), [vip, count](int ready_fd) {
+      for (int i = 0; i < count; ++i) {
+        std::string id = dial(vip, 80, /*keep=*/true);
+        if (id.rfind("ERR:", 0) == 0) {
+          (void)!write(ready_fd, "E", 1);
+          _exit(1);
+        }
+      }
+      (void)!write(ready_fd, "O", 1);
+      pause();
+    });
+    ASSERT_TRUE(child.ok()) << child.status();
+    holders_.push_back(std::move(*child));
+  }
+
+  // Live connections per backend address, from the kernel's counters.
+  std::map<std::string, int64_t> liveByBackend() {
+    std::map<std::string, int64_t> out;
+    auto views = rec_->describe();
+    EXPECT_TRUE(views.ok()) << views.status();
+    if (!views.ok()) return out;
+    for (const auto& fv : *views)
+      for (const auto& b : fv.backends) out[b.address.toString()] = b.counters.live_conns;
+    return out;
+  }
+
+  static inline int counter_ = 0;
+  std::unique_ptr<Netns> netns_;
+  std::unique_ptr<Cgroup> cgroup_;
+  Child backends_;
+  std::vector<Child> holders_;
+  DatapathConfig config_;
+  DatapathPtr dp_;
+  std::unique_ptr<Reconciler> rec_;
+};
+
+// 2000 connections at weights 1:3. Expected share of the weight-1 backend is
+// 25%; the binomial standard deviation is sqrt(0.25*0.75/2000) = 0.97
+// percentage points, so the +-4 point tolerance is about 4 sigma (a false
+// failure about once in 15,000 runs).
+TEST_F(LbRootTest, WeightedRandomOneToThreeHoldsOver2000Connections) {
+  DesiredLbState d;
+  d.frontends.push_back(frontend("10.96.0.10", LbAlgorithm::kWeightedRandom,
+                                 {{kBackends[0], 1}, {kBackends[1], 3}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  auto counts = dialInPod("10.96.0.10", 2000);
+  int a = counts[kBackends[0] + ":8080"], b = counts[kBackends[1] + ":8080"];
+  ASSERT_EQ(a + b, 2000) << "every connection reaches one of the two backends";
+  double share = 100.0 * a / 2000;
+  EXPECT_NEAR(share, 25.0, 4.0) << "weight-1 backend got " << a << " of 2000";
+}
+
+// Random ignores weights: 1:3 weights still give 50/50 (sd 1.1 points over 2000).
+TEST_F(LbRootTest, RandomIsUniformAndIgnoresWeights) {
+  DesiredLbState d;
+  d.frontends.push_back(
+      frontend("10.96.0.11", LbAlgorithm::kRandom, {{kBackends[0], 1}, {kBackends[1], 3}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  auto counts = dialInPod("10.96.0.11", 2000);
+  int a = counts[kBackends[0] + ":8080"], b = counts[kBackends[1] + ":8080"];
+  ASSERT_EQ(a + b, 2000);
+  EXPECT_NEAR(100.0 * a / 2000, 50.0, 4.5);
+}
+
+// Backend A already carries 20 live connections (through another service);
+// a least-connections service over {A, B} must send new connections to B.
+TEST_F(LbRootTest, LeastConnectionsPrefersTheBackendWithFewerLiveConnections) {
+  DesiredLbState d;
+  d.frontends.push_back(frontend("10.96.0.12", LbAlgorithm::kRandom, {{kBackends[0], 1}}));
+  d.frontends.push_back(frontend("10.96.0.13", LbAlgorithm::kLeastConnections,
+                                 {{kBackends[0], 1}, {kBackends[1], 1}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  holdInPod("10.96.0.12", 20);
+  ASSERT_EQ(liveByBackend()[kBackends[0]], 20);
+  holdInPod("10.96.0.13", 10);
+  auto live = liveByBackend();
+  EXPECT_EQ(live[kBackends[0]], 20) << "A has more live connections: it gets none";
+  EXPECT_EQ(live[kBackends[1]], 10);
+}
+
+// Least-connections keeps live counts level when backends start even.
+TEST_F(LbRootTest, LeastConnectionsBalancesHeldConnections) {
+  DesiredLbState d;
+  d.frontends.push_back(frontend("10.96.0.14", LbAlgorithm::kLeastConnections,
+                                 {{kBackends[0], 1}, {kBackends[1], 1}, {kBackends[2], 1}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  holdInPod("10.96.0.14", 30);
+  auto live = liveByBackend();
+  int64_t total = 0;
+  for (int i = 0; i < 3; ++i) {
+    total += live[kBackends[i]];
+    // Random would put each within roughly 10 +- 8 (3 sd); power of two
+    // choices keeps them within a few of 10.
+    EXPECT_GE(live[kBackends[i]], 6) << kBackends[i];
+    EXPECT_LE(live[kBackends[i]], 14) << kBackends[i];
+  }
+  EXPECT_EQ(total, 30);
+}
+
+// Maglev: one client (one pod netns) always lands on the same backend, and
+// removing a different backend does not move it (minimal disruption).
+TEST_F(LbRootTest, MaglevIsStablePerClientAndSurvivesRemovalOfAnotherBackend) {
+  DesiredLbState d;
+  std::vector<std::pair<std::string, uint32_t>> all;
+  for (const auto& a : kBackends) all.push_back({a, 1});
+  d.frontends.push_back(frontend("10.96.0.15", LbAlgorithm::kMaglev, all));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  auto counts = dialInPod("10.96.0.15", 200);
+  ASSERT_EQ(counts.size(), 1u) << "all 200 connections of one client hit one backend";
+  std::string chosen = counts.begin()->first;
+  ASSERT_EQ(counts.begin()->second, 200);
+
+  // Remove one backend that is not the chosen one.
+  std::vector<std::pair<std::string, uint32_t>> fewer;
+  bool removed = false;
+  for (const auto& a : kBackends) {
+    if (!removed && a + ":8080" != chosen) {
+      removed = true;
+      continue;
+    }
+    fewer.push_back({a, 1});
+  }
+  d.frontends[0] = frontend("10.96.0.15", LbAlgorithm::kMaglev, fewer);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  counts = dialInPod("10.96.0.15", 50);
+  ASSERT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, chosen);
+}
+
+// A backend removed from the desired state receives no new connections.
+TEST_F(LbRootTest, RemovedBackendGetsNoNewConnections) {
+  DesiredLbState d;
+  d.frontends.push_back(frontend("10.96.0.16", LbAlgorithm::kWeightedRandom,
+                                 {{kBackends[0], 1}, {kBackends[1], 1}, {kBackends[2], 1}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  auto counts = dialInPod("10.96.0.16", 300);
+  EXPECT_EQ(counts.size(), 3u) << "all three reached first";
+  d.frontends[0] = frontend("10.96.0.16", LbAlgorithm::kWeightedRandom,
+                            {{kBackends[0], 1}, {kBackends[2], 1}});
+  ASSERT_TRUE(rec_->apply(d).ok());
+  counts = dialInPod("10.96.0.16", 300);
+  EXPECT_EQ(counts.count(kBackends[1] + ":8080"), 0u);
+  EXPECT_EQ(counts[kBackends[0] + ":8080"] + counts[kBackends[2] + ":8080"], 300);
+}
+
+}  // namespace
+}  // namespace meshd::datapath

@@ -1,0 +1,209 @@
+// The kernel's selection arithmetic (bpf/include/mesh_lb.h), driven exactly as
+// bpf/mesh_select.bpf.h drives it, with tables from meshd_lbtables: the sampled
+// distributions are what connections to a VIP get. Seeded generators, so every
+// run draws the same numbers; tolerances are stated per test.
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "datapath/alias.h"
+#include "datapath/maglev.h"
+#include "gtest/gtest.h"
+#include "mesh_lb.h"
+
+namespace meshd::datapath {
+namespace {
+
+// mesh_weighted_slot(): uniform slot, then the alias step, with two independent draws.
+uint32_t weightedPick(const std::vector<AliasEntry>& t, std::mt19937& rng) {
+  const uint32_t slot = mesh_uniform(rng(), static_cast<uint32_t>(t.size()));
+  return mesh_alias_pick(slot, rng(), t[slot].threshold, t[slot].alias);
+}
+
+// Pearson's chi-square statistic of observed counts against expected shares.
+double chiSquare(const std::vector<uint64_t>& observed, const std::vector<double>& share,
+                 uint64_t draws) {
+  double chi = 0;
+  for (size_t i = 0; i < observed.size(); ++i) {
+    const double e = share[i] * draws;
+    chi += (observed[i] - e) * (observed[i] - e) / e;
+  }
+  return chi;
+}
+
+TEST(LbSelectTest, UniformIndexInRange) {
+  EXPECT_EQ(mesh_uniform(0, 7), 0u);
+  EXPECT_EQ(mesh_uniform(0xffffffffu, 7), 6u);
+  EXPECT_EQ(mesh_uniform(0x80000000u, 2), 1u);
+  EXPECT_EQ(mesh_uniform(0x7fffffffu, 2), 0u);
+}
+
+// 1:3 over 1e6 picks: shares 25% / 75% within +-0.5% absolute. One standard
+// deviation is sqrt(.25*.75/1e6) = 0.043%, so the bound is ~11 sigma wide
+// yet would catch any systematic bias of half a percent.
+TEST(LbSelectTest, WeightedOneToThree) {
+  const uint32_t w[] = {1, 3};
+  const auto table = buildAliasTable(w);
+  std::mt19937 rng(42);
+  constexpr int kDraws = 1000000;
+  uint64_t hits[2] = {0, 0};
+  for (int i = 0; i < kDraws; ++i) hits[weightedPick(table, rng)]++;
+  EXPECT_NEAR(hits[0] / double(kDraws), 0.25, 0.005);
+  EXPECT_NEAR(hits[1] / double(kDraws), 0.75, 0.005);
+}
+
+// 50 backends with random weights in 1..10000, 1e6 picks: chi-square with 49
+// degrees of freedom below 85.35 (the 0.1% critical value). A wrong threshold
+// in one bucket of a few hundred ppm would push it far past that.
+TEST(LbSelectTest, WeightedManyBackendsChiSquare) {
+  std::mt19937 wrng(7);
+  std::vector<uint32_t> w(50);
+  double total = 0;
+  for (auto& x : w) {
+    x = 1 + wrng() % 10000;
+    total += x;
+  }
+  const auto table = buildAliasTable(w);
+  std::vector<double> share(w.size());
+  for (size_t i = 0; i < w.size(); ++i) share[i] = w[i] / total;
+  std::mt19937 rng(99);
+  constexpr uint64_t kDraws = 1000000;
+  std::vector<uint64_t> hits(w.size(), 0);
+  for (uint64_t i = 0; i < kDraws; ++i) hits[weightedPick(table, rng)]++;
+  EXPECT_LT(chiSquare(hits, share, kDraws), 85.35);
+}
+
+// The same check fails for a table built from the wrong weights: the test can fail.
+TEST(LbSelectTest, ChiSquareDetectsWrongWeights) {
+  std::vector<uint32_t> w(50, 100);
+  std::vector<uint32_t> skewed = w;
+  skewed[0] = 110;  // 10% more weight on one backend of fifty
+  const auto table = buildAliasTable(skewed);
+  std::vector<double> share(w.size(), 1.0 / w.size());
+  std::mt19937 rng(5);
+  constexpr uint64_t kDraws = 1000000;
+  std::vector<uint64_t> hits(w.size(), 0);
+  for (uint64_t i = 0; i < kDraws; ++i) hits[weightedPick(table, rng)]++;
+  EXPECT_GT(chiSquare(hits, share, kDraws), 85.35);
+}
+
+// MESH_LB_RANDOM: mesh_uniform over slots, weights ignored. 10 slots, 1e6 picks,
+// chi-square (9 dof) below 27.88 (0.1% critical value).
+TEST(LbSelectTest, RandomIsUniform) {
+  std::mt19937 rng(3);
+  constexpr uint64_t kDraws = 1000000;
+  std::vector<uint64_t> hits(10, 0);
+  for (uint64_t i = 0; i < kDraws; ++i) hits[mesh_uniform(rng(), 10)]++;
+  EXPECT_LT(chiSquare(hits, std::vector<double>(10, 0.1), kDraws), 27.88);
+}
+
+// Maglev lookups (mesh_maglev_index on a 64-bit client key, here random netns
+// cookies) spread clients like the table: weights 1:2:3:4, 2e5 clients, each
+// backend's share within +-1% absolute of its weight share; and a client maps to
+// the same backend every time.
+TEST(LbSelectTest, MaglevLookupFollowsWeights) {
+  std::vector<MaglevBackend> backends = {
+      {1, "10.0.0.1:80", 1}, {2, "10.0.0.2:80", 2}, {3, "10.0.0.3:80", 3}, {4, "10.0.0.4:80", 4}};
+  const uint32_t size = MESH_MAGLEV_DEFAULT_SIZE;
+  const auto table = buildMaglevTable(backends, size);
+  ASSERT_EQ(table.size(), size);
+  std::mt19937_64 rng(11);
+  constexpr int kClients = 200000;
+  std::vector<uint64_t> hits(5, 0);
+  for (int i = 0; i < kClients; ++i) {
+    const uint64_t client = rng();
+    const uint32_t id = table[mesh_maglev_index(client, size)];
+    ASSERT_EQ(id, table[mesh_maglev_index(client, size)]);
+    hits[id]++;
+  }
+  for (uint32_t id = 1; id <= 4; ++id) {
+    EXPECT_NEAR(hits[id] / double(kClients), id / 10.0, 0.01) << "backend " << id;
+  }
+}
+
+// mesh_other_slot (a second p2c candidate distinct from the first): never the
+// first slot when n > 1, uniform over the other n-1 (+-1% absolute, 2e5 draws each).
+TEST(LbSelectTest, OtherSlotIsUniformOverTheRest) {
+  EXPECT_EQ(mesh_other_slot(0, 12345, 1), 0u);
+  std::mt19937 rng(29);
+  constexpr uint32_t kN = 5;
+  constexpr int kDraws = 200000;
+  for (uint32_t first = 0; first < kN; ++first) {
+    std::vector<int> hits(kN, 0);
+    for (int i = 0; i < kDraws; ++i) hits[mesh_other_slot(first, rng(), kN)]++;
+    EXPECT_EQ(hits[first], 0);
+    for (uint32_t s = 0; s < kN; ++s) {
+      if (s == first) continue;
+      EXPECT_NEAR(hits[s] / double(kDraws), 1.0 / (kN - 1), 0.01) << s;
+    }
+  }
+}
+
+TEST(LbSelectTest, P2cPrefersLowerCountTiesToA) {
+  EXPECT_TRUE(mesh_p2c_prefer_a(0, 1));
+  EXPECT_FALSE(mesh_p2c_prefer_a(2, 1));
+  EXPECT_TRUE(mesh_p2c_prefer_a(3, 3));
+}
+
+// The p2c simulations below draw candidates as MESH_LB_LEAST_CONN in
+// bpf/mesh_select.bpf.h does today: two independent weighted picks.
+// Two equal-weight backends, live counts 5 and 0: p2c (two weighted picks, keep
+// the lower count) sends 3/4 of new connections to the idle one (it loses only
+// when both picks land on the busy one). 1e6 picks, within +-0.5% absolute.
+TEST(LbSelectTest, P2cSendsThreeQuartersToIdleBackend) {
+  const uint32_t w[] = {1, 1};
+  const auto table = buildAliasTable(w);
+  const int64_t live[] = {5, 0};
+  std::mt19937 rng(17);
+  constexpr int kDraws = 1000000;
+  int idle = 0;
+  for (int i = 0; i < kDraws; ++i) {
+    const uint32_t a = weightedPick(table, rng);
+    const uint32_t b = weightedPick(table, rng);
+    const uint32_t pick = mesh_p2c_prefer_a(live[a], live[b]) ? a : b;
+    idle += pick == 1;
+  }
+  EXPECT_NEAR(idle / double(kDraws), 0.75, 0.005);
+}
+
+// A slow backend holds its connections 4x longer. Simulated as a closed system:
+// one connect per step, each open connection closes with probability 1/400 per
+// step (1/1600 on the slow backend 0). Least-connections by p2c over the live
+// counts must give backend 0 clearly fewer new connections than the 25% random
+// gives it: below 20% (measured 8%), while random stays at 25% +-1%.
+TEST(LbSelectTest, P2cAvoidsSlowBackend) {
+  const std::vector<uint32_t> w(4, 1);
+  const auto table = buildAliasTable(w);
+  auto simulate = [&](bool p2c) {
+    std::mt19937 rng(23);
+    std::vector<int64_t> live(4, 0);
+    std::vector<uint64_t> sent(4, 0);
+    constexpr int kSteps = 200000;
+    for (int step = 0; step < kSteps; ++step) {
+      for (int b = 0; b < 4; ++b) {
+        const double p_close = b == 0 ? 1.0 / 1600 : 1.0 / 400;
+        if (live[b] > 0) live[b] -= std::binomial_distribution<int64_t>(live[b], p_close)(rng);
+      }
+      uint32_t pick = weightedPick(table, rng);
+      if (p2c) {
+        const uint32_t other = weightedPick(table, rng);
+        pick = mesh_p2c_prefer_a(live[pick], live[other]) ? pick : other;
+      }
+      live[pick]++;
+      sent[pick]++;
+    }
+    return sent[0] / double(kSteps);
+  };
+  const double random_share = simulate(false);
+  const double p2c_share = simulate(true);
+  RecordProperty("slow_backend_share_random", absl::StrCat(random_share));
+  RecordProperty("slow_backend_share_p2c", absl::StrCat(p2c_share));
+  EXPECT_NEAR(random_share, 0.25, 0.01);
+  EXPECT_LT(p2c_share, 0.20);
+}
+
+}  // namespace
+}  // namespace meshd::datapath

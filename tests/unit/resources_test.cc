@@ -1,0 +1,526 @@
+// Table tests for resource parsing and validation: every class of bad input
+// is reported as "<file>:<line>:<col>: <Kind>/<ns>/<name>: <field>: <reason>"
+// with the position of the offending node.
+#include <sys/socket.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "resources/resource.h"
+#include "resources/resource_set.h"
+#include "yaml-cpp/yaml.h"
+
+namespace meshd::resources {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> errorLines(const absl::Status& st) {
+  return absl::StrSplit(std::string(st.message()), '\n');
+}
+
+TEST(ParseFiles, ValidMultiDocumentFile) {
+  SourceFile f{"web.yaml", readFile(std::string(MESHD_TESTDATA_DIR) + "/web.yaml")};
+  ASSERT_FALSE(f.content.empty());
+  auto parsed = parseFiles({f});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_THAT(*parsed, SizeIs(4));
+  EXPECT_EQ((*parsed)[0].key.toString(), "Service/shop/web");
+  EXPECT_EQ((*parsed)[0].line, 3);  // after the two comment lines
+  EXPECT_EQ((*parsed)[0].source, "web.yaml");
+  EXPECT_EQ((*parsed)[1].key.toString(), "EndpointSlice/shop/web-node1");
+  EXPECT_EQ((*parsed)[3].key.toString(), "TrafficPolicy/shop/web");
+  // Plain scalars resolve like Kubernetes' YAML: numbers are numbers.
+  EXPECT_TRUE((*parsed)[0].object["spec"]["ports"][0]["port"].is_number_integer());
+  EXPECT_EQ((*parsed)[0].object["spec"]["clusterIP"], "10.96.0.10");
+
+  auto svc = serviceSpec((*parsed)[0]);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  ASSERT_THAT(svc->cluster_ips, SizeIs(1));
+  EXPECT_EQ(svc->cluster_ips[0].toString(), "10.96.0.10");
+  ASSERT_THAT(svc->ports, SizeIs(2));
+  EXPECT_EQ(svc->ports[0].name, "http");
+  EXPECT_FALSE(svc->ports[0].target_port.has_value());
+  EXPECT_EQ(svc->ports[0].target_port_name, "http-alt");
+  EXPECT_EQ(svc->ports[1].target_port, 9091);
+
+  auto slice = endpointSliceSpec((*parsed)[1]);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  EXPECT_EQ(slice->service_name, "web");
+  EXPECT_EQ(slice->address_type, AF_INET);
+  ASSERT_THAT(slice->endpoints, SizeIs(2));
+  EXPECT_TRUE(slice->endpoints[0].ready);
+  EXPECT_EQ(slice->endpoints[0].target_ref, "Pod/shop/web-1");
+  EXPECT_FALSE(slice->endpoints[1].ready);
+
+  auto policy = trafficPolicySpec((*parsed)[3]);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ(policy->target_service, "web");
+  EXPECT_EQ(policy->algorithm, state::LbAlgorithm::kWeightedRandom);
+  ASSERT_THAT(policy->weights, SizeIs(1));
+  EXPECT_EQ(policy->weights[0].second, 3u);
+
+  // A typed view of the wrong kind is an error, not a crash.
+  EXPECT_FALSE(serviceSpec((*parsed)[1]).ok());
+}
+
+TEST(ParseFiles, EmptyDocumentsAndDefaults) {
+  SourceFile f{"s.yaml",
+               "---\n"
+               "apiVersion: v1\n"
+               "kind: Service\n"
+               "metadata: {name: dns}\n"
+               "spec:\n"
+               "  clusterIPs: [10.96.0.53, \"fd00::53\"]\n"
+               "  ports: [{port: 53, protocol: UDP}]\n"
+               "---\n"};
+  auto parsed = parseFiles({f});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_THAT(*parsed, SizeIs(1));
+  EXPECT_EQ((*parsed)[0].key.ns, "default");
+  auto svc = serviceSpec((*parsed)[0]);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  ASSERT_THAT(svc->cluster_ips, SizeIs(2));
+  EXPECT_EQ(svc->cluster_ips[1].family, AF_INET6);
+  EXPECT_EQ(svc->ports[0].protocol, state::Protocol::kUdp);
+  EXPECT_EQ(svc->ports[0].target_port, 53);  // defaults to port
+}
+
+// Documents used by the table below; line numbers matter.
+constexpr char kServiceHead[] =
+    "apiVersion: v1\n"  // 1
+    "kind: Service\n"   // 2
+    "metadata:\n"       // 3
+    "  name: web\n"     // 4
+    "spec:\n";          // 5
+constexpr char kPolicyHead[] =
+    "apiVersion: meshd.io/v1alpha1\n"            // 1
+    "kind: TrafficPolicy\n"                      // 2
+    "metadata:\n"                                // 3
+    "  name: web\n"                              // 4
+    "spec:\n"                                    // 5
+    "  targetRef: {kind: Service, name: web}\n"  // 6
+    "  loadBalancer:\n";                         // 7
+constexpr char kSliceHead[] =
+    "apiVersion: discovery.k8s.io/v1\n"               // 1
+    "kind: EndpointSlice\n"                           // 2
+    "metadata:\n"                                     // 3
+    "  name: web-a\n"                                 // 4
+    "  labels: {kubernetes.io/service-name: web}\n";  // 5
+
+struct BadInputCase {
+  std::string name;
+  std::string yaml;
+  std::string expected;  // a full error line, or its beginning
+};
+
+class BadInputTest : public ::testing::TestWithParam<BadInputCase> {};
+
+TEST_P(BadInputTest, RejectedWithFileLineAndField) {
+  const BadInputCase& c = GetParam();
+  auto parsed = parseFiles({SourceFile{"f.yaml", c.yaml}});
+  ASSERT_FALSE(parsed.ok()) << "accepted:\n" << c.yaml;
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.expected)) << c.yaml;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Resources, BadInputTest,
+    ::testing::Values(
+        BadInputCase{"UnknownTopLevelField",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports: [{port: 80}]\n"
+                                                 "status: {}\n",
+                     "f.yaml:8:1: Service/default/web: status: unknown field"},
+        BadInputCase{"UnknownMetadataField",
+                     "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  owner: me\n"
+                     "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
+                     "f.yaml:5:3: Service/default/web: metadata.owner: unknown field"},
+        BadInputCase{"UnknownNestedField",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: 80\n"
+                                                 "      nodePort: 30080\n",
+                     "f.yaml:9:7: Service/default/web: spec.ports[0].nodePort: unknown field"},
+        BadInputCase{"WrongType",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: http\n",
+                     "f.yaml:8:13: Service/default/web: spec.ports[0].port: expected an "
+                     "integer, got a string (\"http\")"},
+        BadInputCase{"QuotedNumberIsAString",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: \"80\"\n",
+                     "f.yaml:8:13: Service/default/web: spec.ports[0].port: expected an "
+                     "integer, got a string (\"80\")"},
+        BadInputCase{"MissingRequiredName",
+                     "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n"
+                     "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
+                     "f.yaml:4:3: Service/shop/?: metadata.name: required field is missing"},
+        BadInputCase{"MissingSpec", "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n",
+                     "f.yaml:1:1: Service/default/web: spec: required field is missing"},
+        BadInputCase{"BadClusterIp",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.999\n"
+                                                 "  ports: [{port: 80}]\n",
+                     "f.yaml:6:14: Service/default/web: spec.clusterIP: \"10.96.0.999\" is not "
+                     "an IPv4 or IPv6 address"},
+        BadInputCase{"PortOutOfRange",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: 70000\n",
+                     "f.yaml:8:13: Service/default/web: spec.ports[0].port: port 70000 is out "
+                     "of range [1, 65535]"},
+        BadInputCase{"PortZero",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: 0\n",
+                     "f.yaml:8:13: Service/default/web: spec.ports[0].port: port 0 is out of "
+                     "range [1, 65535]"},
+        BadInputCase{"TargetPortQuotedNumber",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: 80\n"
+                                                 "      targetPort: \"8080\"\n",
+                     "f.yaml:9:19: Service/default/web: spec.ports[0].targetPort: \"8080\" is "
+                     "neither a port number nor a port name"},
+        BadInputCase{"MultiPortNeedsNames",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - port: 80\n"
+                                                 "    - {name: b, port: 81}\n",
+                     "f.yaml:8:7: Service/default/web: spec.ports[0].name: required when a "
+                     "Service has more than one port"},
+        BadInputCase{"DuplicatePortName",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports:\n"
+                                                 "    - {name: a, port: 80}\n"
+                                                 "    - {name: a, port: 81}\n",
+                     "f.yaml:9:14: Service/default/web: spec.ports[1].name: duplicate port "
+                     "name \"a\" (also spec.ports[0])"},
+        BadInputCase{"UnsupportedType",
+                     std::string(kServiceHead) + "  type: NodePort\n"
+                                                 "  clusterIP: 10.96.0.1\n"
+                                                 "  ports: [{port: 80}]\n",
+                     "f.yaml:6:9: Service/default/web: spec.type: type NodePort is not "
+                     "supported yet"},
+        BadInputCase{"Sctp",
+                     std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n"
+                                                 "  ports: [{port: 80, protocol: SCTP}]\n",
+                     "f.yaml:7:32: Service/default/web: spec.ports[0].protocol: SCTP is not "
+                     "supported"},
+        BadInputCase{"MissingClusterIp", std::string(kServiceHead) + "  ports: [{port: 80}]\n",
+                     "f.yaml:6:3: Service/default/web: spec.clusterIP: required field is "
+                     "missing: meshd does not allocate cluster IPs"},
+        BadInputCase{"LabelValueNotString",
+                     "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n"
+                     "  labels: {version: 1}\n"
+                     "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
+                     "f.yaml:5:21: Service/default/web: metadata.labels.version: expected a "
+                     "string, got an integer (1)"},
+        BadInputCase{"BadServiceName",
+                     "apiVersion: v1\nkind: Service\nmetadata:\n  name: Web_1\n"
+                     "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
+                     "f.yaml:4:9: Service/default/Web_1: metadata.name: \"Web_1\" is not a "
+                     "valid Service name"},
+        BadInputCase{"WeightTooLarge",
+                     std::string(kPolicyHead) + "    weights:\n"
+                                                "      - address: 10.1.1.1\n"
+                                                "        weight: 10001\n",
+                     "f.yaml:10:17: TrafficPolicy/default/web: "
+                     "spec.loadBalancer.weights[0].weight: weight 10001 is out of range [1, "
+                     "10000]"},
+        BadInputCase{"WeightZero",
+                     std::string(kPolicyHead) + "    weights:\n"
+                                                "      - {address: 10.1.1.1, weight: 0}\n",
+                     "f.yaml:9:37: TrafficPolicy/default/web: "
+                     "spec.loadBalancer.weights[0].weight: weight 0 is out of range"},
+        BadInputCase{"WeightBadAddress",
+                     std::string(kPolicyHead) + "    weights:\n"
+                                                "      - {address: 10.1.1, weight: 2}\n",
+                     "f.yaml:9:19: TrafficPolicy/default/web: "
+                     "spec.loadBalancer.weights[0].address: \"10.1.1\" is not an IPv4 or IPv6 "
+                     "address"},
+        BadInputCase{"MaglevSizeNotPrime",
+                     std::string(kPolicyHead) + "    algorithm: Maglev\n"
+                                                "    maglev:\n"
+                                                "      tableSize: 16000\n",
+                     "f.yaml:10:18: TrafficPolicy/default/web: "
+                     "spec.loadBalancer.maglev.tableSize: 16000 is not a prime"},
+        BadInputCase{"MaglevSizeTooLarge",
+                     std::string(kPolicyHead) + "    algorithm: Maglev\n"
+                                                "    maglev: {tableSize: 131101}\n",
+                     "f.yaml:9:25: TrafficPolicy/default/web: "
+                     "spec.loadBalancer.maglev.tableSize: tableSize 131101 is out of range [3, "
+                     "131071]"},
+        BadInputCase{"MaglevWithoutMaglev",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "    maglev: {tableSize: 251}\n",
+                     "f.yaml:9:13: TrafficPolicy/default/web: spec.loadBalancer.maglev: maglev "
+                     "settings need algorithm: Maglev"},
+        BadInputCase{"UnknownAlgorithm", std::string(kPolicyHead) + "    algorithm: RoundRobin\n",
+                     "f.yaml:8:16: TrafficPolicy/default/web: spec.loadBalancer.algorithm: "
+                     "unknown algorithm \"RoundRobin\""},
+        BadInputCase{"PolicyUnknownFieldForLater",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  connectionLimits: {maxConnections: 10}\n",
+                     "f.yaml:9:3: TrafficPolicy/default/web: spec.connectionLimits: unknown "
+                     "field"},
+        BadInputCase{"UnknownKind",
+                     "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+                     "f.yaml:2:7: Deployment/default/web: kind: unknown kind \"Deployment\""},
+        BadInputCase{"UnknownApiVersion",
+                     "apiVersion: v2\nkind: Service\nmetadata: {name: web}\n"
+                     "spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n",
+                     "f.yaml:1:13: Service/default/web: apiVersion: unknown apiVersion \"v2\" "
+                     "for Service (use v1)"},
+        BadInputCase{"DuplicateKey",
+                     "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  name: api\n"
+                     "spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n",
+                     "f.yaml:5:3: Service/default/web: metadata.name: duplicate key \"name\" "
+                     "(first at line 4)"},
+        BadInputCase{"NotAMapping", "- a\n- b\n",
+                     "f.yaml:1:1: ?/default/?: a resource must be a mapping"},
+        BadInputCase{"SliceFamilyMismatch",
+                     std::string(kSliceHead) + "addressType: IPv4\n"
+                                               "endpoints:\n"
+                                               "  - addresses: [\"fd00::1\"]\n",
+                     "f.yaml:8:17: EndpointSlice/default/web-a: endpoints[0].addresses[0]: "
+                     "fd00::1 is IPv6 but the slice's addressType is IPv4"},
+        BadInputCase{"SliceMissingServiceLabel",
+                     "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n"
+                     "  name: web-a\naddressType: IPv4\n",
+                     "f.yaml:4:3: EndpointSlice/default/web-a: "
+                     "metadata.labels[\"kubernetes.io/service-name\"]: required label is "
+                     "missing"},
+        BadInputCase{"SliceReadyNotBool",
+                     std::string(kSliceHead) + "addressType: IPv4\n"
+                                               "endpoints:\n"
+                                               "  - addresses: [10.1.1.1]\n"
+                                               "    conditions: {ready: yes}\n",
+                     "f.yaml:9:25: EndpointSlice/default/web-a: endpoints[0].conditions.ready: "
+                     "expected true or false, got a string (\"yes\")"},
+        BadInputCase{"SliceFqdn", std::string(kSliceHead) + "addressType: FQDN\n",
+                     "f.yaml:6:14: EndpointSlice/default/web-a: addressType: FQDN endpoints "
+                     "are not supported"}),
+    [](const ::testing::TestParamInfo<BadInputCase>& info) { return info.param.name; });
+
+TEST(ParseFiles, YamlSyntaxErrorReportsYamlCppPosition) {
+  // An unterminated flow sequence: yaml-cpp reports where it gave up.
+  std::string yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web\n";
+  YAML::Mark mark;
+  try {
+    YAML::LoadAll(yaml);
+    FAIL() << "yaml-cpp accepted the document";
+  } catch (const YAML::Exception& e) {
+    mark = e.mark;
+  }
+  auto parsed = parseFiles({SourceFile{"f.yaml", yaml}});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr("f.yaml:" + std::to_string(mark.line + 1) + ":" +
+                        std::to_string(mark.column + 1) + ": YAML syntax error: "));
+  EXPECT_GE(mark.line + 1, 3);
+}
+
+TEST(ParseFiles, StdinIsNamed) {
+  auto parsed = parseFiles({SourceFile{"-", "apiVersion: v1\nkind: Nope\nmetadata: {name: x}\n"}});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("<stdin>:2:7: "));
+}
+
+TEST(ParseFiles, CollectsEveryError) {
+  std::string yaml = std::string(kServiceHead) +
+                     "  clusterIP: 10.96.0.1\n"
+                     "  ports: [{port: 0}]\n"         // 7
+                     "---\n" +                        // 8
+                     std::string(kPolicyHead) +       // 9..15
+                     "    algorithm: Maglev\n"        // 16
+                     "    maglev: {tableSize: 4}\n";  // 17
+  SourceFile good{"good.yaml",
+                  std::string(kServiceHead) + "  clusterIP: 10.96.0.2\n  ports: [{port: 80}]\n"};
+  SourceFile broken{"broken.yaml", "a: [\n"};
+  auto parsed = parseFiles({SourceFile{"f.yaml", yaml}, good, broken});
+  ASSERT_FALSE(parsed.ok());
+  auto lines = errorLines(parsed.status());
+  // The port, the table size, the YAML error, and good.yaml's Service/default/web
+  // duplicating f.yaml's.
+  ASSERT_THAT(lines, SizeIs(4)) << parsed.status().message();
+  EXPECT_THAT(lines[0], HasSubstr("f.yaml:7:18: Service/default/web: spec.ports[0].port:"));
+  EXPECT_THAT(lines[1], HasSubstr("f.yaml:17:25: TrafficPolicy/default/web: "
+                                  "spec.loadBalancer.maglev.tableSize: 4 is not a prime"));
+  EXPECT_THAT(lines[2], HasSubstr("broken.yaml:"));
+  EXPECT_THAT(lines[3], HasSubstr("good.yaml:4:9: Service/default/web: metadata.name: "
+                                  "duplicate: Service/default/web is also defined at "
+                                  "f.yaml:4:9"));
+}
+
+TEST(ParseFiles, DuplicateAcrossFilesNamesBothPlaces) {
+  std::string svc = std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n";
+  auto parsed = parseFiles({SourceFile{"a.yaml", svc}, SourceFile{"b.yaml", "\n\n" + svc}});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(std::string(parsed.status().message()),
+            "b.yaml:6:9: Service/default/web: metadata.name: duplicate: Service/default/web is "
+            "also defined at a.yaml:4:9");
+}
+
+TEST(ParseFiles, SameNameDifferentKindOrNamespaceIsFine) {
+  std::string svc = std::string(kServiceHead) + "  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n";
+  std::string svc2 =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: other}\n"
+      "spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n";
+  std::string policy = std::string(kPolicyHead) + "    algorithm: Random\n";
+  auto parsed = parseFiles({SourceFile{"a.yaml", svc + "---\n" + svc2 + "---\n" + policy}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(*parsed, SizeIs(3));
+}
+
+TEST(ParseFiles, AliasBombIsBounded) {
+  std::string yaml = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  std::string prev = "a";
+  for (int i = 0; i < 8; ++i) {
+    std::string name = "l" + std::to_string(i);
+    yaml += name + ": &" + name + " [";
+    for (int j = 0; j < 10; ++j) yaml += (j ? ", *" : "*") + prev;
+    yaml += "]\n";
+    prev = name;
+  }
+  auto parsed = parseFiles({SourceFile{"bomb.yaml", yaml}});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("nodes (YAML aliases?)"));
+}
+
+TEST(Validate, JsonWithoutPositions) {
+  nlohmann::json obj = {{"apiVersion", "v1"},
+                        {"kind", "Service"},
+                        {"metadata", {{"name", "web"}}},
+                        {"spec", {{"clusterIP", "10.96.0.1"}, {"ports", {{{"port", 99999}}}}}}};
+  auto r = resourceFromJson(obj);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(std::string(r.status().message()),
+            "Service/default/web: spec.ports[0].port: port 99999 is out of range [1, 65535]");
+
+  obj["spec"]["ports"][0]["port"] = 80;
+  auto ok = resourceFromJson(obj, "web.yaml", 3);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(validate(*ok).ok());
+  Resource wrong_key = *ok;
+  wrong_key.key.name = "api";
+  absl::Status st = validate(wrong_key);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("key does not match the object"));
+  // With a source and document line but no positions, errors name file:line.
+  ok->object["spec"]["type"] = "LoadBalancer";
+  EXPECT_THAT(std::string(validate(*ok).message()),
+              HasSubstr("web.yaml:3: Service/default/web: spec.type: type LoadBalancer"));
+}
+
+TEST(ValidateSet, ClusterIpPortConflictNamesBoth) {
+  std::string a =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n"
+      "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n";
+  std::string b =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: b}\n"
+      "spec:\n  clusterIP: 10.96.0.1\n  ports:\n    - {name: x, port: 81}\n"
+      "    - {name: y, port: 80}\n";
+  std::string c_udp =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: c}\n"
+      "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80, protocol: UDP}]\n";
+  auto parsed =
+      parseFiles({SourceFile{"a.yaml", a}, SourceFile{"b.yaml", b}, SourceFile{"c.yaml", c_udp}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ResourceSet set;
+  for (auto& r : *parsed) set.upsert(r);
+  absl::Status st = validateSet(set);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(std::string(st.message()),
+            "b.yaml:8:23: Service/default/b: spec.ports[1].port: 10.96.0.1:80/TCP is also used "
+            "by Service/default/a (a.yaml:6:18): two Services cannot share a cluster IP, port "
+            "and protocol");
+  // Against a stored resource (no positions) the new one is blamed.
+  auto stored_a = resourceFromJson((*parsed)[1].object, "b.yaml", 1);
+  ASSERT_TRUE(stored_a.ok());
+  ResourceSet set2;
+  set2.upsert(*stored_a);
+  set2.upsert((*parsed)[0]);
+  EXPECT_THAT(std::string(validateSet(set2).message()),
+              HasSubstr("a.yaml:6:18: Service/default/a: spec.ports[0].port: 10.96.0.1:80/TCP "
+                        "is also used by Service/default/b (b.yaml:1)"));
+}
+
+TEST(ValidateSet, TwoPoliciesForOneServiceNamesBoth) {
+  std::string p1 = std::string(kPolicyHead) + "    algorithm: Random\n";
+  std::string p2 =
+      "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: web2}\n"
+      "spec:\n  targetRef: {kind: Service, name: web}\n";
+  auto parsed = parseFiles({SourceFile{"p.yaml", p1 + "---\n" + p2}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ResourceSet set;
+  for (auto& r : *parsed) set.upsert(r);
+  absl::Status st = validateSet(set);
+  EXPECT_EQ(std::string(st.message()),
+            "p.yaml:14:36: TrafficPolicy/default/web2: spec.targetRef.name: Service default/web "
+            "is also targeted by TrafficPolicy/default/web (p.yaml:6:36): at most one "
+            "TrafficPolicy per Service");
+}
+
+TEST(ResourceSet, ListsByKindAndNamespaceInKeyOrder) {
+  ResourceSet set;
+  auto add = [&](std::string kind, std::string ns, std::string name) {
+    Resource r;
+    r.key = {kind, ns, name};
+    set.upsert(r);
+  };
+  add("Service", "b", "z");
+  add("Service", "a", "y");
+  add("EndpointSlice", "a", "x");
+  add("TrafficPolicy", "a", "w");
+  auto services = set.list("Service");
+  ASSERT_THAT(services, SizeIs(2));
+  EXPECT_EQ(services[0]->key.toString(), "Service/a/y");
+  EXPECT_EQ(services[1]->key.toString(), "Service/b/z");
+  EXPECT_THAT(set.list("Service", "b"), SizeIs(1));
+  EXPECT_THAT(set.list("Service", "c"), SizeIs(0));
+  EXPECT_TRUE(set.erase(ResourceKey{"Service", "a", "y"}));
+  EXPECT_FALSE(set.erase(ResourceKey{"Service", "a", "y"}));
+  EXPECT_EQ(set.size(), 3u);
+}
+
+TEST(ResourceKey, ParseAndPrint) {
+  auto k = ResourceKey::parse("Service/shop/web");
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(k->toString(), "Service/shop/web");
+  auto d = ResourceKey::parse("Service/web");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->ns, "default");
+  EXPECT_FALSE(ResourceKey::parse("web").ok());
+  EXPECT_FALSE(ResourceKey::parse("a/b/c/d").ok());
+}
+
+TEST(Helpers, NamesAndPrimes) {
+  EXPECT_TRUE(isPrime(16381));
+  EXPECT_TRUE(isPrime(131071));
+  EXPECT_FALSE(isPrime(16383));
+  EXPECT_FALSE(isPrime(1));
+  EXPECT_TRUE(isDns1123Label("web-1"));
+  EXPECT_FALSE(isDns1123Label("-web"));
+  EXPECT_FALSE(isDns1123Label(std::string(64, 'a')));
+  EXPECT_TRUE(isDns1123Subdomain("web.v1"));
+  EXPECT_FALSE(isDns1123Subdomain("web..v1"));
+  EXPECT_TRUE(isIanaServiceName("http-alt"));
+  EXPECT_FALSE(isIanaServiceName("8080"));
+  EXPECT_FALSE(isIanaServiceName("a--b"));
+}
+
+}  // namespace
+}  // namespace meshd::resources

@@ -1,0 +1,155 @@
+#include "api/views.h"
+
+#include <arpa/inet.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace meshd::api {
+namespace {
+
+bool matches(std::string_view filter, std::string_view value) {
+  return filter.empty() || filter == value;
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string protocolText(state::Protocol p) { return upper(resources::protocolName(p)); }
+
+}  // namespace
+
+std::string hostPort(const IpAddress& address, uint16_t port) {
+  if (address.isV4()) return absl::StrCat(address.toString(), ":", port);
+  return absl::StrCat("[", address.toString(), "]:", port);
+}
+
+nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_view ns,
+                            std::string_view name) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& fv : frontends) {
+    const state::Frontend& f = fv.frontend;
+    if (!matches(ns, f.ns) || !matches(name, f.service)) continue;
+    nlohmann::ordered_json row;
+    row["namespace"] = f.ns;
+    row["name"] = f.service;
+    row["portName"] = f.port_name;
+    row["vip"] = f.vip.toString();
+    row["port"] = f.port;
+    row["protocol"] = protocolText(f.protocol);
+    row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
+    row["maglevTableSize"] = f.maglev_table_size;
+    row["backends"] = fv.backends.size();
+    row["svcId"] = fv.svc_id;
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
+                            std::string_view name) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& fv : frontends) {
+    const state::Frontend& f = fv.frontend;
+    if (!matches(ns, f.ns) || !matches(name, f.service)) continue;
+    const std::string frontend =
+        absl::StrCat(hostPort(f.vip, f.port), "/", protocolText(f.protocol));
+    for (const auto& b : fv.backends) {
+      nlohmann::ordered_json row;
+      row["namespace"] = f.ns;
+      row["service"] = f.service;
+      row["frontend"] = frontend;
+      row["backend"] = hostPort(b.address, b.port);
+      row["weight"] = b.weight;
+      row["liveConnections"] = b.counters.live_conns;
+      row["totalConnections"] = b.counters.total_conns;
+      row["connectFailures"] = b.counters.connect_failures;
+      row["node"] = b.node;
+      row["target"] = b.target;
+      row["backendId"] = b.id;
+      out.push_back(std::move(row));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
+                                            std::string_view ns, std::string_view name) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& r : all) {
+    if (r.key.kind != resources::kKindTrafficPolicy) continue;
+    if (!matches(ns, r.key.ns) || !matches(name, r.key.name)) continue;
+    auto spec = resources::trafficPolicySpec(r);
+    if (!spec.ok()) return spec.status();
+    nlohmann::ordered_json row;
+    row["namespace"] = r.key.ns;
+    row["name"] = r.key.name;
+    row["target"] = absl::StrCat("Service/", spec->target_service);
+    row["algorithm"] = std::string(resources::algorithmName(spec->algorithm));
+    row["maglevTableSize"] = spec->maglev_table_size;
+    nlohmann::ordered_json weights = nlohmann::ordered_json::array();
+    for (const auto& [address, weight] : spec->weights) {
+      weights.push_back(absl::StrCat(address.toString(), "=", weight));
+    }
+    row["weights"] = std::move(weights);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<resources::Resource>& all,
+                                                  std::string_view ns, std::string_view name) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& r : all) {
+    if (r.key.kind != resources::kKindEndpointSlice) continue;
+    if (!matches(ns, r.key.ns) || !matches(name, r.key.name)) continue;
+    auto spec = resources::endpointSliceSpec(r);
+    if (!spec.ok()) return spec.status();
+    nlohmann::ordered_json row;
+    row["namespace"] = r.key.ns;
+    row["name"] = r.key.name;
+    row["service"] = spec->service_name;
+    row["addressType"] = spec->address_type == AF_INET6 ? "IPv6" : "IPv4";
+    nlohmann::ordered_json ports = nlohmann::ordered_json::array();
+    for (const auto& p : spec->ports) {
+      ports.push_back(absl::StrCat(p.name.empty() ? "" : p.name + ":", p.port, "/",
+                                   protocolText(p.protocol)));
+    }
+    row["ports"] = std::move(ports);
+    nlohmann::ordered_json endpoints = nlohmann::ordered_json::array();
+    size_t total = 0;
+    size_t ready = 0;
+    for (const auto& e : spec->endpoints) {
+      for (const auto& a : e.addresses) {
+        endpoints.push_back(a.toString());
+        ++total;
+        if (e.ready) ++ready;
+      }
+    }
+    row["endpoints"] = std::move(endpoints);
+    row["ready"] = absl::StrCat(ready, "/", total);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all, std::string_view ns,
+                             std::string_view name) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& r : all) {
+    if (!matches(ns, r.key.ns) || !matches(name, r.key.name)) continue;
+    nlohmann::ordered_json row;
+    row["kind"] = r.key.kind;
+    row["namespace"] = r.key.ns;
+    row["name"] = r.key.name;
+    row["source"] = r.source.empty() ? "" : (r.line > 0 ? absl::StrCat(r.source, ":", r.line)
+                                                        : r.source);
+    row["object"] = r.object;
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+}  // namespace meshd::api

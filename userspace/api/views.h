@@ -1,0 +1,50 @@
+// What `meshctl get` shows, as JSON: the translation from meshd's internal
+// state (the reconciler's view of the maps, the applied resources) to the
+// documents the Get RPC returns. Pure functions; no locking, no I/O.
+//
+// Every view is a JSON array of flat objects whose keys cli/render.cc knows.
+// `ns` and `name` filter ("" = all); for backends `name` is the service name.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "datapath/reconciler.h"
+#include "nlohmann/json.hpp"
+#include "resources/resource.h"
+
+namespace meshd::api {
+
+using FrontendViews = std::vector<datapath::Reconciler::FrontendView>;
+
+// "10.0.0.1:80", "[fd00::1]:80"
+std::string hostPort(const IpAddress& address, uint16_t port);
+
+// One entry per frontend (Service VIP:port/protocol):
+// namespace, name, portName, vip, port, protocol, algorithm, maglevTableSize, backends (count), svcId.
+nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_view ns,
+                            std::string_view name);
+
+// One entry per (frontend, backend): namespace, service, frontend ("vip:port/TCP"),
+// backend ("addr:port"), weight, liveConnections, totalConnections,
+// connectFailures, node, target, backendId.
+nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
+                            std::string_view name);
+
+// TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
+// weights ("address=weight"). Resources of other kinds are skipped.
+absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
+                                            std::string_view ns, std::string_view name);
+
+// EndpointSlices: namespace, name, service, addressType, ports ("name:port/TCP"),
+// endpoints (addresses), ready ("ready/total").
+absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<resources::Resource>& all,
+                                                  std::string_view ns, std::string_view name);
+
+// Every applied resource: kind, namespace, name, source (file:line), object.
+nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all, std::string_view ns,
+                             std::string_view name);
+
+}  // namespace meshd::api

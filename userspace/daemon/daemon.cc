@@ -1,0 +1,306 @@
+#include "daemon/daemon.h"
+
+#include <chrono>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "datapath/abi_names.h"
+#include "datapath/preflight.h"
+#include "spdlog/spdlog.h"
+
+namespace meshd::daemon {
+namespace {
+
+absl::Status withContext(const absl::Status& s, std::string_view what) {
+  return absl::Status(s.code(), absl::StrCat(std::string(what), ": ", std::string(s.message())));
+}
+
+nlohmann::ordered_json mapInfoJson(const datapath::MapInfo& m) {
+  return {{"name", m.name},          {"type", m.type},
+          {"id", m.id},              {"keySize", m.key_size},
+          {"valueSize", m.value_size}, {"maxEntries", m.max_entries},
+          {"entries", m.entries},    {"pinPath", m.pin_path}};
+}
+
+nlohmann::ordered_json programJson(const datapath::ProgramInfo& p) {
+  return {{"name", p.name},     {"attachType", p.attach_type}, {"progId", p.prog_id},
+          {"linkId", p.link_id}, {"runCount", p.run_cnt},       {"runTimeNs", p.run_time_ns}};
+}
+
+}  // namespace
+
+absl::Status ObservedSink::apply(const state::DesiredLbState& desired) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = inner_.apply(desired);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  readiness_.recordReconcile(s, seconds);
+  if (s.ok()) {
+    spdlog::debug("reconciled {} frontends in {:.3f}s", desired.frontends.size(), seconds);
+  } else {
+    spdlog::error("reconcile failed after {:.3f}s: {}", seconds, std::string(s.message()));
+  }
+  return s;
+}
+
+absl::StatusOr<DaemonPtr> Daemon::start(DaemonOptions options) {
+  if (options.state_dir.empty()) options.state_dir = "/var/lib/meshd/" + options.instance;
+  DaemonPtr d(new Daemon(std::move(options)));
+  absl::Status s = d->init();
+  if (!s.ok()) {
+    d->stop();
+    return s;
+  }
+  return d;
+}
+
+absl::Status Daemon::init() {
+  // 1. The host: privileges, BTF, cgroup v2, bpffs.
+  ASSIGN_OR_RETURN(datapath::HostPaths host, datapath::preflight());
+  ASSIGN_OR_RETURN(cgroup_path_, datapath::resolveCgroup(host, options_.cgroup));
+  spdlog::info("cgroup2 at {}, bpffs at {}; attaching to {}", host.cgroup2_mount,
+               host.bpffs_mount, cgroup_path_);
+
+  // 2. The kernel programs and maps (adopting pins a previous meshd left).
+  datapath::DatapathConfig config;
+  config.instance = options_.instance;
+  config.cgroup_path = cgroup_path_;
+  config.pin_root = options_.pin_root;
+  config.max_services = options_.max_services;
+  config.max_backends = options_.max_backends;
+  config.max_slots = options_.max_slots;
+  auto datapath = datapath::Datapath::open(config);
+  if (!datapath.ok()) return withContext(datapath.status(), "loading the BPF datapath");
+  datapath_ = std::move(*datapath);
+  spdlog::info("{} BPF programs and maps under {}", datapath_->adopted() ? "adopted" : "created",
+               pinDir());
+
+  // 3. The reconciler learns what the maps already hold.
+  reconciler_ = std::make_unique<datapath::Reconciler>(datapath_->maps());
+  if (absl::Status s = reconciler_->adopt(); !s.ok()) {
+    return withContext(s, "reading the pinned maps");
+  }
+  sink_ = std::make_unique<ObservedSink>(*reconciler_, readiness_);
+
+  // 4. The embedded store.
+  auto store = store::Store::open(options_.state_dir);
+  if (!store.ok()) return withContext(store.status(), "opening the store (--state-dir)");
+  store_ = std::move(*store);
+
+  // 5. The model loads the store and reconciles the maps to it.
+  model_ = std::make_unique<state::Model>(store_.get(), *sink_);
+  updater_ = std::make_unique<state::Updater>();
+  readiness_.setProgramsAttached(attachedPrograms());
+  absl::Status loaded = updater_->run([this] { return model_->load(); });
+  if (!loaded.ok()) {
+    // The sink ran and failed: keep serving (not ready) and retry later. A
+    // store that cannot be read is fatal: serving an empty state would delete
+    // every service from the maps on the next apply.
+    if (!readiness_.snapshot().reconciled) return loaded;
+    spdlog::error("{}; serving anyway, /readyz reports not ready, retrying", 
+                  std::string(loaded.message()));
+  } else {
+    const size_t n = updater_->run([this]() -> absl::StatusOr<size_t> {
+      return model_->resources().size();
+    }).value_or(0);
+    spdlog::info("loaded {} resources from {}", n, store_->filePath());
+  }
+
+  // 6. Serve.
+  metrics_ = nullptr;
+  auto metrics = telemetry::HttpServer::start(
+      options_.metrics_addr,
+      telemetry::makeAdminHandler([this] { return ready(); }, [this] { return renderMetrics(); }));
+  if (!metrics.ok()) return metrics.status();
+  metrics_ = std::move(*metrics);
+  auto api = api::ApiServer::start(options_.api_socket, *this);
+  if (!api.ok()) return api.status();
+  api_ = std::move(*api);
+  spdlog::info("serving the API on {} and metrics on port {}", options_.api_socket,
+               metrics_->port());
+  if (absl::Status r = ready(); r.ok()) {
+    spdlog::info("ready");
+  } else {
+    spdlog::warn("not ready: {}", std::string(r.message()));
+  }
+  return absl::OkStatus();
+}
+
+Daemon::~Daemon() { stop(); }
+
+void Daemon::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (api_) api_->shutdown();
+  if (metrics_) metrics_->stop();
+  if (updater_) updater_->stop();
+  if (datapath_) {
+    spdlog::info(
+        "leaving the BPF programs and maps pinned under {}: connections to services keep being "
+        "balanced while meshd is down (meshd --remove-pins --instance {} removes them)",
+        pinDir(), options_.instance);
+  }
+}
+
+std::string Daemon::pinDir() const {
+  return datapath_ ? datapath_->instanceDir() : options_.pin_root + "/" + options_.instance;
+}
+
+absl::Status Daemon::retryReconcile() {
+  const telemetry::Readiness::Snapshot s = readiness_.snapshot();
+  if (s.last_ok) return absl::OkStatus();
+  absl::Status r = updater_->run([this] { return model_->resync(); });
+  if (r.ok()) spdlog::info("reconcile succeeded on retry; ready");
+  return r;
+}
+
+int Daemon::attachedPrograms() {
+  absl::MutexLock lock(&datapath_mu_);
+  auto progs = datapath_->programs();
+  if (!progs.ok()) {
+    spdlog::warn("listing attached programs: {}", std::string(progs.status().message()));
+    return 0;
+  }
+  return static_cast<int>(progs->size());
+}
+
+absl::Status Daemon::ready() {
+  readiness_.setProgramsAttached(attachedPrograms());
+  return readiness_.ready();
+}
+
+std::string Daemon::renderMetrics() {
+  telemetry::MeshdMetrics m;
+  m.version = MESHD_VERSION;
+  m.ready = ready().ok();
+  const telemetry::Readiness::Snapshot r = readiness_.snapshot();
+  m.reconcile_ok = r.reconcile_ok;
+  m.reconcile_error = r.reconcile_error;
+  m.reconcile_seconds = r.last_seconds;
+  {
+    absl::MutexLock lock(&datapath_mu_);
+    auto stats = datapath_->maps().readStats();
+    if (stats.ok()) {
+      for (uint32_t i = 0; i < stats->size(); ++i) {
+        m.bpf_events.emplace_back(std::string(datapath::statName(i)), (*stats)[i]);
+      }
+    } else {
+      spdlog::warn("reading mesh_stats: {}", std::string(stats.status().message()));
+    }
+  }
+  auto views = reconciler_->describe();
+  if (views.ok()) {
+    absl::flat_hash_set<uint32_t> ids;
+    m.frontends = views->size();
+    for (const auto& fv : *views) {
+      for (const auto& b : fv.backends) {
+        ids.insert(b.id);
+        m.backend_samples.push_back({fv.frontend.ns, fv.frontend.service,
+                                     api::hostPort(b.address, b.port), b.id,
+                                     b.counters.live_conns, b.counters.total_conns,
+                                     b.counters.connect_failures});
+      }
+    }
+    m.backends = ids.size();
+  } else {
+    spdlog::warn("reading backend counters: {}", std::string(views.status().message()));
+  }
+  return telemetry::renderMetrics(m);
+}
+
+absl::StatusOr<std::vector<api::AppliedResource>> Daemon::apply(
+    std::vector<resources::Resource> batch, bool dry_run) {
+  const size_t n = batch.size();
+  auto results = updater_->run(
+      [this, batch = std::move(batch), dry_run]() mutable
+      -> absl::StatusOr<std::vector<state::Model::ApplyResult>> {
+        return model_->apply(std::move(batch), dry_run);
+      });
+  if (!results.ok()) {
+    spdlog::warn("apply of {} resources refused: {}", n, std::string(results.status().message()));
+    return results.status();
+  }
+  std::vector<api::AppliedResource> out;
+  for (auto& r : *results) {
+    if (!dry_run && r.action != "unchanged") {
+      spdlog::info("{} {}", r.key.toString(), r.action);
+    }
+    out.push_back({std::move(r.key), std::move(r.action)});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<resources::ResourceKey>> Daemon::remove(
+    std::vector<resources::ResourceKey> keys) {
+  auto deleted = updater_->run(
+      [this, keys = std::move(keys)]() -> absl::StatusOr<std::vector<resources::ResourceKey>> {
+        return model_->remove(keys);
+      });
+  if (deleted.ok()) {
+    for (const auto& k : *deleted) spdlog::info("{} deleted", k.toString());
+  }
+  return deleted;
+}
+
+absl::StatusOr<api::FrontendViews> Daemon::frontends() { return reconciler_->describe(); }
+
+absl::StatusOr<std::vector<resources::Resource>> Daemon::resources() {
+  return updater_->run([this]() -> absl::StatusOr<std::vector<resources::Resource>> {
+    return model_->resources().toVector();
+  });
+}
+
+absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
+  nlohmann::ordered_json s;
+  s["version"] = MESHD_VERSION;
+  s["instance"] = options_.instance;
+  absl::Status r = ready();
+  s["ready"] = r.ok();
+  if (!r.ok()) s["notReadyReason"] = std::string(r.message());
+  s["adopted"] = datapath_->adopted();
+  s["cgroup"] = cgroup_path_;
+  s["pinDir"] = pinDir();
+  s["programsAttached"] = readiness_.snapshot().programs_attached;
+  ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
+  absl::flat_hash_set<uint32_t> ids;
+  for (const auto& fv : views) {
+    for (const auto& b : fv.backends) ids.insert(b.id);
+  }
+  s["frontends"] = views.size();
+  s["backends"] = ids.size();
+  ASSIGN_OR_RETURN(size_t resource_count, updater_->run([this]() -> absl::StatusOr<size_t> {
+                     return model_->resources().size();
+                   }));
+  s["resources"] = resource_count;
+  s["stateDir"] = store_->dir();
+  s["apiSocket"] = options_.api_socket;
+  s["metricsPort"] = metrics_->port();
+  const telemetry::Readiness::Snapshot snap = readiness_.snapshot();
+  const datapath::Reconciler::Stats stats = reconciler_->stats();
+  s["reconcile"] = {{"ok", snap.reconcile_ok},
+                    {"error", snap.reconcile_error},
+                    {"lastSeconds", snap.last_seconds},
+                    {"lastError", snap.last_error},
+                    {"lastWrites", stats.last_writes}};
+  return s;
+}
+
+absl::StatusOr<nlohmann::ordered_json> Daemon::bpf(std::string_view what, std::string_view map) {
+  absl::MutexLock lock(&datapath_mu_);
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  if (what == "maps") {
+    ASSIGN_OR_RETURN(auto maps, datapath_->mapInfo());
+    for (const auto& m : maps) out.push_back(mapInfoJson(m));
+    return out;
+  }
+  if (what == "progs") {
+    ASSIGN_OR_RETURN(auto progs, datapath_->programs());
+    for (const auto& p : progs) out.push_back(programJson(p));
+    return out;
+  }
+  ASSIGN_OR_RETURN(nlohmann::json entries, datapath_->dumpMap(map));
+  return nlohmann::ordered_json(entries);
+}
+
+}  // namespace meshd::daemon

@@ -1,0 +1,111 @@
+// meshd's wiring: host checks, the datapath, the reconciler, the store, the
+// state model and its updater, then the API and telemetry servers.
+//
+// Threads: the state updater (every Model call), gRPC's pool (API handlers,
+// which hand mutations to the updater), the telemetry HTTP thread, and the
+// main thread (signals, reconcile retries).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "api/control.h"
+#include "api/service.h"
+#include "datapath/datapath.h"
+#include "datapath/reconciler.h"
+#include "state/lb_state_sink.h"
+#include "state/model.h"
+#include "state/updater.h"
+#include "store/store.h"
+#include "telemetry/health.h"
+#include "telemetry/http_server.h"
+#include "telemetry/meshd_metrics.h"
+
+namespace meshd::daemon {
+
+struct DaemonOptions {
+  std::string instance = "default";
+  std::string cgroup;  // absolute, or relative to the cgroup2 mount; "" = the mount itself
+  std::string api_socket = "/run/meshd/meshd.sock";
+  std::string metrics_addr = "0.0.0.0:15020";
+  std::string state_dir;  // "" = /var/lib/meshd/<instance>
+  std::string pin_root = "/sys/fs/bpf/meshd";
+  uint32_t max_services = 65536;
+  uint32_t max_backends = 131072;
+  uint32_t max_slots = 262144;
+};
+
+// Passes each desired state to the reconciler and records the outcome and its
+// duration for /readyz, /metrics and `meshctl status`. Runs on the updater thread.
+class ObservedSink : public state::LbStateSink {
+ public:
+  ObservedSink(state::LbStateSink& inner, telemetry::Readiness& readiness)
+      : inner_(inner), readiness_(readiness) {}
+  absl::Status apply(const state::DesiredLbState& desired) override;
+
+ private:
+  state::LbStateSink& inner_;
+  telemetry::Readiness& readiness_;
+};
+
+class Daemon;
+using DaemonPtr = std::unique_ptr<Daemon>;
+
+class Daemon : public api::MeshdControl {
+ public:
+  // Runs the whole startup. Fails with the first error, already phrased for
+  // the operator (what is missing, how to fix it). A failed initial reconcile
+  // is not fatal: meshd serves, /readyz says why it is not ready, and
+  // retryReconcile() tries again.
+  static absl::StatusOr<DaemonPtr> start(DaemonOptions options);
+  ~Daemon() override;
+
+  // Stops serving (API first, then telemetry, then the updater). Pins stay.
+  void stop();
+  // Re-applies the desired state when the last reconcile failed. Returns its result.
+  absl::Status retryReconcile();
+
+  uint16_t metricsPort() const { return metrics_->port(); }
+  const DaemonOptions& options() const { return options_; }
+  std::string pinDir() const;
+
+  // api::MeshdControl
+  absl::StatusOr<std::vector<api::AppliedResource>> apply(
+      std::vector<resources::Resource> resources, bool dry_run) override;
+  absl::StatusOr<std::vector<resources::ResourceKey>> remove(
+      std::vector<resources::ResourceKey> keys) override;
+  absl::StatusOr<api::FrontendViews> frontends() override;
+  absl::StatusOr<std::vector<resources::Resource>> resources() override;
+  absl::StatusOr<nlohmann::ordered_json> status() override;
+  absl::StatusOr<nlohmann::ordered_json> bpf(std::string_view what, std::string_view map) override;
+
+ private:
+  explicit Daemon(DaemonOptions options) : options_(std::move(options)) {}
+  absl::Status init();
+  // Programs attached right now (0 on error).
+  int attachedPrograms();
+  absl::Status ready();
+  std::string renderMetrics();
+
+  DaemonOptions options_;
+  std::string cgroup_path_;  // resolved
+  telemetry::Readiness readiness_;
+  absl::Mutex datapath_mu_;  // Datapath's inspection calls are not documented thread-safe
+  datapath::DatapathPtr datapath_;
+  std::unique_ptr<datapath::Reconciler> reconciler_;
+  std::unique_ptr<ObservedSink> sink_;
+  store::StorePtr store_;
+  std::unique_ptr<state::Model> model_;
+  // Declared after model_ so it is destroyed (and stopped) first.
+  std::unique_ptr<state::Updater> updater_;
+  telemetry::HttpServerPtr metrics_;
+  api::ApiServerPtr api_;
+  bool stopped_ = false;
+};
+
+}  // namespace meshd::daemon

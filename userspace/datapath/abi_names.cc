@@ -1,0 +1,50 @@
+#include "datapath/abi_names.h"
+
+#include <array>
+
+namespace meshd::datapath {
+namespace {
+
+constexpr std::array<std::string_view, MESH_STAT_MAX> kStatNames = {
+    "connect_rewritten",    // MESH_STAT_CONNECT_REWRITTEN
+    "no_backend",           // MESH_STAT_NO_BACKEND
+    "backend_missing",      // MESH_STAT_BACKEND_MISSING
+    "sendmsg_rewritten",    // MESH_STAT_SENDMSG_REWRITTEN
+    "recvmsg_rewritten",    // MESH_STAT_RECVMSG_REWRITTEN
+    "peername_rewritten",   // MESH_STAT_PEERNAME_REWRITTEN
+    "sock_established",     // MESH_STAT_SOCK_ESTABLISHED
+    "sock_closed",          // MESH_STAT_SOCK_CLOSED
+    "sock_connect_failed",  // MESH_STAT_SOCK_CONNECT_FAILED
+    "storage_failed",       // MESH_STAT_STORAGE_FAILED
+    "family_mismatch",      // MESH_STAT_FAMILY_MISMATCH
+    "maglev_missing",       // MESH_STAT_MAGLEV_MISSING
+};
+// A new enum value without a name here fails to compile (an empty entry).
+static_assert(!kStatNames.back().empty(), "name every enum mesh_stat value");
+
+constexpr std::array<std::string_view, MESH_LB_ALGO_MAX> kAlgoNames = {"random", "weighted_random",
+                                                                       "maglev", "least_conn"};
+static_assert(!kAlgoNames.back().empty(), "name every enum mesh_lb_algo value");
+
+}  // namespace
+
+std::string_view statName(uint32_t stat) {
+  return stat < kStatNames.size() ? kStatNames[stat] : "unknown";
+}
+
+std::string_view algoName(uint8_t algo) {
+  return algo < kAlgoNames.size() ? kAlgoNames[algo] : "unknown";
+}
+
+std::string_view protoName(uint8_t proto) {
+  switch (proto) {
+    case MESH_PROTO_TCP:
+      return "tcp";
+    case MESH_PROTO_UDP:
+      return "udp";
+    default:
+      return "unknown";
+  }
+}
+
+}  // namespace meshd::datapath

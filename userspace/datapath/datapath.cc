@@ -1,0 +1,436 @@
+#include "datapath/datapath.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/net.h"
+#include "common/status.h"
+#include "datapath/abi_names.h"
+#include "datapath/map_ops.h"
+#include "mesh.skel.h"
+
+namespace meshd::datapath {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct MapRef {
+  const char* name;
+  bpf_map* map;
+};
+
+struct ProgRef {
+  bpf_program* prog;
+  bpf_link** link;  // the skeleton's slot: mesh::destroy() closes it
+};
+
+// Every map and program, through the skeleton's fields (no name lookups).
+std::vector<MapRef> mapsOf(struct mesh* s) {
+  return {
+      {"mesh_services", s->maps.mesh_services}, {"mesh_slots", s->maps.mesh_slots},
+      {"mesh_backends", s->maps.mesh_backends}, {"mesh_backend_state", s->maps.mesh_backend_state},
+      {"mesh_maglev", s->maps.mesh_maglev},     {"mesh_sock", s->maps.mesh_sock},
+      {"mesh_udp_rev", s->maps.mesh_udp_rev},   {"mesh_stats", s->maps.mesh_stats}};
+}
+
+std::vector<ProgRef> progsOf(struct mesh* s) {
+  return {{s->progs.mesh_connect4, &s->links.mesh_connect4},
+          {s->progs.mesh_connect6, &s->links.mesh_connect6},
+          {s->progs.mesh_sendmsg4, &s->links.mesh_sendmsg4},
+          {s->progs.mesh_sendmsg6, &s->links.mesh_sendmsg6},
+          {s->progs.mesh_getpeername4, &s->links.mesh_getpeername4},
+          {s->progs.mesh_getpeername6, &s->links.mesh_getpeername6},
+          {s->progs.mesh_recvmsg4, &s->links.mesh_recvmsg4},
+          {s->progs.mesh_recvmsg6, &s->links.mesh_recvmsg6},
+          {s->progs.mesh_sockops, &s->links.mesh_sockops}};
+}
+
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string resetHint(const DatapathConfig& c) {
+  return absl::StrCat("to start over, stop meshd and remove the pins with `rm -r ", c.pin_root, "/",
+                      c.instance,
+                      "` (existing connections keep working; new ones are "
+                      "not steered until meshd starts again)");
+}
+
+absl::StatusOr<bpf_map_info> mapInfoOf(int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return errnoError(errno, "reading map info");
+  return info;
+}
+
+// Reuses a pinned map when its shape matches what this build would create.
+absl::Status reusePinnedMap(const DatapathConfig& c, const MapRef& m, const std::string& pin) {
+  ScopedFd fd(bpf_obj_get(pin.c_str()));
+  if (fd.get() < 0) return errnoError(errno, absl::StrCat("opening pinned map ", pin));
+  ASSIGN_OR_RETURN(bpf_map_info info, mapInfoOf(fd.get()));
+  std::string why;
+  if (info.type != bpf_map__type(m.map)) {
+    why = "a different map type";
+  } else if (info.key_size != bpf_map__key_size(m.map) ||
+             info.value_size != bpf_map__value_size(m.map)) {
+    why = absl::StrCat("key/value size ", info.key_size, "/", info.value_size,
+                       " where this build uses ", bpf_map__key_size(m.map), "/",
+                       bpf_map__value_size(m.map), " (the map ABI changed)");
+  } else if (info.max_entries != bpf_map__max_entries(m.map)) {
+    why = absl::StrCat("max_entries ", info.max_entries, " where the configuration asks for ",
+                       bpf_map__max_entries(m.map));
+  } else if (info.map_flags != bpf_map__map_flags(m.map)) {
+    why = "different map flags";
+  }
+  if (!why.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pinned map ", pin, " is incompatible with this meshd: it has ", why, "; ", resetHint(c)));
+  }
+  int ret = bpf_map__reuse_fd(m.map, fd.get());  // dups the fd
+  if (ret != 0) return errnoError(-ret, absl::StrCat("reusing pinned map ", pin));
+  return absl::OkStatus();
+}
+
+uint64_t cgroupId(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;  // cgroup v2 id == kernfs inode
+}
+
+std::string addrText(uint8_t family, const uint32_t addr[4]) {
+  return IpAddress::fromAbi(family == MESH_AF_INET6 ? AF_INET6 : AF_INET, addr).toString();
+}
+
+std::string_view familyName(uint8_t family) {
+  return family == MESH_AF_INET6 ? "ipv6" : family == MESH_AF_INET ? "ipv4" : "unknown";
+}
+
+}  // namespace
+
+std::string Datapath::instanceDir() const {
+  return absl::StrCat(config_.pin_root, "/", config_.instance);
+}
+
+absl::StatusOr<DatapathPtr> Datapath::open(const DatapathConfig& config) {
+  if (config.instance.empty() || config.instance.find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("instance name \"", config.instance, "\" must be non-empty without '/'"));
+  }
+  if (config.max_services == 0 || config.max_backends == 0 || config.max_slots == 0 ||
+      config.max_udp_flows == 0) {
+    return absl::InvalidArgumentError("datapath map sizes must all be > 0");
+  }
+  DatapathPtr dp(new Datapath(config));
+  bool had_pins = fs::exists(dp->instanceDir());
+  absl::Status st = dp->load();
+  if (!st.ok()) {
+    mesh::destroy(dp->skel_);
+    dp->skel_ = nullptr;
+    // Pins this call created would hold half a datapath in the kernel.
+    if (!had_pins) (void)removePins(config.pin_root, config.instance);
+    return st;
+  }
+  return dp;
+}
+
+absl::Status Datapath::load() {
+  skel_ = mesh::open();
+  if (skel_ == nullptr) return errnoError(errno, "opening the embedded mesh BPF object");
+
+  const DatapathConfig& c = config_;
+  struct Size {
+    bpf_map* map;
+    uint32_t n;
+  };
+  for (const Size& s :
+       {Size{skel_->maps.mesh_services, c.max_services}, Size{skel_->maps.mesh_slots, c.max_slots},
+        Size{skel_->maps.mesh_maglev, c.max_services},
+        Size{skel_->maps.mesh_backends, c.max_backends},
+        Size{skel_->maps.mesh_backend_state, c.max_backends},
+        Size{skel_->maps.mesh_udp_rev, c.max_udp_flows}}) {
+    int ret = bpf_map__set_max_entries(s.map, s.n);
+    if (ret != 0) {
+      return errnoError(-ret, absl::StrCat("sizing map ", bpf_map__name(s.map), " to ", s.n));
+    }
+  }
+
+  const std::string dir = instanceDir();
+  std::error_code ec;
+  fs::create_directories(dir + "/links", ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("creating pin directory ", dir, "/links: ", ec.message(),
+                     " (is bpffs mounted at ", c.pin_root.substr(0, c.pin_root.rfind('/')), "?)"));
+  }
+
+  int reused = 0;
+  for (const MapRef& m : mapsOf(skel_)) {
+    std::string pin = absl::StrCat(dir, "/", m.name);
+    if (fs::exists(pin)) {
+      RETURN_IF_ERROR(reusePinnedMap(c, m, pin));
+      ++reused;
+    } else {
+      int ret = bpf_map__set_pin_path(m.map, pin.c_str());  // libbpf pins it at load
+      if (ret != 0) return errnoError(-ret, absl::StrCat("setting pin path ", pin));
+    }
+  }
+  adopted_ = reused > 0;
+
+  int ret = mesh::load(skel_);
+  if (ret != 0) {
+    return errnoError(-ret,
+                      "loading the mesh BPF programs and maps into the kernel (libbpf printed "
+                      "the verifier log or the failing map above)");
+  }
+
+  ScopedFd cg(::open(c.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY));
+  if (cg.get() < 0) {
+    return errnoError(errno, absl::StrCat("opening cgroup ", c.cgroup_path,
+                                          " (does the cgroup v2 directory exist?)"));
+  }
+  const uint64_t cg_id = cgroupId(c.cgroup_path);
+
+  for (const ProgRef& p : progsOf(skel_)) {
+    std::string pin = absl::StrCat(dir, "/links/", bpf_program__name(p.prog));
+    if (fs::exists(pin)) {
+      bpf_link* link = bpf_link__open(pin.c_str());
+      if (link == nullptr) return errnoError(errno, absl::StrCat("opening pinned link ", pin));
+      *p.link = link;
+      bpf_link_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) != 0) {
+        return errnoError(errno, absl::StrCat("reading pinned link ", pin));
+      }
+      if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != cg_id) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pinned link ", pin, " is attached to cgroup id ", info.cgroup.cgroup_id, ", not to ",
+            c.cgroup_path, " (id ", cg_id, ") as configured; ", resetHint(c)));
+      }
+      // Atomic switch to the new program: the old one runs until this returns.
+      ret = bpf_link__update_program(link, p.prog);
+      if (ret != 0) {
+        return errnoError(-ret, absl::StrCat("switching pinned link ", pin, " to the new program"));
+      }
+    } else {
+      bpf_link* link = bpf_program__attach_cgroup(p.prog, cg.get());
+      if (link == nullptr) {
+        return errnoError(errno, absl::StrCat("attaching ", bpf_program__name(p.prog),
+                                              " to cgroup ", c.cgroup_path));
+      }
+      *p.link = link;
+      ret = bpf_link__pin(link, pin.c_str());
+      if (ret != 0) return errnoError(-ret, absl::StrCat("pinning link ", pin));
+    }
+  }
+
+  LbMapFds fds;
+  fds.services = bpf_map__fd(skel_->maps.mesh_services);
+  fds.slots = bpf_map__fd(skel_->maps.mesh_slots);
+  fds.backends = bpf_map__fd(skel_->maps.mesh_backends);
+  fds.backend_state = bpf_map__fd(skel_->maps.mesh_backend_state);
+  fds.maglev = bpf_map__fd(skel_->maps.mesh_maglev);
+  fds.stats = bpf_map__fd(skel_->maps.mesh_stats);
+  fds.max_services = c.max_services;
+  fds.max_slots = c.max_slots;
+  fds.max_backends = c.max_backends;
+  maps_ = std::make_unique<BpfLbMaps>(fds);
+  return absl::OkStatus();
+}
+
+Datapath::~Datapath() {
+  maps_.reset();
+  // Closes our fds only: pinned maps and links stay in the kernel.
+  if (skel_ != nullptr) mesh::destroy(skel_);
+}
+
+absl::Status Datapath::removePins(const std::string& pin_root, const std::string& instance) {
+  if (instance.empty() || instance.find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("bad instance name \"", instance, "\""));
+  }
+  std::string dir = absl::StrCat(pin_root, "/", instance);
+  std::error_code ec;
+  // Detach each link explicitly: dropping the last pin frees the link only
+  // when the bpffs inode is released (after an RCU grace period), so without
+  // this the programs would linger briefly after we return.
+  for (const auto& entry : fs::directory_iterator(dir + "/links", ec)) {
+    ScopedFd fd(bpf_obj_get(entry.path().c_str()));
+    if (fd.get() >= 0 && bpf_link_detach(fd.get()) != 0 && errno != EINVAL) {
+      return errnoError(errno, absl::StrCat("detaching pinned link ", entry.path().string()));
+    }
+  }
+  ec.clear();
+  fs::remove_all(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("removing pins under ", dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ProgramInfo>> Datapath::programs() {
+  std::vector<ProgramInfo> out;
+  for (const ProgRef& p : progsOf(skel_)) {
+    ProgramInfo pi;
+    pi.name = bpf_program__name(p.prog);
+    const char* at = libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(p.prog));
+    pi.attach_type = at ? at : "unknown";
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(p.prog), &info, &len) != 0) {
+      return errnoError(errno, absl::StrCat("reading info of program ", pi.name));
+    }
+    pi.prog_id = info.id;
+    pi.run_cnt = info.run_cnt;
+    pi.run_time_ns = info.run_time_ns;
+    if (*p.link != nullptr) {
+      bpf_link_info li{};
+      len = sizeof(li);
+      if (bpf_obj_get_info_by_fd(bpf_link__fd(*p.link), &li, &len) == 0) pi.link_id = li.id;
+    }
+    out.push_back(std::move(pi));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<MapInfo>> Datapath::mapInfo() {
+  std::vector<MapInfo> out;
+  for (const MapRef& m : mapsOf(skel_)) {
+    int fd = bpf_map__fd(m.map);
+    ASSIGN_OR_RETURN(bpf_map_info info, mapInfoOf(fd));
+    MapInfo mi;
+    mi.name = m.name;
+    const char* t = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type));
+    mi.type = t ? t : "unknown";
+    mi.id = info.id;
+    mi.key_size = info.key_size;
+    mi.value_size = info.value_size;
+    mi.max_entries = info.max_entries;
+    mi.pin_path = absl::StrCat(instanceDir(), "/", m.name);
+    if (m.map == skel_->maps.mesh_backends) {
+      ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
+      mi.entries = static_cast<int64_t>(all.backends.size());
+    } else if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH ||
+               info.type == BPF_MAP_TYPE_HASH_OF_MAPS) {
+      ASSIGN_OR_RETURN(uint64_t n, mapops::countEntries(fd, m.name));
+      mi.entries = static_cast<int64_t>(n);
+    }
+    out.push_back(std::move(mi));
+  }
+  return out;
+}
+
+absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
+  using nlohmann::json;
+  const absl::string_view name(name_sv.data(), name_sv.size());
+  json out = json::array();
+  if (name == "mesh_services") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_services), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      mesh_svc_key k;
+      mesh_svc v;
+      std::memcpy(&k, raw.key(i), sizeof(k));
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      out.push_back({{"vip", addrText(k.family, k.addr)},
+                     {"port", ntohs(k.port)},
+                     {"proto", protoName(k.proto)},
+                     {"family", familyName(k.family)},
+                     {"svc_id", v.svc_id},
+                     {"slot_count", v.slot_count},
+                     {"algo", algoName(v.algo)},
+                     {"maglev_size", v.maglev_size},
+                     {"flags", v.flags}});
+    }
+  } else if (name == "mesh_slots") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_slots), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      mesh_slot_key k;
+      mesh_slot v;
+      std::memcpy(&k, raw.key(i), sizeof(k));
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      out.push_back({{"svc_id", k.svc_id},
+                     {"slot", k.slot},
+                     {"backend_id", v.backend_id},
+                     {"weight", v.weight},
+                     {"alias_threshold", v.alias_threshold},
+                     {"alias_slot", v.alias_slot}});
+    }
+  } else if (name == "mesh_backends") {
+    ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
+    for (const auto& [id, b] : all.backends) {
+      out.push_back({{"id", id},
+                     {"address", addrText(b.family, b.addr)},
+                     {"port", ntohs(b.port)},
+                     {"proto", protoName(b.proto)},
+                     {"flags", b.flags}});
+    }
+  } else if (name == "mesh_backend_state") {
+    ASSIGN_OR_RETURN(auto raw,
+                     mapops::readEntries(bpf_map__fd(skel_->maps.mesh_backend_state), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      uint32_t id;
+      mesh_backend_state v;
+      std::memcpy(&id, raw.key(i), 4);
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      if (v.live_conns == 0 && v.total_conns == 0 && v.connect_failures == 0) continue;
+      out.push_back({{"id", id},
+                     {"live_conns", v.live_conns},
+                     {"total_conns", v.total_conns},
+                     {"connect_failures", v.connect_failures}});
+    }
+  } else if (name == "mesh_maglev") {
+    ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
+    for (const auto& [svc_id, table] : all.maglev) {
+      std::map<uint32_t, uint32_t> per_backend;
+      for (uint32_t b : table) ++per_backend[b];
+      json counts = json::object();
+      for (const auto& [b, n] : per_backend) counts[std::to_string(b)] = n;
+      // The table itself can have 131071 entries: show its shape instead.
+      out.push_back({{"svc_id", svc_id}, {"size", table.size()}, {"entries_per_backend", counts}});
+    }
+  } else if (name == "mesh_udp_rev") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_udp_rev), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      mesh_udp_rev_key k;
+      mesh_udp_rev v;
+      std::memcpy(&k, raw.key(i), sizeof(k));
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      out.push_back({{"socket_cookie", k.cookie},
+                     {"backend", addrText(k.family, k.addr)},
+                     {"backend_port", ntohs(k.port)},
+                     {"vip", addrText(v.family, v.vip)},
+                     {"vip_port", ntohs(v.vip_port)}});
+    }
+  } else if (name == "mesh_stats") {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> stats, maps_->readStats());
+    out = json::object();
+    for (uint32_t i = 0; i < stats.size(); ++i) out[std::string(statName(i))] = stats[i];
+  } else if (name == "mesh_sock") {
+    return absl::InvalidArgumentError(
+        "mesh_sock is per-socket storage: the kernel cannot list it (see mesh_backend_state for "
+        "connection counts)");
+  } else {
+    return absl::NotFoundError(
+        absl::StrCat("no map named \"", name,
+                     "\"; maps: mesh_services, mesh_slots, mesh_backends, "
+                     "mesh_backend_state, mesh_maglev, mesh_udp_rev, mesh_stats, mesh_sock"));
+  }
+  return out;
+}
+
+}  // namespace meshd::datapath

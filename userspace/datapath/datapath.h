@@ -1,0 +1,103 @@
+// Datapath: the loaded mesh BPF object (bpf/*.bpf.c) attached to one cgroup
+// subtree, with maps and links pinned so the kernel path outlives meshd.
+//
+//   <pin_root>/<instance>/<map>          every map of the object
+//   <pin_root>/<instance>/links/<prog>   one cgroup link per program
+//
+// open() on a host where these pins exist adopts them: the maps are reused
+// as they are (entries and counters survive) and each pinned link is switched
+// to the freshly loaded program with BPF_LINK_UPDATE, so there is no moment
+// without programs and no second attachment.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "datapath/bpf_lb_maps.h"
+#include "datapath/map_writer.h"
+#include "nlohmann/json.hpp"
+
+struct mesh;  // the bpftool skeleton (mesh.skel.h)
+
+namespace meshd::datapath {
+
+struct DatapathConfig {
+  std::string instance = "default";
+  std::string cgroup_path;  // absolute path of a cgroup v2 directory (see resolveCgroup)
+  std::string pin_root = "/sys/fs/bpf/meshd";
+  uint32_t max_services = 65536;
+  uint32_t max_backends = 131072;
+  uint32_t max_slots = 262144;
+  uint32_t max_udp_flows = 65536;  // mesh_udp_rev (LRU: old flows age out)
+};
+
+struct ProgramInfo {
+  std::string name;         // e.g. "mesh_connect4"
+  std::string attach_type;  // e.g. "cgroup_inet4_connect"
+  uint32_t prog_id = 0;
+  uint32_t link_id = 0;
+  uint64_t run_cnt = 0;      // needs sysctl kernel.bpf_stats_enabled=1, else 0
+  uint64_t run_time_ns = 0;  // idem
+};
+
+struct MapInfo {
+  std::string name;
+  std::string type;  // e.g. "hash", "array", "hash_of_maps"
+  uint32_t id = 0;
+  uint32_t key_size = 0;
+  uint32_t value_size = 0;
+  uint32_t max_entries = 0;
+  int64_t entries = -1;  // keys present (active ones for mesh_backends); -1 = not countable
+  std::string pin_path;
+};
+
+class Datapath;
+using DatapathPtr = std::unique_ptr<Datapath>;
+
+class Datapath {
+ public:
+  // Loads the programs, reuses or creates the pinned maps and attaches (or
+  // adopts) the links on config.cgroup_path. Fails with FailedPrecondition
+  // when pinned maps do not match this build or config (the message says how
+  // to reset them), and with the libbpf/kernel errno otherwise. Run preflight()
+  // first for friendlier errors about the host.
+  static absl::StatusOr<DatapathPtr> open(const DatapathConfig& config);
+
+  // Detaches the instance's pinned links (also for a process still holding
+  // them), then removes the link and map pins and the instance directory.
+  // Absent pins are fine.
+  static absl::Status removePins(const std::string& pin_root, const std::string& instance);
+
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  LbMapWriter& maps() { return *maps_; }
+  // True when open() found this instance's pinned maps and reused them.
+  bool adopted() const { return adopted_; }
+  const DatapathConfig& config() const { return config_; }
+  std::string instanceDir() const;
+
+  absl::StatusOr<std::vector<ProgramInfo>> programs();
+  absl::StatusOr<std::vector<MapInfo>> mapInfo();
+  // Entries of one of our maps (by name, e.g. "mesh_services") decoded into
+  // JSON: addresses as text, ports in host order, enums by name. NotFound for
+  // unknown names; mesh_sock (per-socket storage) cannot be listed.
+  absl::StatusOr<nlohmann::json> dumpMap(std::string_view name);
+
+ private:
+  explicit Datapath(DatapathConfig config) : config_(std::move(config)) {}
+  absl::Status load();
+
+  DatapathConfig config_;
+  struct mesh* skel_ = nullptr;
+  std::unique_ptr<BpfLbMaps> maps_;
+  bool adopted_ = false;
+};
+
+}  // namespace meshd::datapath

@@ -1,0 +1,228 @@
+#include "resources/resource.h"
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status.h"
+#include "resources/decode.h"
+#include "resources/source_positions.h"
+#include "resources/yaml_json.h"
+#include "yaml-cpp/yaml.h"
+
+namespace meshd::resources {
+namespace {
+
+absl::Status joinProblems(const std::vector<std::string>& lines) {
+  if (lines.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+}
+
+std::vector<std::string> problemsOf(const Resource& r, const Decoded& decoded) {
+  std::vector<std::string> lines;
+  for (const auto& p : decoded.problems) {
+    lines.push_back(formatProblem(r.key, r.source, r.positions.get(), r.line, p));
+  }
+  return lines;
+}
+
+template <typename Spec>
+absl::StatusOr<Spec> typedView(const Resource& r, const char* kind) {
+  if (r.key.kind != kind) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(r.key.toString(), ": is a ", r.key.kind, ", not a ", kind));
+  }
+  Decoded decoded = decodeDocument(r.object);
+  RETURN_IF_ERROR(joinProblems(problemsOf(r, decoded)));
+  auto* spec = std::get_if<Spec>(&decoded.spec);
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(r.key.toString(), ": object is not a ", kind));
+  }
+  return std::move(*spec);
+}
+
+}  // namespace
+
+std::string ResourceKey::toString() const { return absl::StrCat(kind, "/", ns, "/", name); }
+
+absl::StatusOr<ResourceKey> ResourceKey::parse(std::string_view text) {
+  absl::string_view t(text.data(), text.size());
+  std::vector<std::string> parts = absl::StrSplit(t, '/');
+  if (parts.size() == 2) parts.insert(parts.begin() + 1, kDefaultNamespace);
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty() || parts[2].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", t, "\" is not a resource name (write Kind/namespace/name)"));
+  }
+  return ResourceKey{parts[0], parts[1], parts[2]};
+}
+
+absl::StatusOr<std::vector<Resource>> parseFiles(absl::Span<const SourceFile> files) {
+  std::vector<std::string> errors;
+  std::vector<std::pair<Resource, bool>> all;  // every document, and whether it is valid
+  for (const SourceFile& file : files) {
+    std::string display = file.name == "-" ? "<stdin>" : file.name;
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(file.content);
+    } catch (const YAML::Exception& e) {
+      // yaml-cpp marks are 0-based.
+      if (e.mark.is_null()) {
+        errors.push_back(absl::StrCat(display, ": YAML syntax error: ", e.msg));
+      } else {
+        errors.push_back(absl::StrCat(display, ":", e.mark.line + 1, ":", e.mark.column + 1,
+                                      ": YAML syntax error: ", e.msg));
+      }
+      continue;
+    } catch (const std::exception& e) {
+      errors.push_back(absl::StrCat(display, ": cannot parse YAML: ", e.what()));
+      continue;
+    }
+    for (const YAML::Node& doc : docs) {
+      if (!doc.IsDefined() || doc.IsNull()) continue;  // empty document ("---" at the end)
+      auto positions = std::make_shared<SourcePositions>();
+      std::vector<ConversionProblem> conversion;
+      Resource r;
+      r.object = yamlToJson(doc, *positions, conversion);
+      r.source = file.name;
+      r.line = doc.Mark().is_null() ? 0 : doc.Mark().line + 1;
+      r.positions = positions;
+      Decoded decoded = decodeDocument(r.object);
+      r.key = decoded.key;
+      for (const auto& c : conversion) {
+        errors.push_back(formatProblem(r.key, r.source, positions.get(), r.line,
+                                       Problem{c.path, c.reason, c.at_key, c.pos}));
+      }
+      auto lines = problemsOf(r, decoded);
+      errors.insert(errors.end(), lines.begin(), lines.end());
+      const bool valid = conversion.empty() && lines.empty();
+      all.push_back({std::move(r), valid});
+    }
+  }
+  // Duplicates within one apply (also among invalid documents, so one run
+  // reports everything): report the later one, naming the first.
+  absl::flat_hash_map<ResourceKey, const Resource*> first;
+  for (const auto& [r, valid] : all) {
+    if (r.key.kind == "?" || r.key.name == "?") continue;
+    auto [it, inserted] = first.emplace(r.key, &r);
+    if (!inserted) {
+      std::string where = locate(*it->second, "metadata.name");
+      errors.push_back(
+          formatError(r, "metadata.name",
+                      absl::StrCat("duplicate: ", r.key.toString(), " is also defined at ",
+                                   where.empty() ? "an earlier document" : where)));
+    }
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  std::vector<Resource> out;
+  out.reserve(all.size());
+  for (auto& [r, valid] : all) out.push_back(std::move(r));
+  return out;
+}
+
+absl::Status validate(const Resource& r) {
+  Decoded decoded = decodeDocument(r.object);
+  std::vector<std::string> lines = problemsOf(r, decoded);
+  if (lines.empty() && !(decoded.key == r.key)) {
+    lines.push_back(formatError(r, "",
+                                absl::StrCat("key does not match the object (the object is ",
+                                             decoded.key.toString(), ")")));
+  }
+  return joinProblems(lines);
+}
+
+absl::StatusOr<Resource> resourceFromJson(nlohmann::json object, std::string source, int line) {
+  Resource r;
+  r.object = std::move(object);
+  r.source = std::move(source);
+  r.line = line;
+  Decoded decoded = decodeDocument(r.object);
+  r.key = decoded.key;
+  RETURN_IF_ERROR(joinProblems(problemsOf(r, decoded)));
+  return r;
+}
+
+std::string formatError(const Resource& r, std::string_view field_path, std::string_view reason) {
+  return formatProblem(r.key, r.source, r.positions.get(), r.line,
+                       Problem{std::string(field_path), std::string(reason), false, {}});
+}
+
+std::string locate(const Resource& r, std::string_view field_path) {
+  std::string file = r.source == "-" ? "<stdin>" : r.source;
+  if (file.empty()) return "";
+  if (r.positions) {
+    if (auto pos =
+            r.positions->find(absl::string_view(field_path.data(), field_path.size()), false)) {
+      return absl::StrCat(file, ":", pos->line, ":", pos->column);
+    }
+  }
+  if (r.line != 0) return absl::StrCat(file, ":", r.line);
+  return file;
+}
+
+absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r) {
+  return typedView<ServiceSpec>(r, kKindService);
+}
+absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r) {
+  return typedView<EndpointSliceSpec>(r, kKindEndpointSlice);
+}
+absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r) {
+  return typedView<TrafficPolicySpec>(r, kKindTrafficPolicy);
+}
+
+bool isPrime(uint32_t n) {
+  if (n < 2) return false;
+  if (n % 2 == 0) return n == 2;
+  for (uint64_t d = 3; d * d <= n; d += 2) {
+    if (n % d == 0) return false;
+  }
+  return true;
+}
+
+bool isDns1123Label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s) {
+    if (!absl::ascii_islower(static_cast<unsigned char>(c)) &&
+        !absl::ascii_isdigit(static_cast<unsigned char>(c)) && c != '-') {
+      return false;
+    }
+  }
+  return s.front() != '-' && s.back() != '-';
+}
+
+bool isDns1123Subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (absl::string_view label : absl::StrSplit(absl::string_view(s.data(), s.size()), '.')) {
+    if (!isDns1123Label(std::string_view(label.data(), label.size()))) return false;
+  }
+  return true;
+}
+
+bool isIanaServiceName(std::string_view s) {
+  // RFC 6335: 1-15 chars of [a-z0-9-], at least one letter, no leading,
+  // trailing or doubled '-'.
+  if (s.empty() || s.size() > 15 || !isDns1123Label(s)) return false;
+  if (s.find("--") != std::string_view::npos) return false;  // RFC 6335
+  for (char c : s) {
+    if (absl::ascii_islower(static_cast<unsigned char>(c))) return true;
+  }
+  return false;
+}
+
+std::string algorithmName(state::LbAlgorithm a) {
+  switch (a) {
+    case state::LbAlgorithm::kRandom:
+      return "Random";
+    case state::LbAlgorithm::kWeightedRandom:
+      return "WeightedRandom";
+    case state::LbAlgorithm::kMaglev:
+      return "Maglev";
+    case state::LbAlgorithm::kLeastConnections:
+      return "LeastConnections";
+  }
+  return "Unknown";
+}
+
+std::string protocolName(state::Protocol p) { return p == state::Protocol::kUdp ? "UDP" : "TCP"; }
+
+}  // namespace meshd::resources

@@ -1,0 +1,159 @@
+// The resources users write (Kubernetes-shaped YAML) as meshd holds them:
+// parsed, validated whole, and viewed through typed specs.
+//
+// Kinds (apiVersion kind):
+//   v1                    Service        clusterIP(s) and ports of a service
+//   discovery.k8s.io/v1   EndpointSlice  backends of a service (several merge)
+//   meshd.io/v1alpha1     TrafficPolicy  load-balancing settings of one Service
+//
+// Validation is strict: unknown fields, wrong types, missing required fields,
+// bad addresses and out-of-range numbers are errors. Every error is one line
+//   "<file>:<line>:<col>: <Kind>/<ns>/<name>: <field.path>: <reason>"
+// (line and column 1-based, pointing at the offending YAML node).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/net.h"
+#include "nlohmann/json.hpp"
+#include "state/lb_state.h"
+
+namespace meshd::resources {
+
+inline constexpr char kKindService[] = "Service";
+inline constexpr char kKindEndpointSlice[] = "EndpointSlice";
+inline constexpr char kKindTrafficPolicy[] = "TrafficPolicy";
+inline constexpr char kDefaultNamespace[] = "default";
+// EndpointSlice label naming the Service the slice belongs to.
+inline constexpr char kServiceNameLabel[] = "kubernetes.io/service-name";
+
+// One input file (or stdin) as the user gave it.
+struct SourceFile {
+  std::string name;  // as the user typed it, "-" for stdin
+  std::string content;
+};
+
+struct ResourceKey {
+  std::string kind;
+  std::string ns;
+  std::string name;
+
+  // "Service/default/web"
+  std::string toString() const;
+  // Parses "Kind/ns/name" (or "Kind/name", namespace "default"). InvalidArgument otherwise.
+  static absl::StatusOr<ResourceKey> parse(std::string_view text);
+
+  friend bool operator==(const ResourceKey&, const ResourceKey&) = default;
+  friend auto operator<=>(const ResourceKey&, const ResourceKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const ResourceKey& k) {
+    return H::combine(std::move(h), k.kind, k.ns, k.name);
+  }
+};
+
+// Where each field of a parsed document sits in its file. Opaque outside
+// resources/; kept so that checks made after parsing (Model::apply's
+// cross-resource checks) can still point at a line and column.
+class SourcePositions;
+using SourcePositionsConstSharedPtr = std::shared_ptr<const SourcePositions>;
+
+struct Resource {
+  ResourceKey key;
+  nlohmann::json object;  // the document as JSON, as given (namespace not filled in)
+  std::string source;     // file name as the user typed it; "" when unknown
+  int line = 0;           // 1-based line of the document in `source`; 0 when unknown
+  SourcePositionsConstSharedPtr positions;  // null for resources loaded from the store
+};
+
+// Parses every YAML document in every file and validates each whole; also
+// rejects two documents with the same (kind, namespace, name). Empty documents
+// are skipped. On any problem returns InvalidArgument whose message has one
+// line per problem (all problems of all files, not just the first).
+absl::StatusOr<std::vector<Resource>> parseFiles(absl::Span<const SourceFile> files);
+
+// The same per-document checks for one resource (e.g. JSON loaded from the
+// store). Also checks that r.key matches the object's kind/namespace/name.
+// InvalidArgument with one line per problem; lines carry file:line:col only
+// when r.positions is set.
+absl::Status validate(const Resource& r);
+
+// Builds a Resource from a JSON object (no position information), deriving the
+// key from kind/metadata. Validates it like validate().
+absl::StatusOr<Resource> resourceFromJson(nlohmann::json object, std::string source = "",
+                                          int line = 0);
+
+// Formats one problem about a resource in the standard one-line form, using
+// the resource's positions when it has them (field path as "spec.ports[0].port";
+// "" for the document itself).
+std::string formatError(const Resource& r, std::string_view field_path, std::string_view reason);
+// "file:line:col" of a field of r (or of the nearest enclosing field that exists),
+// "file:line" or "file" when less is known, "" when nothing is.
+std::string locate(const Resource& r, std::string_view field_path);
+
+// ---------------------------------------------------------------------------
+// Typed views. Each fails with InvalidArgument (same messages as validate())
+// when the resource is not of that kind or not valid.
+
+struct ServicePort {
+  std::string name;  // "" when unnamed (only allowed for a single-port service)
+  uint16_t port = 0;
+  state::Protocol protocol = state::Protocol::kTcp;
+  // Numeric targetPort; defaults to `port` when targetPort is not given (as in
+  // Kubernetes). Unset when targetPort is a name (then target_port_name is set).
+  std::optional<uint16_t> target_port;
+  std::string target_port_name;
+};
+
+struct ServiceSpec {
+  std::vector<IpAddress> cluster_ips;  // empty for a headless service (clusterIP: None)
+  std::vector<ServicePort> ports;
+};
+
+struct EndpointSpec {
+  std::vector<IpAddress> addresses;
+  bool ready = true;  // conditions.ready; unset means ready
+  std::string node_name;
+  std::string target_ref;  // "Pod/ns/name" from targetRef, "" when absent
+};
+
+struct EndpointSliceSpec {
+  std::string service_name;  // metadata.labels["kubernetes.io/service-name"]
+  int address_type = 0;      // AF_INET or AF_INET6
+  std::vector<EndpointSpec> endpoints;
+  struct Port {
+    std::string name;  // "" when unnamed
+    uint16_t port = 0;
+    state::Protocol protocol = state::Protocol::kTcp;
+  };
+  std::vector<Port> ports;
+};
+
+struct TrafficPolicySpec {
+  std::string target_service;  // spec.targetRef.name (kind Service, same namespace)
+  state::LbAlgorithm algorithm = state::LbAlgorithm::kWeightedRandom;
+  uint32_t maglev_table_size = 0;  // prime; set (default 16381) when algorithm is Maglev
+  std::vector<std::pair<IpAddress, uint32_t>> weights;  // endpoints not listed weigh 1
+};
+
+absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);
+absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r);
+absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r);
+
+// Helpers shared with the validators, exposed for tests and other callers.
+bool isPrime(uint32_t n);
+bool isDns1123Label(std::string_view s);
+bool isDns1123Subdomain(std::string_view s);
+bool isIanaServiceName(std::string_view s);
+std::string algorithmName(state::LbAlgorithm a);
+std::string protocolName(state::Protocol p);
+
+}  // namespace meshd::resources

@@ -1,0 +1,129 @@
+#include "state/desired_state.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace meshd::state {
+namespace {
+
+using resources::EndpointSliceSpec;
+using resources::ServicePort;
+
+// The backend port an EndpointSlice gives for a Service port; 0 = none.
+uint16_t backendPort(const EndpointSliceSpec& slice, const ServicePort& sp) {
+  for (const auto& p : slice.ports) {
+    if (p.name == sp.name && p.protocol == sp.protocol) return p.port;
+  }
+  if (!sp.target_port_name.empty()) {
+    for (const auto& p : slice.ports) {
+      if (p.name == sp.target_port_name && p.protocol == sp.protocol) return p.port;
+    }
+  }
+  return sp.target_port.value_or(0);
+}
+
+}  // namespace
+
+absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
+  using NsName = std::pair<std::string, std::string>;
+
+  std::map<NsName, std::vector<EndpointSliceSpec>> slices;  // (ns, service) -> slices, key order
+  for (const auto* r : set.list(resources::kKindEndpointSlice)) {
+    ASSIGN_OR_RETURN(EndpointSliceSpec spec, resources::endpointSliceSpec(*r));
+    std::string service = spec.service_name;
+    slices[{r->key.ns, std::move(service)}].push_back(std::move(spec));
+  }
+  std::map<NsName, std::pair<const resources::Resource*, resources::TrafficPolicySpec>> policies;
+  for (const auto* r : set.list(resources::kKindTrafficPolicy)) {
+    ASSIGN_OR_RETURN(resources::TrafficPolicySpec spec, resources::trafficPolicySpec(*r));
+    NsName target{r->key.ns, spec.target_service};
+    auto [it, inserted] = policies.try_emplace(target, r, std::move(spec));
+    if (!inserted) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Service ", target.first, "/", target.second, " is targeted by both ",
+                       it->second.first->key.toString(), " and ", r->key.toString(),
+                       ": at most one TrafficPolicy per Service"));
+    }
+  }
+
+  DesiredLbState out;
+  for (const auto* r : set.list(resources::kKindService)) {
+    ASSIGN_OR_RETURN(resources::ServiceSpec spec, resources::serviceSpec(*r));
+    const NsName id{r->key.ns, r->key.name};
+    const resources::TrafficPolicySpec* policy = nullptr;
+    if (auto it = policies.find(id); it != policies.end()) policy = &it->second.second;
+    absl::flat_hash_map<IpAddress, uint32_t> weights;
+    if (policy) {
+      for (const auto& [ip, w] : policy->weights) weights[ip] = w;
+    }
+    const std::vector<EndpointSliceSpec>* svc_slices = nullptr;
+    if (auto it = slices.find(id); it != slices.end()) svc_slices = &it->second;
+
+    for (const IpAddress& vip : spec.cluster_ips) {
+      for (const ServicePort& sp : spec.ports) {
+        Frontend f;
+        f.ns = r->key.ns;
+        f.service = r->key.name;
+        f.port_name = sp.name;
+        f.vip = vip;
+        f.port = sp.port;
+        f.protocol = sp.protocol;
+        if (policy) {
+          f.algorithm = policy->algorithm;
+          f.maglev_table_size = policy->maglev_table_size;
+        }
+        if (svc_slices) {
+          for (const auto& slice : *svc_slices) {
+            if (slice.address_type != vip.family) continue;
+            uint16_t port = backendPort(slice, sp);
+            if (port == 0) continue;
+            for (const auto& ep : slice.endpoints) {
+              if (!ep.ready) continue;
+              for (const IpAddress& addr : ep.addresses) {
+                Backend b;
+                b.address = addr;
+                b.port = port;
+                auto w = weights.find(addr);
+                b.weight = w == weights.end() ? 1 : w->second;
+                b.node = ep.node_name;
+                b.target = ep.target_ref;
+                f.backends.push_back(std::move(b));
+              }
+            }
+          }
+        }
+        // Stable: among duplicates the first slice (in key order) wins.
+        std::stable_sort(f.backends.begin(), f.backends.end(),
+                         [](const Backend& a, const Backend& b) {
+                           return std::tie(a.address, a.port) < std::tie(b.address, b.port);
+                         });
+        f.backends.erase(std::unique(f.backends.begin(), f.backends.end(),
+                                     [](const Backend& a, const Backend& b) {
+                                       return a.address == b.address && a.port == b.port;
+                                     }),
+                         f.backends.end());
+        out.frontends.push_back(std::move(f));
+      }
+    }
+  }
+  auto frontendKey = [](const Frontend& f) { return std::tie(f.vip, f.port, f.protocol); };
+  std::sort(out.frontends.begin(), out.frontends.end(),
+            [&](const Frontend& a, const Frontend& b) { return frontendKey(a) < frontendKey(b); });
+  for (size_t i = 1; i < out.frontends.size(); ++i) {
+    const Frontend& a = out.frontends[i - 1];
+    const Frontend& b = out.frontends[i];
+    if (frontendKey(a) == frontendKey(b)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Services ", a.ns, "/", a.service, " and ", b.ns, "/", b.service, " both use ",
+          a.vip.toString(), " port ", a.port, "/", resources::protocolName(a.protocol)));
+    }
+  }
+  return out;
+}
+
+}  // namespace meshd::state

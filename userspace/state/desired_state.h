@@ -1,0 +1,25 @@
+// From applied resources to what the kernel fast path should know.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "resources/resource_set.h"
+#include "state/lb_state.h"
+
+namespace meshd::state {
+
+using resources::ResourceSet;
+
+// Pure: one Frontend per Service x clusterIP x port (headless Services have
+// none). Backends are the ready endpoints, of the clusterIP's family, of every
+// EndpointSlice in the Service's namespace labelled with its name; their port
+// is the slice port named like the Service port (same protocol), else the
+// slice port named like a named targetPort, else the numeric targetPort (a
+// slice giving none of these contributes nothing to that port). Weights and
+// algorithm come from the Service's TrafficPolicy (default WeightedRandom,
+// weight 1). Frontends are sorted by (vip, port, protocol), backends by
+// (address, port), duplicates removed (the first slice in key order wins).
+// Fails with InvalidArgument when a resource does not validate or two
+// Services/TrafficPolicies conflict (see resources::validateSet).
+absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set);
+
+}  // namespace meshd::state

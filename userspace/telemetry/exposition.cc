@@ -1,0 +1,101 @@
+#include "telemetry/exposition.h"
+
+#include <cassert>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "fmt/format.h"
+
+namespace meshd::telemetry {
+namespace {
+
+bool isAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+}  // namespace
+
+bool ExpositionWriter::validMetricName(std::string_view name) {
+  if (name.empty()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool ok = isAlpha(c) || c == '_' || c == ':' || (i > 0 && isDigit(c));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool ExpositionWriter::validLabelName(std::string_view name) {
+  if (name.empty() || name.starts_with("__")) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool ok = isAlpha(c) || c == '_' || (i > 0 && isDigit(c));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string ExpositionWriter::escapeLabelValue(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string ExpositionWriter::escapeHelp(std::string_view help) {
+  std::string out;
+  out.reserve(help.size());
+  for (char c : help) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string ExpositionWriter::formatValue(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
+  // Integral values up to 2^53 are exact in a double: print them as integers
+  // so counters read naturally ("42", not "42.0" or "4.2e+01").
+  if (value == std::trunc(value) && std::fabs(value) < 9007199254740992.0) {
+    return absl::StrCat(static_cast<int64_t>(value));
+  }
+  return fmt::format("{}", value);  // shortest round-trip representation
+}
+
+void ExpositionWriter::family(std::string_view name, std::string_view help, MetricType type) {
+  assert(validMetricName(name));
+  assert(type != MetricType::kCounter || name.ends_with("_total"));
+  current_ = std::string(name);
+  absl::StrAppend(&out_, "# HELP ", current_, " ", escapeHelp(help), "\n");
+  absl::StrAppend(&out_, "# TYPE ", current_, " ",
+                  type == MetricType::kCounter ? "counter" : "gauge", "\n");
+}
+
+void ExpositionWriter::sample(const Labels& labels, double value) {
+  assert(!current_.empty());
+  out_ += current_;
+  if (!labels.empty()) {
+    out_ += '{';
+    bool first = true;
+    for (const auto& [name, label_value] : labels) {
+      assert(validLabelName(name));
+      if (!first) out_ += ',';
+      first = false;
+      absl::StrAppend(&out_, name, "=\"", escapeLabelValue(label_value), "\"");
+    }
+    out_ += '}';
+  }
+  absl::StrAppend(&out_, " ", formatValue(value), "\n");
+}
+
+}  // namespace meshd::telemetry

@@ -1,0 +1,49 @@
+// meshd's own metrics, rendered from a plain snapshot the daemon fills in
+// (so this file knows nothing of the reconciler or the kernel).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "telemetry/http_server.h"
+
+namespace meshd::telemetry {
+
+struct BackendSample {
+  std::string ns;
+  std::string service;
+  std::string backend;  // "address:port" ("[v6]:port")
+  uint32_t backend_id = 0;
+  int64_t live_connections = 0;
+  uint64_t connections_total = 0;
+  uint64_t connect_failures_total = 0;
+};
+
+struct MeshdMetrics {
+  std::string version;
+  bool ready = false;
+  uint64_t frontends = 0;
+  uint64_t backends = 0;
+  uint64_t reconcile_ok = 0;
+  uint64_t reconcile_error = 0;
+  double reconcile_seconds = 0;       // duration of the last reconcile
+  // mesh_stats summed over CPUs, by reason name (datapath::statName()).
+  std::vector<std::pair<std::string, uint64_t>> bpf_events;
+  std::vector<BackendSample> backend_samples;
+};
+
+// The /metrics body. The same backend (same ids and labels) listed under two
+// frontends of one service is counted once.
+std::string renderMetrics(const MeshdMetrics& m);
+
+// Routes /healthz, /readyz and /metrics. `ready` says whether meshd is ready
+// (its error message is the 503 body); `metrics` renders the /metrics body.
+HttpHandler makeAdminHandler(std::function<absl::Status()> ready,
+                             std::function<std::string()> metrics);
+
+}  // namespace meshd::telemetry
