@@ -97,12 +97,11 @@ static __always_inline int mesh_pick_backend_id(struct bpf_sock_addr *ctx,
 	case MESH_LB_LEAST_CONN:
 		a = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_a);
 		b = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_b);
-		if (b && slot_b == slot_a && svc->slot_count > 1) {
-			/* Two distinct candidates, else with two backends the
-			 * busier one would win a quarter of the draws. */
-			sk.slot = mesh_other_slot(slot_a, bpf_get_prandom_u32(), svc->slot_count);
+		/* Two distinct candidates, else with two backends the busier
+		 * one would win a quarter of the draws. */
+		sk.slot = mesh_p2c_second(slot_a, slot_b, bpf_get_prandom_u32(), svc->slot_count);
+		if (b && sk.slot != slot_b)
 			b = bpf_map_lookup_elem(&mesh_slots, &sk);
-		}
 		if (!a || !b)
 			return MESH_STAT_BACKEND_MISSING;
 		*id = mesh_p2c_prefer_a(mesh_live_conns(a->backend_id),

@@ -30,16 +30,16 @@ MeshdClient::MeshdClient(std::string socket_path) : socket_path_(std::move(socke
 
 absl::Status MeshdClient::checkSocket() const {
   auto unreachable = [&](std::string_view reason) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot reach meshd at ", socket_path_, ": ", std::string(reason),
-        "; is meshd running (meshd --api-socket ", socket_path_, ")?"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot reach meshd at ", socket_path_, ": ", std::string(reason),
+                     "; is meshd running (meshd --api-socket ", socket_path_, ")?"));
   };
-  struct stat st{};
+  struct stat st {};
   if (stat(socket_path_.c_str(), &st) != 0) return unreachable(std::strerror(errno));
   if (!S_ISSOCK(st.st_mode)) return unreachable("not a unix socket");
   if (access(socket_path_.c_str(), W_OK) != 0) {
-    return unreachable(absl::StrCat(std::strerror(errno),
-                                    " (the socket is mode 0600: run meshctl as root)"));
+    return unreachable(
+        absl::StrCat(std::strerror(errno), " (the socket is mode 0600: run meshctl as root)"));
   }
   return absl::OkStatus();
 }
@@ -50,10 +50,9 @@ absl::Status MeshdClient::translate(const grpc::Status& s) const {
   // anything else is meshd's own error, passed on as it wrote it.
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE &&
       channel_->GetState(false) != GRPC_CHANNEL_READY) {
-    return absl::UnavailableError(absl::StrCat("cannot reach meshd at ", socket_path_, ": ",
-                                               s.error_message(),
-                                               "; is meshd running (meshd --api-socket ",
-                                               socket_path_, ")?"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot reach meshd at ", socket_path_, ": ", s.error_message(),
+                     "; is meshd running (meshd --api-socket ", socket_path_, ")?"));
   }
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }

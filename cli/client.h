@@ -28,9 +28,9 @@ class MeshdClient {
   absl::Status checkSocket() const;
   absl::Status translate(const grpc::Status& s) const;
   template <typename Req, typename Resp>
-  absl::StatusOr<Resp> call(
-      grpc::Status (api::v1::Meshd::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-      const Req& req);
+  absl::StatusOr<Resp> call(grpc::Status (api::v1::Meshd::Stub::*method)(grpc::ClientContext*,
+                                                                         const Req&, Resp*),
+                            const Req& req);
 
   const std::string socket_path_;
   std::shared_ptr<grpc::Channel> channel_;

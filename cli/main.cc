@@ -132,8 +132,7 @@ int run(int argc, char** argv) {
   std::string ns = "default";
   bool all_ns = false;
   auto* get = app.add_subcommand("get", "Show services, backends, policies, endpointslices");
-  get->add_option("what", get_what,
-                  "services | backends | policies | endpointslices | resources")
+  get->add_option("what", get_what, "services | backends | policies | endpointslices | resources")
       ->required();
   get->add_option("name", get_name, "Name (for backends: the service's name)");
   get->add_option("-n,--namespace", ns, "Namespace")->capture_default_str();
@@ -180,8 +179,11 @@ int run(int argc, char** argv) {
     if (g.output != "table") {
       Json out = Json::array();
       for (const auto& r : resp->results()) {
-        out.push_back({{"kind", r.ref().kind()}, {"namespace", r.ref().namespace_()},
-                       {"name", r.ref().name()}, {"action", r.action()}, {"dryRun", dry_run}});
+        out.push_back({{"kind", r.ref().kind()},
+                       {"namespace", r.ref().namespace_()},
+                       {"name", r.ref().name()},
+                       {"action", r.action()},
+                       {"dryRun", dry_run}});
       }
       return print(g, "apply", out);
     }

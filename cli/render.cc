@@ -18,27 +18,34 @@ struct Column {
 // The fixed layouts. Keys are the JSON fields userspace/api/views.cc writes.
 const std::vector<Column>* columnsFor(std::string_view view) {
   static const std::vector<Column> kServices = {
-      {"NAMESPACE", "namespace"}, {"NAME", "name"},           {"VIP", "vip"},
-      {"PORT", "port"},           {"PROTOCOL", "protocol"},   {"ALGORITHM", "algorithm"},
+      {"NAMESPACE", "namespace"}, {"NAME", "name"},         {"VIP", "vip"},
+      {"PORT", "port"},           {"PROTOCOL", "protocol"}, {"ALGORITHM", "algorithm"},
       {"BACKENDS", "backends"},
   };
   static const std::vector<Column> kBackends = {
-      {"NAMESPACE", "namespace"},  {"SERVICE", "service"},    {"FRONTEND", "frontend"},
-      {"BACKEND", "backend"},      {"WEIGHT", "weight"},      {"LIVE", "liveConnections"},
+      {"NAMESPACE", "namespace"},    {"SERVICE", "service"},        {"FRONTEND", "frontend"},
+      {"BACKEND", "backend"},        {"WEIGHT", "weight"},          {"LIVE", "liveConnections"},
       {"TOTAL", "totalConnections"}, {"FAILED", "connectFailures"}, {"NODE", "node"},
       {"TARGET", "target"},
   };
   static const std::vector<Column> kPolicies = {
-      {"NAMESPACE", "namespace"}, {"NAME", "name"},       {"TARGET", "target"},
-      {"ALGORITHM", "algorithm"}, {"MAGLEV-SIZE", "maglevTableSize"}, {"WEIGHTS", "weights"},
+      {"NAMESPACE", "namespace"},
+      {"NAME", "name"},
+      {"TARGET", "target"},
+      {"ALGORITHM", "algorithm"},
+      {"MAGLEV-SIZE", "maglevTableSize"},
+      {"WEIGHTS", "weights"},
   };
   static const std::vector<Column> kEndpointSlices = {
-      {"NAMESPACE", "namespace"}, {"NAME", "name"},   {"SERVICE", "service"},
+      {"NAMESPACE", "namespace"},     {"NAME", "name"},   {"SERVICE", "service"},
       {"ADDRESSTYPE", "addressType"}, {"PORTS", "ports"}, {"READY", "ready"},
       {"ENDPOINTS", "endpoints"},
   };
   static const std::vector<Column> kResources = {
-      {"KIND", "kind"}, {"NAMESPACE", "namespace"}, {"NAME", "name"}, {"SOURCE", "source"},
+      {"KIND", "kind"},
+      {"NAMESPACE", "namespace"},
+      {"NAME", "name"},
+      {"SOURCE", "source"},
   };
   if (view == "services") return &kServices;
   if (view == "backends") return &kBackends;
@@ -71,8 +78,9 @@ void emitYaml(YAML::Emitter& out, const Json& v) {
                                            "yes",  "no",    "Yes",  "No",    "on",   "off",
                                            "null", "Null",  "NULL", "~"};
       bool needs_quotes =
-          s.empty() || (std::string_view("0123456789.-+").find(s[0]) != std::string_view::npos &&
-                        s.find_first_not_of("0123456789.-+_eExXoOabcdefABCDEF") == std::string::npos);
+          s.empty() ||
+          (std::string_view("0123456789.-+").find(s[0]) != std::string_view::npos &&
+           s.find_first_not_of("0123456789.-+_eExXoOabcdefABCDEF") == std::string::npos);
       for (const char* t : kTyped) needs_quotes = needs_quotes || s == t;
       if (needs_quotes) out << YAML::DoubleQuoted;
       out << s;

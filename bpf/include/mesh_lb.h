@@ -41,6 +41,13 @@ MESH_LB_INLINE __u32 mesh_other_slot(__u32 first, __u32 rnd, __u32 n)
 	return (first + 1 + mesh_uniform(rnd, n - 1)) % n;
 }
 
+/* Second candidate of power of two choices: the independent weighted draw
+ * `second`, unless it repeats `first`, then a uniform draw among the others. */
+MESH_LB_INLINE __u32 mesh_p2c_second(__u32 first, __u32 second, __u32 rnd, __u32 n)
+{
+	return second == first ? mesh_other_slot(first, rnd, n) : second;
+}
+
 /* splitmix64 finalizer: the hash Maglev uses on the client key. */
 MESH_LB_INLINE __u64 mesh_hash64(__u64 x)
 {

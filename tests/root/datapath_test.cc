@@ -12,6 +12,7 @@
 //   | pods (forked, in the cgroup):       |
 //   |   connect(VIP) -> rewritten         |
 //   +-------------------------------------+
+#include "datapath/alias.h"
 #include "datapath/datapath.h"
 
 #include <arpa/inet.h>
@@ -201,28 +202,14 @@ class DatapathRootTest : public ::testing::Test {
     ASSERT_OK(dp_->maps().updateServices({&e, 1}));
   }
 
-  // Vose's alias method, as mesh_abi.h describes mesh_slot.
+  // Slots with alias tables from the weights (the reconciler's builder).
   static std::vector<mesh_slot> aliasSlots(const std::vector<BackendSpec>& backends) {
-    size_t n = backends.size();
-    std::vector<mesh_slot> out(n);
-    double total = 0;
-    for (const auto& b : backends) total += b.weight;
-    std::vector<double> p(n);
-    std::vector<size_t> small, large;
-    for (size_t i = 0; i < n; ++i) {
-      out[i] = {backends[i].id, backends[i].weight, 0xffffffffu, static_cast<uint32_t>(i)};
-      p[i] = backends[i].weight * n / total;
-      (p[i] < 1 ? small : large).push_back(i);
-    }
-    while (!small.empty() && !large.empty()) {
-      size_t s = small.back(), l = large.back();
-      small.pop_back();
-      large.pop_back();
-      out[s].alias_threshold = static_cast<uint32_t>(std::min(p[s] * 4294967296.0, 4294967295.0));
-      out[s].alias_slot = l;
-      p[l] -= 1 - p[s];
-      (p[l] < 1 ? small : large).push_back(l);
-    }
+    std::vector<uint32_t> weights;
+    for (const auto& b : backends) weights.push_back(b.weight);
+    std::vector<AliasEntry> table = buildAliasTable(weights);
+    std::vector<mesh_slot> out(backends.size());
+    for (size_t i = 0; i < backends.size(); ++i)
+      out[i] = {backends[i].id, backends[i].weight, table[i].threshold, table[i].alias};
     return out;
   }
 
@@ -442,8 +429,9 @@ TEST_F(DatapathRootTest, LeastConnectionsPrefersFewerLiveConnections) {
     pause();
   });
   ASSERT_TRUE(holder.ok()) << holder.status();
-  // Then both, equal weights. P2C takes backend 1 only when both draws are
-  // backend 1 (p = 0.25); short connections keep backend 2 near 0 live.
+  // Then both, equal weights. P2C draws two distinct candidates, so each
+  // connect compares backend 1 (5 live) with backend 2 (0 live, and the short
+  // connections below close before the next connect): backend 1 gets none.
   addService(1, "10.96.0.15", 80, MESH_PROTO_TCP, MESH_LB_LEAST_CONN,
              {{1, "10.0.1.1", 8080}, {2, "10.0.1.2", 8080}});
   auto out = inPod([] {
@@ -452,8 +440,7 @@ TEST_F(DatapathRootTest, LeastConnectionsPrefersFewerLiveConnections) {
     return std::to_string(a);
   });
   ASSERT_TRUE(out.ok()) << out.status();
-  double share = std::stoi(*out) / 400.0;  // sd sqrt(.25*.75/400) = 0.022
-  EXPECT_NEAR(share, 0.25, 0.1) << "backend 1 (5 live connections) share";
+  EXPECT_EQ(std::stoi(*out), 0) << "backend 1 (5 live connections) was chosen";
 }
 
 TEST_F(DatapathRootTest, MaglevIsStablePerPod) {

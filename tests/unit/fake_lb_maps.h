@@ -190,8 +190,7 @@ class FakeLbMaps : public LbMapWriter {
   }
   absl::Status deleteBackends(absl::Span<const uint32_t> ids) override {
     return batchOp(Op::kDeleteBackends, ids, [&](uint32_t id) {
-      backends_.erase(id);
-      counters_.erase(id);
+      backends_.erase(id);  // counters kept, as the kernel map writer does
       return absl::OkStatus();
     });
   }

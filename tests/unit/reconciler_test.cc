@@ -322,15 +322,52 @@ TEST_F(ReconcilerTest, AdoptDeletesLeftovers) {
   stray.flags = MESH_BACKEND_F_ACTIVE;
   maps_.rawSetBackend(50, stray);
 
+  // And a bad slot of a live service (backend id 0, which the kernel cannot use).
+  const uint32_t web_id = maps_.service(svcKey("10.96.0.1", 80))->svc_id;
+  const mesh_slot good = maps_.slots().at(mesh_slot_key{web_id, 1});
+  maps_.rawSetSlot(mesh_slot_key{web_id, 1}, mesh_slot{0, 1, 0, 0});
+
   Reconciler restarted(maps_);
   ASSERT_TRUE(restarted.adopt().ok());
+  maps_.setCheckConsistency(false);  // the planted bad slot is inconsistent until repaired
   maps_.resetCounts();
   ASSERT_TRUE(restarted.apply(twoFrontends()).ok());
+  EXPECT_THAT(maps_.checkConsistency(), IsEmpty());
+  ASSERT_TRUE(maps_.slots().contains(mesh_slot_key{web_id, 1}));
+  EXPECT_EQ(maps_.slots().at(mesh_slot_key{web_id, 1}).backend_id, good.backend_id);
   EXPECT_FALSE(maps_.slots().contains(mesh_slot_key{77, 0}));
   EXPECT_FALSE(maps_.maglev().contains(77));
   EXPECT_FALSE(maps_.backends().contains(50));
-  EXPECT_EQ(maps_.count(Op::kUpdateSlots).calls, 0u);
+  EXPECT_EQ(maps_.count(Op::kUpdateSlots).entries, 1u);
   EXPECT_EQ(semantic(maps_), clean);
+  // Nothing left over: the next apply writes nothing.
+  maps_.resetCounts();
+  ASSERT_TRUE(restarted.apply(twoFrontends()).ok());
+  EXPECT_EQ(maps_.totalCalls(), 0u);
+}
+
+TEST_F(ReconcilerTest, AdoptRepairsServicesSharingAnId) {
+  ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
+  // A second service entry claiming web's svc_id (garbage a crash or a foreign
+  // writer could leave): adoption keeps one owner per id.
+  mesh_svc clash = *maps_.service(svcKey("10.96.0.1", 80));
+  maps_.rawSetService(svcKey("10.96.0.77", 80), clash);
+  Reconciler restarted(maps_);
+  ASSERT_TRUE(restarted.adopt().ok());
+  auto d = twoFrontends();
+  d.frontends.push_back(fe("late", "10.96.0.77", 80, {be("10.0.0.1", 8080)}));
+  ASSERT_TRUE(restarted.apply(d).ok());
+  std::set<uint32_t> ids;
+  for (const auto& [k, svc] : maps_.services()) ids.insert(svc.svc_id);
+  EXPECT_EQ(ids.size(), 3u) << "every service has its own id again";
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.77", 80))->slot_count, 1u);
+  // And when not desired, the clashing entry is deleted.
+  maps_.rawSetService(svcKey("10.96.0.78", 80), clash);
+  Reconciler again(maps_);
+  ASSERT_TRUE(again.adopt().ok());
+  ASSERT_TRUE(again.apply(d).ok());
+  EXPECT_FALSE(maps_.service(svcKey("10.96.0.78", 80)).has_value());
+  EXPECT_EQ(maps_.services().size(), 3u);
 }
 
 TEST_F(ReconcilerTest, CapacityExceededWritesNothing) {

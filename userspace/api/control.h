@@ -38,7 +38,8 @@ class MeshdControl {
   // meshd's state for `meshctl status` (a JSON object).
   virtual absl::StatusOr<nlohmann::ordered_json> status() = 0;
   // "maps", "progs" or "dump" (with `map`): JSON from the datapath.
-  virtual absl::StatusOr<nlohmann::ordered_json> bpf(std::string_view what, std::string_view map) = 0;
+  virtual absl::StatusOr<nlohmann::ordered_json> bpf(std::string_view what,
+                                                     std::string_view map) = 0;
 };
 
 }  // namespace meshd::api

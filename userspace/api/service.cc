@@ -27,8 +27,7 @@ absl::StatusOr<resources::ResourceKey> keyFromRef(const v1::ResourceRef& ref) {
     return absl::InvalidArgumentError(absl::StrCat(kind, ": a name is required"));
   }
   return resources::ResourceKey{
-      kind, ref.namespace_().empty() ? resources::kDefaultNamespace : ref.namespace_(),
-      ref.name()};
+      kind, ref.namespace_().empty() ? resources::kDefaultNamespace : ref.namespace_(), ref.name()};
 }
 
 void toRef(const resources::ResourceKey& key, v1::ResourceRef* ref) {
@@ -65,8 +64,8 @@ bool socketIsLive(const std::string& path) {
 absl::Status prepareSocketPath(const std::string& path) {
   sockaddr_un sun{};
   if (path.empty() || path.size() >= sizeof(sun.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "API socket path \"", path, "\" must be 1..", sizeof(sun.sun_path) - 1, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("API socket path \"", path, "\" must be 1..",
+                                                   sizeof(sun.sun_path) - 1, " bytes"));
   }
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) {
@@ -74,23 +73,24 @@ absl::Status prepareSocketPath(const std::string& path) {
     if (!std::filesystem::exists(parent, ec)) {
       std::filesystem::create_directories(parent, ec);
       if (ec) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "creating the API socket's directory ", parent.string(), ": ", ec.message()));
+        return absl::PermissionDeniedError(absl::StrCat("creating the API socket's directory ",
+                                                        parent.string(), ": ", ec.message()));
       }
       chmod(parent.c_str(), 0755);
     }
   }
-  struct stat st{};
+  struct stat st {};
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "API socket path ", path, " exists and is not a socket; remove it or choose another "
-          "--api-socket"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("API socket path ", path,
+                       " exists and is not a socket; remove it or choose another "
+                       "--api-socket"));
     }
     if (socketIsLive(path)) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "another meshd is serving on ", path,
-          "; stop it, or give this instance its own --api-socket"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("another meshd is serving on ", path,
+                       "; stop it, or give this instance its own --api-socket"));
     }
     if (unlink(path.c_str()) != 0) {
       return errnoError(errno, absl::StrCat("removing the stale API socket ", path));
@@ -234,7 +234,8 @@ absl::StatusOr<ApiServerPtr> ApiServer::start(const std::string& socket_path,
 
 ApiServer::ApiServer(std::string socket_path, std::unique_ptr<MeshdService> service,
                      std::unique_ptr<grpc::Server> server)
-    : socket_path_(std::move(socket_path)), service_(std::move(service)),
+    : socket_path_(std::move(socket_path)),
+      service_(std::move(service)),
       server_(std::move(server)) {}
 
 ApiServer::~ApiServer() { shutdown(); }

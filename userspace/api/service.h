@@ -25,11 +25,9 @@ class MeshdService final : public v1::Meshd::Service {
   explicit MeshdService(MeshdControl& control) : control_(control) {}
 
   grpc::Status Apply(grpc::ServerContext*, const v1::ApplyRequest*, v1::ApplyResponse*) override;
-  grpc::Status Delete(grpc::ServerContext*, const v1::DeleteRequest*,
-                      v1::DeleteResponse*) override;
+  grpc::Status Delete(grpc::ServerContext*, const v1::DeleteRequest*, v1::DeleteResponse*) override;
   grpc::Status Get(grpc::ServerContext*, const v1::GetRequest*, v1::GetResponse*) override;
-  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
-                      v1::StatusResponse*) override;
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*, v1::StatusResponse*) override;
   grpc::Status Bpf(grpc::ServerContext*, const v1::BpfRequest*, v1::BpfResponse*) override;
 
  private:
@@ -46,8 +44,7 @@ class ApiServer {
   // with AlreadyExists when a live meshd answers on it, and
   // FailedPrecondition when the path is not a socket), and makes the socket
   // 0600 (root only). gRPC's own threads run the handlers.
-  static absl::StatusOr<ApiServerPtr> start(const std::string& socket_path,
-                                            MeshdControl& control);
+  static absl::StatusOr<ApiServerPtr> start(const std::string& socket_path, MeshdControl& control);
   ~ApiServer();
 
   // Stops accepting, waits for running calls, removes the socket file. Idempotent.

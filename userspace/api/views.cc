@@ -27,7 +27,7 @@ std::string hostPort(const IpAddress& address, uint16_t port) {
 }
 
 nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_view ns,
-                            std::string_view name) {
+                                    std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& fv : frontends) {
     const state::Frontend& f = fv.frontend;
@@ -49,7 +49,7 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
 }
 
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
-                            std::string_view name) {
+                                    std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& fv : frontends) {
     const state::Frontend& f = fv.frontend;
@@ -76,7 +76,7 @@ nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_
 }
 
 absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
-                                            std::string_view ns, std::string_view name) {
+                                                    std::string_view ns, std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& r : all) {
     if (r.key.kind != resources::kKindTrafficPolicy) continue;
@@ -99,8 +99,8 @@ absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources:
   return out;
 }
 
-absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<resources::Resource>& all,
-                                                  std::string_view ns, std::string_view name) {
+absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(
+    const std::vector<resources::Resource>& all, std::string_view ns, std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& r : all) {
     if (r.key.kind != resources::kKindEndpointSlice) continue;
@@ -114,8 +114,8 @@ absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<reso
     row["addressType"] = spec->address_type == AF_INET6 ? "IPv6" : "IPv4";
     nlohmann::ordered_json ports = nlohmann::ordered_json::array();
     for (const auto& p : spec->ports) {
-      ports.push_back(absl::StrCat(p.name.empty() ? "" : p.name + ":", p.port, "/",
-                                   protocolText(p.protocol)));
+      ports.push_back(
+          absl::StrCat(p.name.empty() ? "" : p.name + ":", p.port, "/", protocolText(p.protocol)));
     }
     row["ports"] = std::move(ports);
     nlohmann::ordered_json endpoints = nlohmann::ordered_json::array();
@@ -135,8 +135,8 @@ absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<reso
   return out;
 }
 
-nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all, std::string_view ns,
-                             std::string_view name) {
+nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all,
+                                     std::string_view ns, std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& r : all) {
     if (!matches(ns, r.key.ns) || !matches(name, r.key.name)) continue;
@@ -144,8 +144,8 @@ nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all
     row["kind"] = r.key.kind;
     row["namespace"] = r.key.ns;
     row["name"] = r.key.name;
-    row["source"] = r.source.empty() ? "" : (r.line > 0 ? absl::StrCat(r.source, ":", r.line)
-                                                        : r.source);
+    row["source"] =
+        r.source.empty() ? "" : (r.line > 0 ? absl::StrCat(r.source, ":", r.line) : r.source);
     row["object"] = r.object;
     out.push_back(std::move(row));
   }

@@ -23,28 +23,29 @@ using FrontendViews = std::vector<datapath::Reconciler::FrontendView>;
 std::string hostPort(const IpAddress& address, uint16_t port);
 
 // One entry per frontend (Service VIP:port/protocol):
-// namespace, name, portName, vip, port, protocol, algorithm, maglevTableSize, backends (count), svcId.
+// namespace, name, portName, vip, port, protocol, algorithm, maglevTableSize, backends (count),
+// svcId.
 nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_view ns,
-                            std::string_view name);
+                                    std::string_view name);
 
 // One entry per (frontend, backend): namespace, service, frontend ("vip:port/TCP"),
 // backend ("addr:port"), weight, liveConnections, totalConnections,
 // connectFailures, node, target, backendId.
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
-                            std::string_view name);
+                                    std::string_view name);
 
 // TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
 // weights ("address=weight"). Resources of other kinds are skipped.
 absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
-                                            std::string_view ns, std::string_view name);
+                                                    std::string_view ns, std::string_view name);
 
 // EndpointSlices: namespace, name, service, addressType, ports ("name:port/TCP"),
 // endpoints (addresses), ready ("ready/total").
-absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(const std::vector<resources::Resource>& all,
-                                                  std::string_view ns, std::string_view name);
+absl::StatusOr<nlohmann::ordered_json> endpointSlicesView(
+    const std::vector<resources::Resource>& all, std::string_view ns, std::string_view name);
 
 // Every applied resource: kind, namespace, name, source (file:line), object.
-nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all, std::string_view ns,
-                             std::string_view name);
+nlohmann::ordered_json resourcesView(const std::vector<resources::Resource>& all,
+                                     std::string_view ns, std::string_view name);
 
 }  // namespace meshd::api

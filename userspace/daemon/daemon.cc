@@ -17,14 +17,18 @@ absl::Status withContext(const absl::Status& s, std::string_view what) {
 }
 
 nlohmann::ordered_json mapInfoJson(const datapath::MapInfo& m) {
-  return {{"name", m.name},          {"type", m.type},
-          {"id", m.id},              {"keySize", m.key_size},
-          {"valueSize", m.value_size}, {"maxEntries", m.max_entries},
-          {"entries", m.entries},    {"pinPath", m.pin_path}};
+  return {{"name", m.name},
+          {"type", m.type},
+          {"id", m.id},
+          {"keySize", m.key_size},
+          {"valueSize", m.value_size},
+          {"maxEntries", m.max_entries},
+          {"entries", m.entries},
+          {"pinPath", m.pin_path}};
 }
 
 nlohmann::ordered_json programJson(const datapath::ProgramInfo& p) {
-  return {{"name", p.name},     {"attachType", p.attach_type}, {"progId", p.prog_id},
+  return {{"name", p.name},      {"attachType", p.attach_type}, {"progId", p.prog_id},
           {"linkId", p.link_id}, {"runCount", p.run_cnt},       {"runTimeNs", p.run_time_ns}};
 }
 
@@ -59,10 +63,13 @@ absl::Status Daemon::init() {
   // 1. The host: privileges, BTF, cgroup v2, bpffs.
   ASSIGN_OR_RETURN(datapath::HostPaths host, datapath::preflight());
   ASSIGN_OR_RETURN(cgroup_path_, datapath::resolveCgroup(host, options_.cgroup));
-  spdlog::info("cgroup2 at {}, bpffs at {}; attaching to {}", host.cgroup2_mount,
-               host.bpffs_mount, cgroup_path_);
+  spdlog::info("cgroup2 at {}, bpffs at {}; attaching to {}", host.cgroup2_mount, host.bpffs_mount,
+               cgroup_path_);
 
-  // 2. The kernel programs and maps (adopting pins a previous meshd left).
+  // 2. One meshd per instance, before anything touches its pins.
+  ASSIGN_OR_RETURN(lock_, InstanceLock::acquire(options_.lock_dir, options_.instance));
+
+  // 3. The kernel programs and maps (adopting pins a previous meshd left).
   datapath::DatapathConfig config;
   config.instance = options_.instance;
   config.cgroup_path = cgroup_path_;
@@ -76,19 +83,19 @@ absl::Status Daemon::init() {
   spdlog::info("{} BPF programs and maps under {}", datapath_->adopted() ? "adopted" : "created",
                pinDir());
 
-  // 3. The reconciler learns what the maps already hold.
+  // 4. The reconciler learns what the maps already hold.
   reconciler_ = std::make_unique<datapath::Reconciler>(datapath_->maps());
   if (absl::Status s = reconciler_->adopt(); !s.ok()) {
     return withContext(s, "reading the pinned maps");
   }
   sink_ = std::make_unique<ObservedSink>(*reconciler_, readiness_);
 
-  // 4. The embedded store.
+  // 5. The embedded store.
   auto store = store::Store::open(options_.state_dir);
   if (!store.ok()) return withContext(store.status(), "opening the store (--state-dir)");
   store_ = std::move(*store);
 
-  // 5. The model loads the store and reconciles the maps to it.
+  // 6. The model loads the store and reconciles the maps to it.
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
   updater_ = std::make_unique<state::Updater>();
   readiness_.setProgramsAttached(attachedPrograms());
@@ -98,16 +105,16 @@ absl::Status Daemon::init() {
     // store that cannot be read is fatal: serving an empty state would delete
     // every service from the maps on the next apply.
     if (!readiness_.snapshot().reconciled) return loaded;
-    spdlog::error("{}; serving anyway, /readyz reports not ready, retrying", 
+    spdlog::error("{}; serving anyway, /readyz reports not ready, retrying",
                   std::string(loaded.message()));
   } else {
-    const size_t n = updater_->run([this]() -> absl::StatusOr<size_t> {
-      return model_->resources().size();
-    }).value_or(0);
+    const size_t n =
+        updater_->run([this]() -> absl::StatusOr<size_t> { return model_->resources().size(); })
+            .value_or(0);
     spdlog::info("loaded {} resources from {}", n, store_->filePath());
   }
 
-  // 6. Serve.
+  // 7. Serve.
   metrics_ = nullptr;
   auto metrics = telemetry::HttpServer::start(
       options_.metrics_addr,
@@ -124,6 +131,7 @@ absl::Status Daemon::init() {
   } else {
     spdlog::warn("not ready: {}", std::string(r.message()));
   }
+  started_ = true;
   return absl::OkStatus();
 }
 
@@ -135,7 +143,7 @@ void Daemon::stop() {
   if (api_) api_->shutdown();
   if (metrics_) metrics_->stop();
   if (updater_) updater_->stop();
-  if (datapath_) {
+  if (started_) {
     spdlog::info(
         "leaving the BPF programs and maps pinned under {}: connections to services keep being "
         "balanced while meshd is down (meshd --remove-pins --instance {} removes them)",
@@ -197,9 +205,8 @@ std::string Daemon::renderMetrics() {
       for (const auto& b : fv.backends) {
         ids.insert(b.id);
         m.backend_samples.push_back({fv.frontend.ns, fv.frontend.service,
-                                     api::hostPort(b.address, b.port), b.id,
-                                     b.counters.live_conns, b.counters.total_conns,
-                                     b.counters.connect_failures});
+                                     api::hostPort(b.address, b.port), b.id, b.counters.live_conns,
+                                     b.counters.total_conns, b.counters.connect_failures});
       }
     }
     m.backends = ids.size();
@@ -212,9 +219,9 @@ std::string Daemon::renderMetrics() {
 absl::StatusOr<std::vector<api::AppliedResource>> Daemon::apply(
     std::vector<resources::Resource> batch, bool dry_run) {
   const size_t n = batch.size();
-  auto results = updater_->run(
-      [this, batch = std::move(batch), dry_run]() mutable
-      -> absl::StatusOr<std::vector<state::Model::ApplyResult>> {
+  auto results =
+      updater_->run([this, batch = std::move(batch),
+                     dry_run]() mutable -> absl::StatusOr<std::vector<state::Model::ApplyResult>> {
         return model_->apply(std::move(batch), dry_run);
       });
   if (!results.ok()) {
@@ -270,8 +277,8 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
   s["frontends"] = views.size();
   s["backends"] = ids.size();
   ASSIGN_OR_RETURN(size_t resource_count, updater_->run([this]() -> absl::StatusOr<size_t> {
-                     return model_->resources().size();
-                   }));
+    return model_->resources().size();
+  }));
   s["resources"] = resource_count;
   s["stateDir"] = store_->dir();
   s["apiSocket"] = options_.api_socket;

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "api/control.h"
 #include "api/service.h"
+#include "daemon/instance_lock.h"
 #include "datapath/datapath.h"
 #include "datapath/reconciler.h"
 #include "state/lb_state_sink.h"
@@ -35,6 +36,7 @@ struct DaemonOptions {
   std::string metrics_addr = "0.0.0.0:15020";
   std::string state_dir;  // "" = /var/lib/meshd/<instance>
   std::string pin_root = "/sys/fs/bpf/meshd";
+  std::string lock_dir = InstanceLock::kLockDir;
   uint32_t max_services = 65536;
   uint32_t max_backends = 131072;
   uint32_t max_slots = 262144;
@@ -94,6 +96,7 @@ class Daemon : public api::MeshdControl {
 
   DaemonOptions options_;
   std::string cgroup_path_;  // resolved
+  InstanceLockPtr lock_;
   telemetry::Readiness readiness_;
   absl::Mutex datapath_mu_;  // Datapath's inspection calls are not documented thread-safe
   datapath::DatapathPtr datapath_;
@@ -106,6 +109,7 @@ class Daemon : public api::MeshdControl {
   telemetry::HttpServerPtr metrics_;
   api::ApiServerPtr api_;
   bool stopped_ = false;
+  bool started_ = false;  // init() finished
 };
 
 }  // namespace meshd::daemon

@@ -116,10 +116,8 @@ absl::Status BpfLbMaps::deleteBackends(absl::Span<const uint32_t> ids) {
     if (id < fds_.max_backends) in_range.push_back(id);  // others cannot exist
   }
   auto backends = zeroed<mesh_backend>(in_range);
-  RETURN_IF_ERROR((updatePairs<uint32_t, mesh_backend>(fds_.backends, "mesh_backends", backends)));
-  auto states = zeroed<mesh_backend_state>(in_range);
-  return updatePairs<uint32_t, mesh_backend_state>(fds_.backend_state, "mesh_backend_state",
-                                                   states);
+  // mesh_backend_state is deliberately kept: see LbMapWriter::deleteBackends.
+  return updatePairs<uint32_t, mesh_backend>(fds_.backends, "mesh_backends", backends);
 }
 
 absl::Status BpfLbMaps::updateServices(absl::Span<const std::pair<mesh_svc_key, mesh_svc>> batch) {

@@ -479,13 +479,28 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
       if (!written.contains(key)) plan.del_services.push_back(k);
     }
   }
+  // Ids of leftover slots and tables are free afterwards, unless a service owns
+  // them (a leftover slot can also be a bad entry of a live service).
+  absl::flat_hash_set<uint32_t> owned_svc_ids;
+  if (!orphan_slots_.empty() || !orphan_maglev_.empty()) {
+    for (const auto& [key, rec] : services_) owned_svc_ids.insert(rec.svc.svc_id);
+  }
+  absl::flat_hash_set<std::pair<uint32_t, uint32_t>> written_slots;
+  if (!orphan_slots_.empty()) {
+    for (const auto& [k, slot] : plan.put_slots) written_slots.emplace(k.svc_id, k.slot);
+  }
   for (const mesh_slot_key& k : orphan_slots_) {
+    if (written_slots.contains(std::make_pair(k.svc_id, k.slot))) {
+      // A bad entry of a live service that this apply overwrites: not new after all.
+      --plan.new_slot_keys;
+      continue;
+    }
     plan.del_slots.push_back(k);
-    plan.freed_svc_ids.push_back(k.svc_id);
+    if (!owned_svc_ids.contains(k.svc_id)) plan.freed_svc_ids.push_back(k.svc_id);
   }
   for (uint32_t svc_id : orphan_maglev_) {
     plan.del_maglev.push_back(svc_id);
-    plan.freed_svc_ids.push_back(svc_id);
+    if (!owned_svc_ids.contains(svc_id)) plan.freed_svc_ids.push_back(svc_id);
   }
   for (uint32_t id : orphan_backends_) {
     plan.del_backends.push_back(id);

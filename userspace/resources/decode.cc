@@ -198,7 +198,7 @@ struct KindInfo {
   absl::string_view kind;
   absl::string_view api_version;
 };
-constexpr KindInfo kKinds[] = {
+const KindInfo kKinds[] = {
     {kKindService, "v1"},
     {kKindEndpointSlice, "discovery.k8s.io/v1"},
     {kKindTrafficPolicy, "meshd.io/v1alpha1"},

@@ -11,7 +11,8 @@
 namespace meshd::telemetry {
 
 // The content type Prometheus expects for this format.
-inline constexpr std::string_view kExpositionContentType = "text/plain; version=0.0.4; charset=utf-8";
+inline constexpr std::string_view kExpositionContentType =
+    "text/plain; version=0.0.4; charset=utf-8";
 
 enum class MetricType { kCounter, kGauge };
 

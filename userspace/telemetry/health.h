@@ -17,12 +17,12 @@ class Readiness {
  public:
   struct Snapshot {
     int programs_attached = 0;
-    bool reconciled = false;     // at least one reconcile finished
-    bool last_ok = false;        // the last reconcile succeeded
-    std::string last_error;      // its error text when it failed
+    bool reconciled = false;  // at least one reconcile finished
+    bool last_ok = false;     // the last reconcile succeeded
+    std::string last_error;   // its error text when it failed
     uint64_t reconcile_ok = 0;
     uint64_t reconcile_error = 0;
-    double last_seconds = 0;     // duration of the last reconcile
+    double last_seconds = 0;  // duration of the last reconcile
   };
 
   void setProgramsAttached(int count);

@@ -31,8 +31,21 @@ absl::string_view av(std::string_view s) { return absl::string_view(s.data(), s.
 bool isTchar(char c) {
   if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -80,7 +93,8 @@ HttpParse parseHttpRequestHead(std::string_view data, size_t max_bytes) {
     std::string_view first = eol == std::string_view::npos ? data : data.substr(0, eol);
     for (char c : first) {
       const auto u = static_cast<unsigned char>(c);
-      if ((u < 0x20 && c != '\r') || u >= 0x7f) return bad("request line has control or non-ASCII bytes");
+      if ((u < 0x20 && c != '\r') || u >= 0x7f)
+        return bad("request line has control or non-ASCII bytes");
     }
     return HttpParse{};
   }
@@ -149,15 +163,24 @@ absl::StatusOr<ListenAddress> parseListenAddress(std::string_view text) {
 
 std::string_view httpReason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
   }
 }
 
@@ -181,14 +204,16 @@ absl::StatusOr<HttpServerPtr> HttpServer::start(std::string_view address, HttpHa
     len = sizeof(sockaddr_in6);
   }
   const int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errnoError(errno, absl::StrCat("creating the metrics socket for ", av(address)));
+  if (fd < 0)
+    return errnoError(errno, absl::StrCat("creating the metrics socket for ", av(address)));
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     const int err = errno;
     close(fd);
-    return errnoError(err, absl::StrCat("binding the metrics address ", av(address),
-                                        " (is another meshd using it? pick one with --metrics-addr)"));
+    return errnoError(err,
+                      absl::StrCat("binding the metrics address ", av(address),
+                                   " (is another meshd using it? pick one with --metrics-addr)"));
   }
   if (listen(fd, 64) != 0) {
     const int err = errno;
@@ -198,9 +223,9 @@ absl::StatusOr<HttpServerPtr> HttpServer::start(std::string_view address, HttpHa
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof(bound);
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
-  const uint16_t port = ntohs(bound.ss_family == AF_INET
-                                  ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
-                                  : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  const uint16_t port =
+      ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                       : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
   const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake < 0) {
     const int err = errno;
@@ -212,7 +237,10 @@ absl::StatusOr<HttpServerPtr> HttpServer::start(std::string_view address, HttpHa
 
 HttpServer::HttpServer(int listen_fd, int wake_fd, uint16_t port, HttpHandler handler,
                        Options options)
-    : listen_fd_(listen_fd), wake_fd_(wake_fd), port_(port), handler_(std::move(handler)),
+    : listen_fd_(listen_fd),
+      wake_fd_(wake_fd),
+      port_(port),
+      handler_(std::move(handler)),
       options_(options) {
   thread_ = std::thread([this] { run(); });
 }
@@ -246,10 +274,10 @@ struct Connection {
 };
 
 std::string renderResponse(const HttpResponse& r, bool head_only) {
-  std::string out = absl::StrCat("HTTP/1.1 ", r.status, " ", av(httpReason(r.status)), "\r\n",
-                                 "Content-Type: ", r.content_type, "\r\n",
-                                 "Content-Length: ", r.body.size(), "\r\n",
-                                 "Connection: close\r\n");
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", r.status, " ", av(httpReason(r.status)), "\r\n",
+                   "Content-Type: ", r.content_type, "\r\n", "Content-Length: ", r.body.size(),
+                   "\r\n", "Connection: close\r\n");
   if (r.status == 405) out += "Allow: GET\r\n";
   out += "\r\n";
   if (!head_only) out += r.body;
@@ -334,8 +362,8 @@ void HttpServer::run() {
         c.out = renderResponse(resp, head_only);
         c.responding = true;
       } else {
-        const ssize_t sent = send(c.fd, c.out.data() + c.written, c.out.size() - c.written,
-                                  MSG_NOSIGNAL);
+        const ssize_t sent =
+            send(c.fd, c.out.data() + c.written, c.out.size() - c.written, MSG_NOSIGNAL);
         if (sent < 0 && errno != EAGAIN && errno != EINTR) {
           c.dead = true;
           continue;

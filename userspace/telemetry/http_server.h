@@ -61,9 +61,9 @@ using HttpServerPtr = std::unique_ptr<HttpServer>;
 class HttpServer {
  public:
   struct Options {
-    size_t max_request_bytes = 8192;                  // request head bound
-    std::chrono::milliseconds timeout{5000};          // whole exchange per connection
-    size_t max_connections = 128;                     // beyond this, accept waits
+    size_t max_request_bytes = 8192;          // request head bound
+    std::chrono::milliseconds timeout{5000};  // whole exchange per connection
+    size_t max_connections = 128;             // beyond this, accept waits
   };
 
   // Binds and listens on `address` ("0.0.0.0:15020", "127.0.0.1:0",

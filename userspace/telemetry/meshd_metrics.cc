@@ -23,8 +23,7 @@ std::string renderMetrics(const MeshdMetrics& m) {
   w.sample(static_cast<double>(m.frontends));
   w.family("meshd_backends", "Backends in the desired state.", MetricType::kGauge);
   w.sample(static_cast<double>(m.backends));
-  w.family("meshd_reconcile_total", "Reconciles of the BPF maps, by result.",
-           MetricType::kCounter);
+  w.family("meshd_reconcile_total", "Reconciles of the BPF maps, by result.", MetricType::kCounter);
   w.sample({{"result", "ok"}}, static_cast<double>(m.reconcile_ok));
   w.sample({{"result", "error"}}, static_cast<double>(m.reconcile_error));
   w.family("meshd_reconcile_duration_seconds", "Duration of the last reconcile.",
@@ -58,16 +57,15 @@ std::string renderMetrics(const MeshdMetrics& m) {
     s.failures += b.connect_failures_total;
   }
   auto labels = [](const std::tuple<std::string, std::string, std::string>& k) {
-    return Labels{{"service", std::get<1>(k)}, {"namespace", std::get<0>(k)},
-                  {"backend", std::get<2>(k)}};
+    return Labels{
+        {"service", std::get<1>(k)}, {"namespace", std::get<0>(k)}, {"backend", std::get<2>(k)}};
   };
   w.family("meshd_backend_live_connections",
            "TCP connections to the backend counted at connect and not yet closed.",
            MetricType::kGauge);
   for (const auto& [k, s] : series) w.sample(labels(k), static_cast<double>(s.live));
   w.family("meshd_backend_connections_total",
-           "Connections (TCP) and first sends (UDP) steered to the backend.",
-           MetricType::kCounter);
+           "Connections (TCP) and first sends (UDP) steered to the backend.", MetricType::kCounter);
   for (const auto& [k, s] : series) w.sample(labels(k), static_cast<double>(s.total));
   w.family("meshd_backend_connect_failures_total",
            "TCP connects to the backend that closed before ESTABLISHED.", MetricType::kCounter);
@@ -94,7 +92,8 @@ HttpHandler makeAdminHandler(std::function<absl::Status()> ready,
       r.body = metrics();
     } else {
       r.status = 404;
-      r.body = absl::StrCat("no such path ", std::string(path), "; try /healthz, /readyz or /metrics\n");
+      r.body =
+          absl::StrCat("no such path ", std::string(path), "; try /healthz, /readyz or /metrics\n");
     }
     return r;
   };

@@ -31,7 +31,7 @@ struct MeshdMetrics {
   uint64_t backends = 0;
   uint64_t reconcile_ok = 0;
   uint64_t reconcile_error = 0;
-  double reconcile_seconds = 0;       // duration of the last reconcile
+  double reconcile_seconds = 0;  // duration of the last reconcile
   // mesh_stats summed over CPUs, by reason name (datapath::statName()).
   std::vector<std::pair<std::string, uint64_t>> bpf_events;
   std::vector<BackendSample> backend_samples;

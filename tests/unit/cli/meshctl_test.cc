@@ -207,7 +207,7 @@ TEST_F(MeshctlTest, UnreachableMeshdExit1WithHint) {
 
 TEST_F(MeshctlTest, SocketIsPrivateAndNotSharedByTwoServers) {
   startServer();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(socket_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 0777, 0600u);

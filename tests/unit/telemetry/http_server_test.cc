@@ -50,14 +50,13 @@ std::string get(uint16_t port, const std::string& path) {
 class AdminServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto server = HttpServer::start(
-        "127.0.0.1:0",
-        makeAdminHandler(
-            [this]() -> absl::Status {
-              if (ready_.load()) return absl::OkStatus();
-              return absl::UnavailableError("no BPF programs attached");
-            },
-            [] { return std::string("meshd_ready 1\n"); }));
+    auto server = HttpServer::start("127.0.0.1:0",
+                                    makeAdminHandler(
+                                        [this]() -> absl::Status {
+                                          if (ready_.load()) return absl::OkStatus();
+                                          return absl::UnavailableError("no BPF programs attached");
+                                        },
+                                        [] { return std::string("meshd_ready 1\n"); }));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     ASSERT_NE(server_->port(), 0);
