@@ -31,7 +31,13 @@ show() {
 
 banner "setup and build (first run: a few minutes)"
 bash "$REPO/scripts/setup.sh"
-bash "$REPO/scripts/build.sh" | tail -n 1
+build_log=${TMPDIR:-/tmp}/meshd-demo-build.log
+if ! bash "$REPO/scripts/build.sh" >"$build_log" 2>&1; then
+  tail -n 40 "$build_log" >&2
+  echo "demo.sh: build failed; the end of its log is above, all of it in $build_log" >&2
+  exit 1
+fi
+echo "built into $MESHD_BUILD_DIR"
 
 holder=
 cleanup() {

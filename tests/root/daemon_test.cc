@@ -1,0 +1,387 @@
+// Root test of the real binaries: meshd attached to a temporary cgroup,
+// driven by meshctl over its unix socket, killed with -9 and restarted.
+//
+//   netns meshd-t<pid>-<n>                 cgroup (meshd attaches here)
+//   +----------------------------------+
+//   | lo: 10.0.3.1 10.0.3.2             |    meshd runs in the root netns:
+//   | route unreachable 10.96.0.0/12    |    programs act by cgroup, not netns
+//   | backends :8080 "addr:port\n"      |
+//   | pods (forked, in the cgroup)      |
+//   +----------------------------------+
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/root/fixture.h"
+
+namespace meshd {
+namespace {
+
+using meshd::testing::Cgroup;
+using meshd::testing::Child;
+using meshd::testing::Netns;
+
+constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
+constexpr char kVip[] = "10.96.0.30";
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs argv (no shell), capturing stdout and stderr.
+Result runCapture(const std::vector<std::string>& argv) {
+  Result r;
+  std::string dir = std::filesystem::temp_directory_path() / "meshd-e2e-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) return r;
+  std::string out_path = dir + "/out", err_path = dir + "/err";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int o = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(o, 1);
+    dup2(e, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream of(out_path), ef(err_path);
+  r.out.assign(std::istreambuf_iterator<char>(of), {});
+  r.err.assign(std::istreambuf_iterator<char>(ef), {});
+  std::filesystem::remove_all(dir);
+  return r;
+}
+
+std::string dial(const std::string& addr, uint16_t port, bool keep = false) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    std::string e = absl::StrCat("ERR:", strerror(errno));
+    close(fd);
+    return e;
+  }
+  char buf[128] = {0};
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  if (!keep) close(fd);
+  return n > 1 ? std::string(buf, n - 1) : "ERR:read";
+}
+
+class DaemonRootTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MESHD_REQUIRE_ROOT();
+    netns_ = std::make_unique<Netns>();
+    cgroup_ = std::make_unique<Cgroup>();
+    for (const char* a : {"10.0.3.1/32", "10.0.3.2/32"}) {
+      ASSERT_TRUE(netns_->ip({"addr", "add", a, "dev", "lo"}).ok());
+    }
+    ASSERT_TRUE(netns_->ip({"route", "add", "unreachable", "10.96.0.0/12"}).ok());
+    auto backends =
+        meshd::testing::startBackends(*netns_, {{"10.0.3.1", 8080}, {"10.0.3.2", 8080}});
+    ASSERT_TRUE(backends.ok()) << backends.status();
+    backends_ = std::move(*backends);
+    dir_ = std::filesystem::temp_directory_path() / "meshd-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(dir_.data()), nullptr);
+    instance_ = absl::StrCat("e2e", getpid());
+    socket_ = dir_ + "/api.sock";
+  }
+
+  void TearDown() override {
+    holders_.clear();
+    stopMeshd(SIGKILL);
+    if (!instance_.empty()) {
+      runCapture({MESHD_BIN, "--remove-pins", "--instance", instance_, "--pin-root", kPinRoot});
+      rmdir(kPinRoot);
+    }
+    if (HasFailure() && !dir_.empty()) {
+      std::ifstream log(dir_ + "/meshd.log");
+      std::string text(std::istreambuf_iterator<char>(log), {});
+      std::fprintf(stderr, "---- meshd log ----\n%s\n", text.c_str());
+    }
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    backends_.kill();
+    cgroup_.reset();
+    netns_.reset();
+  }
+
+  std::vector<std::string> meshdArgs() const {
+    return {MESHD_BIN,     "--instance",     instance_,         "--cgroup",
+            cgroup_->path(), "--api-socket", socket_,           "--state-dir",
+            dir_ + "/state", "--pin-root",   kPinRoot,          "--metrics-addr",
+            "127.0.0.1:0",   "--max-services", "256",           "--max-backends",
+            "256",           "--max-slots",  "1024"};
+  }
+
+  void startMeshd() {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int log = open((dir_ + "/meshd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      dup2(log, 1);
+      dup2(log, 2);
+      auto argv = meshdArgs();
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    meshd_pid_ = pid;
+    // Ready = programs attached and the stored state reconciled.
+    for (int i = 0; i < 200; ++i) {
+      Result r = meshctl({"-o", "json", "status"});
+      if (r.exit_code == 0 && nlohmann::json::parse(r.out, nullptr, false).value("ready", false))
+        return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "meshd did not become ready in 20 s";
+  }
+
+  // Sends `sig` and reaps meshd; returns its exit code (128+signal when killed).
+  int stopMeshd(int sig) {
+    if (meshd_pid_ <= 0) return -1;
+    kill(meshd_pid_, sig);
+    int status = 0;
+    waitpid(meshd_pid_, &status, 0);
+    meshd_pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  Result meshctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {MESHCTL_BIN, "--socket", socket_});
+    return runCapture(args);
+  }
+
+  nlohmann::json meshctlJson(std::vector<std::string> args) {
+    args.insert(args.begin(), {"-o", "json"});
+    Result r = meshctl(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  std::string writeFile(const std::string& name, const std::string& text) {
+    std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  std::map<std::string, int> dialInPod(int count) {
+    auto out = meshd::testing::runInPod(*netns_, cgroup_.get(), [count] {
+      std::map<std::string, int> seen;
+      for (int i = 0; i < count; ++i) seen[dial(kVip, 80)]++;
+      std::string s;
+      for (const auto& [id, n] : seen) absl::StrAppend(&s, id, " ", n, "\n");
+      return s;
+    });
+    EXPECT_TRUE(out.ok()) << out.status();
+    std::map<std::string, int> counts;
+    if (!out.ok()) return counts;
+    // "<id> <count>" where <id> may hold spaces ("ERR:Network is unreachable").
+    for (absl::string_view line : absl::StrSplit(*out, '\n', absl::SkipEmpty())) {
+      size_t sp = line.rfind(' ');
+      counts[std::string(line.substr(0, sp))] = std::stoi(std::string(line.substr(sp + 1)));
+    }
+    return counts;
+  }
+
+  void holdInPod(int count) {
+    auto child = meshd::testing::spawnInPod(*netns_, cgroup_.get(), [count](int ready_fd) {
+      for (int i = 0; i < count; ++i) {
+        if (dial(kVip, 80, /*keep=*/true).rfind("ERR:", 0) == 0) _exit(1);
+      }
+      (void)!write(ready_fd, "O", 1);
+      pause();
+    });
+    ASSERT_TRUE(child.ok()) << child.status();
+    holders_.push_back(std::move(*child));
+  }
+
+  // Programs attached to the cgroup for connect4 (ours are the only ones).
+  uint32_t connect4Programs() {
+    int fd = open(cgroup_->path().c_str(), O_RDONLY | O_DIRECTORY);
+    uint32_t ids[16] = {0}, cnt = 16, flags = 0;
+    int ret = bpf_prog_query(fd, BPF_CGROUP_INET4_CONNECT, 0, &flags, ids, &cnt);
+    close(fd);
+    return ret == 0 ? cnt : 9999;
+  }
+
+  uint32_t pinnedMapId(const std::string& map) {
+    int fd = bpf_obj_get(absl::StrCat(kPinRoot, "/", instance_, "/", map).c_str());
+    if (fd < 0) return 0;
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    int ret = bpf_obj_get_info_by_fd(fd, &info, &len);
+    close(fd);
+    return ret == 0 ? info.id : 0;
+  }
+
+  int64_t liveConnections() {
+    int64_t live = 0;
+    for (const auto& row : meshctlJson({"get", "backends", "web"}))
+      live += row.value("liveConnections", int64_t{0});
+    return live;
+  }
+
+  std::unique_ptr<Netns> netns_;
+  std::unique_ptr<Cgroup> cgroup_;
+  Child backends_;
+  std::vector<Child> holders_;
+  std::string dir_, instance_, socket_;
+  pid_t meshd_pid_ = -1;
+};
+
+constexpr char kWebYaml[] = R"(apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+  - addresses: [10.0.3.1]
+  - addresses: [10.0.3.2]
+ports: [{port: 8080}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRef: {kind: Service, name: web}
+  loadBalancer:
+    algorithm: WeightedRandom
+    weights: [{address: 10.0.3.1, weight: 1}, {address: 10.0.3.2, weight: 3}]
+)";
+
+TEST_F(DaemonRootTest, KillNineKeepsVipWorkingAndRestartAdoptsThePins) {
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  Result applied = meshctl({"apply", "-f", writeFile("web.yaml", kWebYaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_NE(applied.out.find("Service/default/web created"), std::string::npos) << applied.out;
+
+  auto counts = dialInPod(400);
+  EXPECT_GT(counts["10.0.3.1:8080"], 0);
+  EXPECT_GT(counts["10.0.3.2:8080"], counts["10.0.3.1:8080"]) << "weights 1:3";
+  EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 400);
+
+  holdInPod(4);
+  EXPECT_EQ(liveConnections(), 4);
+  const uint32_t services_map = pinnedMapId("mesh_services");
+  ASSERT_NE(services_map, 0u);
+  ASSERT_EQ(connect4Programs(), 1u);
+
+  // kill -9: the pinned links keep the kernel path working without meshd.
+  EXPECT_EQ(stopMeshd(SIGKILL), 128 + SIGKILL);
+  counts = dialInPod(200);
+  EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 200)
+      << "every connect to the VIP still rewritten while meshd is down";
+
+  // Restart: adopts the pins; nothing duplicated, nothing rewritten.
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  nlohmann::json status = meshctlJson({"status"});
+  EXPECT_TRUE(status.value("adopted", false)) << status.dump();
+  EXPECT_EQ(status["reconcile"].value("lastWrites", -1), 0) << status.dump();
+  EXPECT_EQ(pinnedMapId("mesh_services"), services_map) << "the same map, not a new one";
+  EXPECT_EQ(connect4Programs(), 1u) << "the link was updated in place, not attached twice";
+  EXPECT_EQ(liveConnections(), 4) << "counters of open connections survived the restart";
+  nlohmann::json services = meshctlJson({"get", "services"});
+  ASSERT_EQ(services.size(), 1u);
+  EXPECT_EQ(services[0]["vip"], kVip);
+  counts = dialInPod(100);
+  EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 100);
+
+  // SIGTERM: clean exit, pins stay, VIP keeps working.
+  EXPECT_EQ(stopMeshd(SIGTERM), 0);
+  counts = dialInPod(20);
+  EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 20);
+
+  // --remove-pins detaches: the VIP is no longer rewritten (and is unreachable).
+  Result removed =
+      runCapture({MESHD_BIN, "--remove-pins", "--instance", instance_, "--pin-root", kPinRoot});
+  EXPECT_EQ(removed.exit_code, 0) << removed.err;
+  for (int i = 0; i < 100 && connect4Programs() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(connect4Programs(), 0u);
+  counts = dialInPod(1);
+  EXPECT_EQ(counts.begin()->first.rfind("ERR:", 0), 0u) << counts.begin()->first;
+}
+
+TEST_F(DaemonRootTest, RejectedApplyChangesNothingAndNamesFileLineAndField) {
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  ASSERT_EQ(meshctl({"apply", "-f", writeFile("web.yaml", kWebYaml)}).exit_code, 0);
+  nlohmann::json before = meshctlJson({"get", "backends", "web"});
+  ASSERT_EQ(before.size(), 2u);
+
+  // One good document (a new Service) and one bad one: weight out of range.
+  std::string bad = std::string(R"(apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: default}
+spec:
+  clusterIP: 10.96.0.31
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRef: {kind: Service, name: web}
+  loadBalancer:
+    algorithm: WeightedRandom
+    weights: [{address: 10.0.3.1, weight: 0}]
+)");
+  Result r = meshctl({"apply", "-f", writeFile("bad.yaml", bad)});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("bad.yaml:15:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("weight"), std::string::npos) << r.err;
+  EXPECT_EQ(meshctlJson({"get", "services"}).size(), 1u) << "the good document was not applied";
+  EXPECT_EQ(meshctlJson({"get", "backends", "web"}), before) << "weights unchanged";
+
+  // Usage errors exit 2.
+  EXPECT_EQ(meshctl({"get"}).exit_code, 2);
+
+  // Applied state survives a restart (embedded store).
+  EXPECT_EQ(stopMeshd(SIGTERM), 0);
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  EXPECT_EQ(meshctlJson({"get", "services"}).size(), 1u);
+}
+
+TEST_F(DaemonRootTest, MeshctlSaysWhenMeshdIsNotRunning) {
+  Result r = meshctl({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot reach meshd"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace meshd
