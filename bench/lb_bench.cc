@@ -44,8 +44,8 @@
 #include "datapath/datapath.h"
 #include "datapath/preflight.h"
 #include "datapath/reconciler.h"
-#include "tests/root/fixture.h"
 #include "state/lb_state.h"
+#include "tests/root/fixture.h"
 
 namespace {
 
@@ -254,9 +254,9 @@ absl::Status latencyBench(int iterations, int warmup, std::ostream& report) {
   RETURN_IF_ERROR(ns.ip({"addr", "add", absl::StrCat(kBackend, "/32"), "dev", "lo"}));
   // The VIP range is unreachable in the namespace: a missed rewrite fails.
   RETURN_IF_ERROR(ns.ip({"route", "add", "unreachable", "10.96.0.0/16"}));
-  RETURN_IF_ERROR(meshd::testing::run({"ip", "netns", "exec", ns.name(), "sysctl", "-q", "-w",
-                                       "net.ipv4.ip_local_port_range=1024 65000",
-                                       "net.ipv4.tcp_tw_reuse=1"}));
+  RETURN_IF_ERROR(
+      meshd::testing::run({"ip", "netns", "exec", ns.name(), "sysctl", "-q", "-w",
+                           "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1"}));
   DatapathConfig cfg;
   cfg.instance = absl::StrCat("bench-lat-", getpid());
   cfg.cgroup_path = cg.path();
@@ -303,8 +303,8 @@ absl::Status latencyBench(int iterations, int warmup, std::ostream& report) {
     auto v = valid(vip), d = valid(direct);
     double v50 = percentile(v, 50), v99 = percentile(v, 99);
     double d50 = percentile(d, 50), d99 = percentile(d, 99);
-    report << absl::StrFormat("| %s | %.1f | %.1f | %.1f | %.1f | %.3f | %.3f |\n", what, d50,
-                              v50, d99, v99, d50 > 0 ? v50 / d50 : 0, d99 > 0 ? v99 / d99 : 0);
+    report << absl::StrFormat("| %s | %.1f | %.1f | %.1f | %.1f | %.3f | %.3f |\n", what, d50, v50,
+                              d99, v99, d50 > 0 ? v50 / d50 : 0, d99 > 0 ? v99 / d99 : 0);
   };
   report << "## Connect + request latency: VIP vs direct\n\n";
   report << absl::StrFormat(

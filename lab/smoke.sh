@@ -127,11 +127,16 @@ for name in $(printf '%s\n' "${!expected[@]}" | sort); do
     fail "backend $name share ${verdict#off }% not within +-$TOLERANCE_PP of ${expected[$name]}%"
   fi
 done
-node1=$(((${got[n1-p1]:-0} + ${got[n1-p2]:-0}) * 100 / CONNECTIONS))
-if ((node1 >= 25 - TOLERANCE_PP && node1 <= 25 + TOLERANCE_PP)); then
-  pass "node split 1:3: node 1 got ${node1}%, node 2 $((100 - node1))% (expected 25/75 +-$TOLERANCE_PP)"
+# Node-level split: the expected node-1 share is the sum of its pods' expected shares.
+verdict=$(awk -v c="$((${got[n1-p1]:-0} + ${got[n1-p2]:-0}))" -v n="$CONNECTIONS" \
+  -v e="$(awk -v a="${expected[n1-p1]:-0}" -v b="${expected[n1-p2]:-0}" 'BEGIN { print a + b }')" \
+  -v t="$TOLERANCE_PP" \
+  'BEGIN { s = 100 * c / n; d = s - e; if (d < 0) d = -d
+           printf "%s node 1 got %.1f%%, node 2 %.1f%% (expected %.1f/%.1f +-%d)", (d <= t ? "ok" : "off"), s, 100 - s, e, 100 - e, t }')
+if [[ $verdict == ok* ]]; then
+  pass "node split:${verdict#ok}"
 else
-  fail "node split 1:3: node 1 got ${node1}% (expected 25 +-$TOLERANCE_PP)"
+  fail "node split:${verdict#off}"
 fi
 
 # 3. UDP to the dns-like VIP: replies come back from the VIP (recvmsg hook) on unconnected

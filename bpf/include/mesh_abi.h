@@ -51,8 +51,8 @@ enum mesh_lb_algo {
 #define MESH_BACKEND_F_ACTIVE 0x1 /* entry in use (array slots are never deleted) */
 
 /* mesh_sock_state.flags */
-#define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend */
-#define MESH_SOCK_F_COUNTED 0x2	  /* sockops counted it in live_conns; decrement on close */
+#define MESH_SOCK_F_REWRITTEN 0x1   /* connect rewrote VIP -> backend */
+#define MESH_SOCK_F_COUNTED 0x2	    /* sockops counted it in live_conns; decrement on close */
 #define MESH_SOCK_F_ESTABLISHED 0x4 /* sockops saw ACTIVE_ESTABLISHED for the counted connect */
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
@@ -102,27 +102,27 @@ struct mesh_backend {
 /* Per-backend counters, written only by BPF (atomic adds), read by meshd.
  * Map: mesh_backend_state (ARRAY indexed by backend id). */
 struct mesh_backend_state {
-	__s64 live_conns;	 /* TCP sockets counted at connect, not yet closed */
-	__u64 total_conns;	 /* connects (TCP) / first sends (UDP) steered here */
-	__u64 connect_failures;	 /* TCP connects that closed before ESTABLISHED */
+	__s64 live_conns;	/* TCP sockets counted at connect, not yet closed */
+	__u64 total_conns;	/* connects (TCP) / first sends (UDP) steered here */
+	__u64 connect_failures; /* TCP connects that closed before ESTABLISHED */
 	__u64 _reserved;
 };
 
 /* Per-socket state. Map: mesh_sock (SK_STORAGE), created at connect. */
 struct mesh_sock_state {
-	__u32 vip[4];	 /* network order: what the app asked for */
-	__u16 vip_port;	 /* network order */
-	__u8 family;	 /* MESH_AF_* of the VIP */
-	__u8 flags;	 /* MESH_SOCK_F_* */
+	__u32 vip[4];	/* network order: what the app asked for */
+	__u16 vip_port; /* network order */
+	__u8 family;	/* MESH_AF_* of the VIP */
+	__u8 flags;	/* MESH_SOCK_F_* */
 	__u32 svc_id;
 	__u32 backend_id;
 };
 
 /* UDP reverse translation for recvmsg. Map: mesh_udp_rev (LRU_HASH). */
 struct mesh_udp_rev_key {
-	__u64 cookie;	/* bpf_get_socket_cookie() of the client socket */
-	__u32 addr[4];	/* backend address, network order */
-	__u16 port;	/* backend port, network order */
+	__u64 cookie;  /* bpf_get_socket_cookie() of the client socket */
+	__u32 addr[4]; /* backend address, network order */
+	__u16 port;    /* backend port, network order */
 	__u8 family;
 	__u8 _pad;
 	__u32 _pad2;
@@ -138,17 +138,17 @@ struct mesh_udp_rev {
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
 enum mesh_stat {
 	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */
-	MESH_STAT_NO_BACKEND,		  /* VIP known, no backend: refused (ECONNREFUSED) */
-	MESH_STAT_BACKEND_MISSING,	  /* slot pointed at an inactive backend */
-	MESH_STAT_SENDMSG_REWRITTEN,	  /* UDP sendmsg to a VIP rewritten */
-	MESH_STAT_RECVMSG_REWRITTEN,	  /* UDP recvmsg source restored to the VIP */
-	MESH_STAT_PEERNAME_REWRITTEN,	  /* getpeername answered with the VIP */
-	MESH_STAT_SOCK_ESTABLISHED,	  /* sockops: counted connection established */
-	MESH_STAT_SOCK_CLOSED,		  /* sockops: counted connection closed */
-	MESH_STAT_SOCK_CONNECT_FAILED,	  /* sockops: closed before ESTABLISHED */
-	MESH_STAT_STORAGE_FAILED,	  /* bpf_sk_storage_get could not allocate */
-	MESH_STAT_FAMILY_MISMATCH,	  /* backend family differs from the hook's: refused */
-	MESH_STAT_MAGLEV_MISSING,	  /* Maglev service without a (full) table: refused */
+	MESH_STAT_NO_BACKEND,		 /* VIP known, no backend: refused (ECONNREFUSED) */
+	MESH_STAT_BACKEND_MISSING,	 /* slot pointed at an inactive backend */
+	MESH_STAT_SENDMSG_REWRITTEN,	 /* UDP sendmsg to a VIP rewritten */
+	MESH_STAT_RECVMSG_REWRITTEN,	 /* UDP recvmsg source restored to the VIP */
+	MESH_STAT_PEERNAME_REWRITTEN,	 /* getpeername answered with the VIP */
+	MESH_STAT_SOCK_ESTABLISHED,	 /* sockops: counted connection established */
+	MESH_STAT_SOCK_CLOSED,		 /* sockops: counted connection closed */
+	MESH_STAT_SOCK_CONNECT_FAILED,	 /* sockops: closed before ESTABLISHED */
+	MESH_STAT_STORAGE_FAILED,	 /* bpf_sk_storage_get could not allocate */
+	MESH_STAT_FAMILY_MISMATCH,	 /* backend family differs from the hook's: refused */
+	MESH_STAT_MAGLEV_MISSING,	 /* Maglev service without a (full) table: refused */
 	MESH_STAT_MAX,
 };
 

@@ -18,8 +18,7 @@
 
 /* Vose's alias method, second step: slot was drawn uniformly from
  * [0, slot_count); rnd is an independent uniform 32-bit number. */
-MESH_LB_INLINE __u32 mesh_alias_pick(__u32 slot, __u32 rnd, __u32 alias_threshold,
-				     __u32 alias_slot)
+MESH_LB_INLINE __u32 mesh_alias_pick(__u32 slot, __u32 rnd, __u32 alias_threshold, __u32 alias_slot)
 {
 	return rnd < alias_threshold ? slot : alias_slot;
 }
@@ -68,9 +67,6 @@ MESH_LB_INLINE __u32 mesh_maglev_index(__u64 client_key, __u32 size)
 /* Power of two choices for least-connections: returns 1 when candidate a
  * should be taken over b. Candidates are drawn by weight (alias method), so
  * the comparison is on raw live counts; ties go to a. */
-MESH_LB_INLINE int mesh_p2c_prefer_a(__s64 live_a, __s64 live_b)
-{
-	return live_a <= live_b;
-}
+MESH_LB_INLINE int mesh_p2c_prefer_a(__s64 live_a, __s64 live_b) { return live_a <= live_b; }
 
 #endif /* MESH_LB_H */

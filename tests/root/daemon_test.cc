@@ -8,6 +8,7 @@
 //   | backends :8080 "addr:port\n"      |
 //   | pods (forked, in the cgroup)      |
 //   +----------------------------------+
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,7 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -131,11 +131,11 @@ class DaemonRootTest : public ::testing::Test {
   }
 
   std::vector<std::string> meshdArgs() const {
-    return {MESHD_BIN,     "--instance",     instance_,         "--cgroup",
-            cgroup_->path(), "--api-socket", socket_,           "--state-dir",
-            dir_ + "/state", "--pin-root",   kPinRoot,          "--metrics-addr",
-            "127.0.0.1:0",   "--max-services", "256",           "--max-backends",
-            "256",           "--max-slots",  "1024"};
+    return {MESHD_BIN,       "--instance",     instance_, "--cgroup",
+            cgroup_->path(), "--api-socket",   socket_,   "--state-dir",
+            dir_ + "/state", "--pin-root",     kPinRoot,  "--metrics-addr",
+            "127.0.0.1:0",   "--max-services", "256",     "--max-backends",
+            "256",           "--max-slots",    "1024"};
   }
 
   void startMeshd() {

@@ -12,7 +12,6 @@
 //   | pods (forked, in the cgroup):       |
 //   |   connect(VIP) -> rewritten         |
 //   +-------------------------------------+
-#include "datapath/alias.h"
 #include "datapath/datapath.h"
 
 #include <arpa/inet.h>
@@ -31,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/net.h"
+#include "datapath/alias.h"
 #include "datapath/preflight.h"
 #include "gtest/gtest.h"
 #include "tests/root/fixture.h"

@@ -139,8 +139,8 @@ class LbRootTest : public ::testing::Test {
   }
 
   std::map<std::string, int> dialInPod(const std::string& vip, int count) {
-    auto out = meshd::testing::runInPod(*netns_, cgroup_.get(),
-                                        [&] { return dialMany(vip, 80, count); });
+    auto out =
+        meshd::testing::runInPod(*netns_, cgroup_.get(), [&] { return dialMany(vip, 80, count); });
     EXPECT_TRUE(out.ok()) << out.status();
     return out.ok() ? parseCounts(*out) : std::map<std::string, int>{};
   }
@@ -190,8 +190,8 @@ class LbRootTest : public ::testing::Test {
 // failure about once in 15,000 runs).
 TEST_F(LbRootTest, WeightedRandomOneToThreeHoldsOver2000Connections) {
   DesiredLbState d;
-  d.frontends.push_back(frontend("10.96.0.10", LbAlgorithm::kWeightedRandom,
-                                 {{kBackends[0], 1}, {kBackends[1], 3}}));
+  d.frontends.push_back(
+      frontend("10.96.0.10", LbAlgorithm::kWeightedRandom, {{kBackends[0], 1}, {kBackends[1], 3}}));
   ASSERT_TRUE(rec_->apply(d).ok());
   auto counts = dialInPod("10.96.0.10", 2000);
   int a = counts[kBackends[0] + ":8080"], b = counts[kBackends[1] + ":8080"];
@@ -285,8 +285,8 @@ TEST_F(LbRootTest, RemovedBackendGetsNoNewConnections) {
   ASSERT_TRUE(rec_->apply(d).ok());
   auto counts = dialInPod("10.96.0.16", 300);
   EXPECT_EQ(counts.size(), 3u) << "all three reached first";
-  d.frontends[0] = frontend("10.96.0.16", LbAlgorithm::kWeightedRandom,
-                            {{kBackends[0], 1}, {kBackends[2], 1}});
+  d.frontends[0] =
+      frontend("10.96.0.16", LbAlgorithm::kWeightedRandom, {{kBackends[0], 1}, {kBackends[2], 1}});
   ASSERT_TRUE(rec_->apply(d).ok());
   counts = dialInPod("10.96.0.16", 300);
   EXPECT_EQ(counts.count(kBackends[1] + ":8080"), 0u);

@@ -22,10 +22,10 @@ absl::Status errnoError(int err, std::string_view what);
 #define MESHD_CONCAT_INNER_(a, b) a##b
 #define MESHD_CONCAT_(a, b) MESHD_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    ::absl::Status meshd_status_ = (expr);            \
-    if (!meshd_status_.ok()) return meshd_status_;    \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status meshd_status_ = (expr);         \
+    if (!meshd_status_.ok()) return meshd_status_; \
   } while (0)
 
 #define ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

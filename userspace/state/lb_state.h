@@ -23,10 +23,10 @@ enum class LbAlgorithm : uint8_t {
 
 struct Backend {
   IpAddress address;
-  uint16_t port = 0;     // host order
-  uint32_t weight = 1;   // 1..10000
-  std::string node;      // EndpointSlice endpoints[].nodeName, informational
-  std::string target;    // e.g. "Pod/default/web-1" from targetRef, informational
+  uint16_t port = 0;    // host order
+  uint32_t weight = 1;  // 1..10000
+  std::string node;     // EndpointSlice endpoints[].nodeName, informational
+  std::string target;   // e.g. "Pod/default/web-1" from targetRef, informational
 
   friend bool operator==(const Backend&, const Backend&) = default;
 };
@@ -37,7 +37,7 @@ struct Frontend {
   std::string service;    // Service name
   std::string port_name;  // Service port name ("" when unnamed)
   IpAddress vip;
-  uint16_t port = 0;      // host order
+  uint16_t port = 0;  // host order
   Protocol protocol = Protocol::kTcp;
   LbAlgorithm algorithm = LbAlgorithm::kWeightedRandom;
   uint32_t maglev_table_size = 0;  // prime; set when algorithm == kMaglev
