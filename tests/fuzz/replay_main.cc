@@ -3,9 +3,9 @@
 // every file of a directory named there. This keeps the seed corpora (and any
 // crash reproducers added to them) passing under gcc and in every `ctest` run.
 // Exits 1 when an argument cannot be read or names no input at all.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

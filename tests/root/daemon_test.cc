@@ -36,7 +36,10 @@ namespace {
 
 using meshd::testing::Cgroup;
 using meshd::testing::Child;
+using meshd::testing::dialMany;
 using meshd::testing::Netns;
+using meshd::testing::parseCounts;
+using meshd::testing::tcpConnect;
 
 constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
 constexpr char kVip[] = "10.96.0.30";
@@ -73,23 +76,6 @@ Result runCapture(const std::vector<std::string>& argv) {
   r.err.assign(std::istreambuf_iterator<char>(ef), {});
   std::filesystem::remove_all(dir);
   return r;
-}
-
-std::string dial(const std::string& addr, uint16_t port, bool keep = false) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    std::string e = absl::StrCat("ERR:", strerror(errno));
-    close(fd);
-    return e;
-  }
-  char buf[128] = {0};
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  if (!keep) close(fd);
-  return n > 1 ? std::string(buf, n - 1) : "ERR:read";
 }
 
 class DaemonRootTest : public ::testing::Test {
@@ -192,28 +178,17 @@ class DaemonRootTest : public ::testing::Test {
   }
 
   std::map<std::string, int> dialInPod(int count) {
-    auto out = meshd::testing::runInPod(*netns_, cgroup_.get(), [count] {
-      std::map<std::string, int> seen;
-      for (int i = 0; i < count; ++i) seen[dial(kVip, 80)]++;
-      std::string s;
-      for (const auto& [id, n] : seen) absl::StrAppend(&s, id, " ", n, "\n");
-      return s;
-    });
+    auto out = meshd::testing::runInPod(*netns_, cgroup_.get(),
+                                        [count] { return dialMany(kVip, 80, count); });
     EXPECT_TRUE(out.ok()) << out.status();
-    std::map<std::string, int> counts;
-    if (!out.ok()) return counts;
-    // "<id> <count>" where <id> may hold spaces ("ERR:Network is unreachable").
-    for (absl::string_view line : absl::StrSplit(*out, '\n', absl::SkipEmpty())) {
-      size_t sp = line.rfind(' ');
-      counts[std::string(line.substr(0, sp))] = std::stoi(std::string(line.substr(sp + 1)));
-    }
-    return counts;
+    return out.ok() ? parseCounts(*out) : std::map<std::string, int>{};
   }
 
   void holdInPod(int count) {
     auto child = meshd::testing::spawnInPod(*netns_, cgroup_.get(), [count](int ready_fd) {
       for (int i = 0; i < count; ++i) {
-        if (dial(kVip, 80, /*keep=*/true).rfind("ERR:", 0) == 0) _exit(1);
+        int fd = -1;  // left open: the pod process holds it
+        if (tcpConnect(kVip, 80, &fd).rfind("ERR:", 0) == 0) _exit(1);
       }
       (void)!write(ready_fd, "O", 1);
       pause();

@@ -40,7 +40,11 @@ namespace {
 
 using meshd::testing::Cgroup;
 using meshd::testing::Child;
+using meshd::testing::errText;
 using meshd::testing::Netns;
+using meshd::testing::sockaddrOf;
+using meshd::testing::tcpConnect;
+using meshd::testing::textOf;
 
 #define ASSERT_OK(expr)           \
   do {                            \
@@ -58,67 +62,6 @@ struct BackendSpec {
 };
 
 // ---- client side, run inside pods -------------------------------------------
-
-sockaddr_storage sockaddrOf(const std::string& addr, uint16_t port, socklen_t* len) {
-  sockaddr_storage ss{};
-  if (addr.find(':') != std::string::npos) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr);
-    *len = sizeof(*s6);
-  } else {
-    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(port);
-    inet_pton(AF_INET, addr.c_str(), &s4->sin_addr);
-    *len = sizeof(*s4);
-  }
-  return ss;
-}
-
-std::string textOf(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = {0};
-  if (ss.ss_family == AF_INET6) {
-    auto* s6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &s6->sin6_addr, buf, sizeof(buf));
-    return absl::StrCat(buf, ":", ntohs(s6->sin6_port));
-  }
-  auto* s4 = reinterpret_cast<const sockaddr_in*>(&ss);
-  inet_ntop(AF_INET, &s4->sin_addr, buf, sizeof(buf));
-  return absl::StrCat(buf, ":", ntohs(s4->sin_port));
-}
-
-std::string errText(int err) { return absl::StrCat("ERR:", strerrorname_np(err)); }
-
-// Connects and returns the backend's identity line, or "ERR:<ENAME>". With
-// `fd_out` the socket stays open and is returned.
-std::string tcpConnect(const std::string& addr, uint16_t port, int* fd_out = nullptr,
-                       std::string* peer = nullptr) {
-  socklen_t len;
-  sockaddr_storage ss = sockaddrOf(addr, port, &len);
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    int err = errno;
-    close(fd);
-    return errText(err);
-  }
-  if (peer != nullptr) {
-    sockaddr_storage p{};
-    socklen_t plen = sizeof(p);
-    getpeername(fd, reinterpret_cast<sockaddr*>(&p), &plen);
-    *peer = textOf(p);
-  }
-  char buf[128] = {0};
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  std::string id = n > 0 ? std::string(buf, n - 1) : errText(errno);  // drop '\n'
-  if (fd_out != nullptr) {
-    *fd_out = fd;
-  } else {
-    close(fd);
-  }
-  return id;
-}
 
 // ---- the fixture -------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "datapath/preflight.h"
 
@@ -233,6 +234,82 @@ absl::StatusOr<Child> spawnInPod(const Netns& netns, const Cgroup* cgroup,
   return child;
 }
 
+sockaddr_storage sockaddrOf(const std::string& addr, uint16_t port, socklen_t* len) {
+  sockaddr_storage ss{};
+  if (addr.find(':') != std::string::npos) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr);
+    *len = sizeof(*s6);
+  } else {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    inet_pton(AF_INET, addr.c_str(), &s4->sin_addr);
+    *len = sizeof(*s4);
+  }
+  return ss;
+}
+
+std::string textOf(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET6) {
+    auto* s6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &s6->sin6_addr, buf, sizeof(buf));
+    return absl::StrCat(buf, ":", ntohs(s6->sin6_port));
+  }
+  auto* s4 = reinterpret_cast<const sockaddr_in*>(&ss);
+  inet_ntop(AF_INET, &s4->sin_addr, buf, sizeof(buf));
+  return absl::StrCat(buf, ":", ntohs(s4->sin_port));
+}
+
+std::string errText(int err) { return absl::StrCat("ERR:", strerrorname_np(err)); }
+
+std::string tcpConnect(const std::string& addr, uint16_t port, int* fd_out, std::string* peer) {
+  socklen_t len;
+  sockaddr_storage ss = sockaddrOf(addr, port, &len);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    int err = errno;
+    close(fd);
+    return errText(err);
+  }
+  if (peer != nullptr) {
+    sockaddr_storage p{};
+    socklen_t plen = sizeof(p);
+    getpeername(fd, reinterpret_cast<sockaddr*>(&p), &plen);
+    *peer = textOf(p);
+  }
+  char buf[128] = {0};
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  std::string id = n > 0 ? std::string(buf, n - 1) : errText(errno);  // drop '\n'
+  if (fd_out != nullptr) {
+    *fd_out = fd;
+  } else {
+    close(fd);
+  }
+  return id;
+}
+
+std::string dialMany(const std::string& addr, uint16_t port, int count) {
+  std::map<std::string, int> seen;
+  for (int i = 0; i < count; ++i) seen[tcpConnect(addr, port)]++;
+  std::string out;
+  for (const auto& [id, n] : seen) absl::StrAppend(&out, id, " ", n, "\n");
+  return out;
+}
+
+std::map<std::string, int> parseCounts(const std::string& text) {
+  std::map<std::string, int> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    size_t sp = line.rfind(' ');  // the identity itself never ends in a count
+    if (sp == absl::string_view::npos) continue;
+    out[std::string(line.substr(0, sp))] = std::stoi(std::string(line.substr(sp + 1)));
+  }
+  return out;
+}
+
 absl::StatusOr<Child> startBackends(const Netns& netns,
                                     const std::vector<std::pair<std::string, uint16_t>>& listen) {
   return spawnInPod(netns, nullptr, [listen](int ready_fd) {
@@ -240,22 +317,9 @@ absl::StatusOr<Child> startBackends(const Netns& netns,
     std::vector<std::string> ids;  // per fd: identity text
     std::vector<int> kind;         // 0 = TCP listener, 1 = UDP, 2 = TCP connection
     for (const auto& [addr, port] : listen) {
-      sockaddr_storage ss{};
       socklen_t len;
-      int family;
-      if (addr.find(':') != std::string::npos) {
-        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        s6->sin6_family = family = AF_INET6;
-        s6->sin6_port = htons(port);
-        inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr);
-        len = sizeof(*s6);
-      } else {
-        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-        s4->sin_family = family = AF_INET;
-        s4->sin_port = htons(port);
-        inet_pton(AF_INET, addr.c_str(), &s4->sin_addr);
-        len = sizeof(*s4);
-      }
+      sockaddr_storage ss = sockaddrOf(addr, port, &len);
+      const int family = ss.ss_family;
       std::string id = absl::StrCat(addr, ":", port, "\n");
       for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
         int fd = socket(family, type, 0);

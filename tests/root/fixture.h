@@ -3,10 +3,13 @@
 // forked child inside a netns and a cgroup).
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -97,5 +100,26 @@ absl::StatusOr<Child> spawnInPod(const Netns& netns, const Cgroup* cgroup,
 // closes; each UDP datagram is answered with the same text.
 absl::StatusOr<Child> startBackends(const Netns& netns,
                                     const std::vector<std::pair<std::string, uint16_t>>& listen);
+
+// ---- clients, run inside pods ------------------------------------------------
+
+// A sockaddr for "10.0.0.1" or "fd00::1" and port (host order); *len is its size.
+sockaddr_storage sockaddrOf(const std::string& addr, uint16_t port, socklen_t* len);
+// "addr:port" of a sockaddr (IPv6 without brackets, as the backends announce).
+std::string textOf(const sockaddr_storage& ss);
+// "ERR:<ENAME>", e.g. "ERR:ECONNREFUSED".
+std::string errText(int err);
+
+// Connects over TCP and returns the first line the backend sends (its
+// "addr:port" identity, without the newline), or errText(errno). With
+// `fd_out` the socket stays open and is handed over; with `peer`,
+// getpeername()'s answer is stored there.
+std::string tcpConnect(const std::string& addr, uint16_t port, int* fd_out = nullptr,
+                       std::string* peer = nullptr);
+
+// `count` sequential tcpConnect()s; returns how often each identity answered,
+// serialized for runInPod ("<identity> <count>" lines). parseCounts reads it back.
+std::string dialMany(const std::string& addr, uint16_t port, int count);
+std::map<std::string, int> parseCounts(const std::string& text);
 
 }  // namespace meshd::testing

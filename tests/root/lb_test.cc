@@ -36,7 +36,10 @@ namespace {
 
 using meshd::testing::Cgroup;
 using meshd::testing::Child;
+using meshd::testing::dialMany;
 using meshd::testing::Netns;
+using meshd::testing::parseCounts;
+using meshd::testing::tcpConnect;
 using state::Backend;
 using state::DesiredLbState;
 using state::Frontend;
@@ -46,43 +49,6 @@ constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
 const std::vector<std::string> kBackends = {"10.0.2.1", "10.0.2.2", "10.0.2.3", "10.0.2.4"};
 
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
-
-// Connects to addr:port and returns the backend's "addr:port" line, or "ERR:<text>".
-// With keep=true the socket is left open (the process exit closes it).
-std::string dial(const std::string& addr, uint16_t port, bool keep = false) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    std::string e = absl::StrCat("ERR:", strerror(errno));
-    close(fd);
-    return e;
-  }
-  char buf[128] = {0};
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  if (!keep) close(fd);
-  return n > 1 ? std::string(buf, n - 1) : absl::StrCat("ERR:read ", strerror(errno));
-}
-
-// Runs `count` connections in a pod; returns "id count" lines.
-std::string dialMany(const std::string& addr, uint16_t port, int count) {
-  std::map<std::string, int> seen;
-  for (int i = 0; i < count; ++i) seen[dial(addr, port)]++;
-  std::string out;
-  for (const auto& [id, n] : seen) absl::StrAppend(&out, id, " ", n, "\n");
-  return out;
-}
-
-std::map<std::string, int> parseCounts(const std::string& text) {
-  std::map<std::string, int> out;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-    out[kv.first] = std::stoi(kv.second);
-  }
-  return out;
-}
 
 class LbRootTest : public ::testing::Test {
  protected:
@@ -150,7 +116,8 @@ class LbRootTest : public ::testing::Test {
   void holdInPod(const std::string& vip, int count) {
     auto child = meshd::testing::spawnInPod(*netns_, cgroup_.get(), [vip, count](int ready_fd) {
       for (int i = 0; i < count; ++i) {
-        std::string id = dial(vip, 80, /*keep=*/true);
+        int fd = -1;  // left open: the pod process holds it
+        std::string id = tcpConnect(vip, 80, &fd);
         if (id.rfind("ERR:", 0) == 0) {
           (void)!write(ready_fd, "E", 1);
           _exit(1);

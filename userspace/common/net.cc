@@ -12,6 +12,10 @@ namespace meshd {
 absl::StatusOr<IpAddress> IpAddress::parse(std::string_view text) {
   std::string s(text);
   IpAddress a;
+  // inet_pton stops at a NUL: without this, "10.0.0.1\0junk" would parse.
+  if (s.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("an IP address cannot contain a NUL byte");
+  }
   if (inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) {
     a.family = AF_INET;
     return a;

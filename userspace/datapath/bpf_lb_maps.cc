@@ -7,26 +7,12 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "common/scoped_fd.h"
 #include "common/status.h"
 #include "datapath/map_ops.h"
 
 namespace meshd::datapath {
 namespace {
-
-// Owns a file descriptor for the length of a call.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 template <typename K, typename V>
 absl::Status updatePairs(int fd, absl::string_view map, absl::Span<const std::pair<K, V>> batch) {

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/net.h"
+#include "common/scoped_fd.h"
 #include "common/status.h"
 #include "datapath/abi_names.h"
 #include "datapath/map_ops.h"
@@ -54,20 +55,6 @@ std::vector<ProgRef> progsOf(struct mesh* s) {
           {s->progs.mesh_recvmsg6, &s->links.mesh_recvmsg6},
           {s->progs.mesh_sockops, &s->links.mesh_sockops}};
 }
-
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string resetHint(const DatapathConfig& c) {
   return absl::StrCat("to start over, stop meshd and remove the pins with `rm -r ", c.pin_root, "/",

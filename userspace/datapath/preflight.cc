@@ -54,12 +54,34 @@ absl::Status checkCapabilities() {
       "CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): run it as root or grant these capabilities"));
 }
 
+// The fields of one /proc/mounts line (device, mount point, type, ...), with the
+// kernel's octal escapes undone: it writes ' ', '\t', '\n' and '\\' inside a
+// field as \040, \011, \012 and \134 (fs/proc_namespace.c, mangle()).
+std::vector<std::string> mountFields(absl::string_view line) {
+  std::vector<std::string> fields;
+  for (absl::string_view raw : absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+    std::string f;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 3 < raw.size() && raw[i + 1] >= '0' && raw[i + 1] <= '3' &&
+          raw[i + 2] >= '0' && raw[i + 2] <= '7' && raw[i + 3] >= '0' && raw[i + 3] <= '7') {
+        f += static_cast<char>((raw[i + 1] - '0') * 64 + (raw[i + 2] - '0') * 8 +
+                               (raw[i + 3] - '0'));
+        i += 3;
+      } else {
+        f += raw[i];
+      }
+    }
+    fields.push_back(std::move(f));
+  }
+  return fields;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> findCgroup2Mount(absl::string_view proc_mounts) {
   for (absl::string_view line : absl::StrSplit(proc_mounts, '\n')) {
-    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
-    if (f.size() >= 3 && f[2] == "cgroup2") return std::string(f[1]);
+    std::vector<std::string> f = mountFields(line);
+    if (f.size() >= 3 && f[2] == "cgroup2") return f[1];
   }
   return absl::NotFoundError(
       "cgroup v2 is not mounted (no cgroup2 entry in /proc/mounts): mount it, e.g. "
@@ -69,7 +91,7 @@ absl::StatusOr<std::string> findCgroup2Mount(absl::string_view proc_mounts) {
 
 bool isBpffsMounted(absl::string_view proc_mounts, absl::string_view path) {
   for (absl::string_view line : absl::StrSplit(proc_mounts, '\n')) {
-    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    std::vector<std::string> f = mountFields(line);
     if (f.size() >= 3 && f[2] == "bpf" && f[1] == path) return true;
   }
   return false;

@@ -18,6 +18,12 @@ namespace {
 
 using json = nlohmann::json;
 
+// JSON text of a value for messages. error_handler_t::replace: dump() throws
+// on a string that is not valid UTF-8, and such a string can reach here.
+std::string dumpForMessage(const json& v) {
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::string describe(const json& v) {
   switch (v.type()) {
     case json::value_t::null:
@@ -26,11 +32,11 @@ std::string describe(const json& v) {
       return absl::StrCat("a boolean (", v.get<bool>() ? "true" : "false", ")");
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
-      return absl::StrCat("an integer (", v.dump(), ")");
+      return absl::StrCat("an integer (", dumpForMessage(v), ")");
     case json::value_t::number_float:
-      return absl::StrCat("a number (", v.dump(), ")");
+      return absl::StrCat("a number (", dumpForMessage(v), ")");
     case json::value_t::string:
-      return absl::StrCat("a string (", v.dump(), ")");
+      return absl::StrCat("a string (", dumpForMessage(v), ")");
     case json::value_t::array:
       return "a list";
     case json::value_t::object:
@@ -114,7 +120,8 @@ class Decoder {
     if (v.is_number_float()) {
       double d = v.get<double>();
       if (std::isfinite(d) && std::floor(d) == d) {
-        fail(path, absl::StrCat(what, " ", v.dump(), " is out of range [", lo, ", ", hi, "]"));
+        fail(path,
+             absl::StrCat(what, " ", dumpForMessage(v), " is out of range [", lo, ", ", hi, "]"));
       } else {
         fail(path, absl::StrCat("expected an integer, got ", describe(v)));
       }
@@ -310,7 +317,7 @@ ServiceSpec decodeService(Decoder& d, const json& doc) {
       auto s = d.string(*cluster_ip, "spec.clusterIP");
       if (s && (*cluster_ips)[0].is_string() && *s != (*cluster_ips)[0].get<std::string>()) {
         d.fail("spec.clusterIP", absl::StrCat("\"", *s, "\" must equal spec.clusterIPs[0] (",
-                                              (*cluster_ips)[0].dump(), ")"));
+                                              dumpForMessage((*cluster_ips)[0]), ")"));
       }
     }
   } else if (cluster_ip) {
@@ -674,8 +681,28 @@ std::string formatProblem(const ResourceKey& key, const std::string& source,
       loc = absl::StrCat(file, ": ");
     }
   }
-  return absl::StrCat(loc, key.toString(), ": ", p.path.empty() ? "" : p.path,
-                      p.path.empty() ? "" : ": ", p.reason);
+  // One problem, one line: keys and values quoted in the path or the reason can
+  // hold control characters.
+  return escapeControl(absl::StrCat(loc, key.toString(), ": ", p.path.empty() ? "" : p.path,
+                                    p.path.empty() ? "" : ": ", p.reason));
+}
+
+std::string escapeControl(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace meshd::resources

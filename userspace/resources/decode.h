@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "resources/resource.h"
 #include "resources/source_positions.h"
@@ -28,6 +29,10 @@ struct Decoded {
 };
 
 Decoded decodeDocument(const nlohmann::json& doc);
+
+// `text` with control characters escaped ("\\n", "\\x01"), so that a problem
+// quoting user text (a YAML key "a\\nb") stays on one line.
+std::string escapeControl(absl::string_view text);
 
 // One line in the standard form for a problem about a resource.
 std::string formatProblem(const ResourceKey& key, const std::string& source,

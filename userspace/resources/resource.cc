@@ -68,14 +68,14 @@ absl::StatusOr<std::vector<Resource>> parseFiles(absl::Span<const SourceFile> fi
     } catch (const YAML::Exception& e) {
       // yaml-cpp marks are 0-based.
       if (e.mark.is_null()) {
-        errors.push_back(absl::StrCat(display, ": YAML syntax error: ", e.msg));
+        errors.push_back(absl::StrCat(display, ": YAML syntax error: ", escapeControl(e.msg)));
       } else {
         errors.push_back(absl::StrCat(display, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                                      ": YAML syntax error: ", e.msg));
+                                      ": YAML syntax error: ", escapeControl(e.msg)));
       }
       continue;
     } catch (const std::exception& e) {
-      errors.push_back(absl::StrCat(display, ": cannot parse YAML: ", e.what()));
+      errors.push_back(absl::StrCat(display, ": cannot parse YAML: ", escapeControl(e.what())));
       continue;
     }
     for (const YAML::Node& doc : docs) {
