@@ -1,5 +1,7 @@
 #include "resources/resource.h"
 
+#include <sstream>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,47 @@ namespace {
 absl::Status joinProblems(const std::vector<std::string>& lines) {
   if (lines.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+}
+
+// yaml-cpp 0.7 (Debian 12) never returns from LoadAll on a document that starts
+// with a token no node can start with, e.g. a lone ',' (upstream issue #1040,
+// fixed after 0.8.0 by PR #1319): each turn yields one more null document without
+// consuming the token, until memory runs out. This walks the documents' events
+// first (no tree is built) and throws, like LoadAll would, when a document starts
+// where the previous one did.
+class NoProgressCheck : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (started_ && mark.pos == last_start_.pos) {
+      throw YAML::ParserException(mark, "unexpected token here (a ',' outside [] or {}?)");
+    }
+    started_ = true;
+    last_start_ = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  bool started_ = false;
+  YAML::Mark last_start_;
+};
+
+std::vector<YAML::Node> loadAll(const std::string& content) {
+  std::istringstream in(content);
+  YAML::Parser parser(in);
+  NoProgressCheck check;
+  while (parser.HandleNextDocument(check)) {
+  }
+  return YAML::LoadAll(content);
 }
 
 std::vector<std::string> problemsOf(const Resource& r, const Decoded& decoded) {
@@ -64,7 +107,7 @@ absl::StatusOr<std::vector<Resource>> parseFiles(absl::Span<const SourceFile> fi
     std::string display = file.name == "-" ? "<stdin>" : file.name;
     std::vector<YAML::Node> docs;
     try {
-      docs = YAML::LoadAll(file.content);
+      docs = loadAll(file.content);
     } catch (const YAML::Exception& e) {
       // yaml-cpp marks are 0-based.
       if (e.mark.is_null()) {

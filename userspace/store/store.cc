@@ -77,7 +77,7 @@ absl::StatusOr<StorePtr> Store::open(const std::string& dir) {
     if (err == EWOULDBLOCK) {
       return absl::FailedPreconditionError(
           absl::StrCat("store directory ", clean, " is in use by another meshd (", lock_path,
-                       " is locked); give each meshd instance its own --store-dir"));
+                       " is locked); give each meshd instance its own --state-dir"));
     }
     return errnoError(err, absl::StrCat("lock ", lock_path));
   }
