@@ -7,7 +7,7 @@ set -euo pipefail
 # One package per line, grouped by what needs it.
 PACKAGES=(
   # toolchain and build
-  build-essential cmake ninja-build pkg-config clang llvm clang-format
+  build-essential cmake ninja-build pkg-config clang llvm clang-format libclang-rt-14-dev
   # BPF: libbpf (skeletons, loading), bpftool (skeleton generation), libelf/zlib (libbpf)
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   # userspace libraries

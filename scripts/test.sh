@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README, CI): set-up, build with warnings as errors, format check, unit
-# tests, the root suite (real BPF in the real kernel; it never skips), and the lab smoke
-# test. Must run as root. Ends with "N passed, N failed" over every ctest test, the format
+# tests, the root suite (real BPF in the real kernel; it never skips), the lab smoke
+# test, the unit tests again under ASan/UBSan, and a bounded libFuzzer run of each parser
+# (MESHD_FUZZ_SECONDS per target, default 15; 0 skips it). Must run as root. Ends with "N passed, N failed" over every ctest test, the format
 # check and the smoke test; exits non-zero on any failure.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -113,6 +114,24 @@ if bash "$REPO/lab/smoke.sh"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))
+fi
+
+step "unit tests under ASan/UBSan ($BUILD-asan)"
+if MESHD_BUILD_DIR="$BUILD-asan" bash "$REPO/scripts/build.sh" -DMESHD_SANITIZE=ON; then
+  BUILD="$BUILD-asan" run_ctest unit 1 -j"$(nproc)"
+else
+  echo "FAIL: sanitizer build failed (see above)"
+  failed=$((failed + 1))
+fi
+
+fuzz_seconds=${MESHD_FUZZ_SECONDS:-15}
+if ((fuzz_seconds > 0)); then
+  step "fuzz the parsers (${fuzz_seconds}s per target)"
+  if bash "$REPO/scripts/fuzz.sh" "$fuzz_seconds"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -11,6 +11,7 @@
 #include "resources/decode.h"
 #include "resources/source_positions.h"
 #include "resources/yaml_json.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace meshd::resources {
