@@ -1,0 +1,200 @@
+"""The variants the suite compares: one declarative entry each in VARIANTS.
+
+A variant says which lab it needs ("plain": no meshd; "meshd": meshd on every node), what
+to set up around a workload (proxies, iptables rules), which address the client dials,
+and which processes belong to it (accounted for CPU and peak memory as "proxy"). Adding
+meshd L4+sockmap, L7 or L7+mTLS later is one more entry: a lab kind (or a lab_setup that
+applies the right resources) and a dial() that returns the VIP.
+
+Pinning (the same for every variant, fairness): the client side's processes run on CPU 0
+(the client and the proxy that serves it: the outbound sidecar, the node proxy), the
+server side's on CPU 1 (the server and its inbound sidecar). meshd is not pinned: on the
+L4 path it is idle (its programs run in the connecting process's context on that CPU).
+"""
+import os
+import string
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from lab import pod_ip, node_bridge_ip
+
+CLIENT_CPU, SERVER_CPU = 0, 1
+SIDECAR_UID = 1337  # HAProxy's uid in the sidecar variant: its own dials are not redirected
+OUTBOUND_PORT, INBOUND_PORT = 15001, 15006  # Istio's sidecar ports
+NODE_PROXY_PORT_OFFSET = 20000  # node proxy listens on cbr0 at workload port + this
+HAPROXY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "haproxy")
+
+
+@dataclass
+class Placement:
+    name: str
+    client: tuple  # (node, pod)
+    server: tuple
+    vip: str  # the Service VIP meshd variants dial (one backend: the server pod)
+
+    @property
+    def client_pod(self):
+        return "n%d-p%d" % self.client
+
+    @property
+    def server_pod(self):
+        return "n%d-p%d" % self.server
+
+    @property
+    def server_ip(self):
+        return pod_ip(*self.server)
+
+
+PLACEMENTS = [
+    Placement("same-node", (1, 1), (1, 2), "10.96.0.50"),
+    Placement("cross-node", (1, 1), (2, 1), "10.96.0.51"),
+]
+
+
+@dataclass
+class Variant:
+    name: str
+    description: str
+    lab: str  # "plain" | "meshd"
+    # (run) -> (addr, port) the client dials; may start proxies through run.start_proxy
+    setup: Callable
+    teardown: Callable = lambda run: None
+    # (lab, placements, workloads, workdir): once after the lab is up (e.g. meshctl apply)
+    lab_setup: Optional[Callable] = None
+
+
+# ------------------------------------------------------------------ HAProxy helpers
+
+def haproxy_config(run, name, bind, port, server, server_port, cpu):
+    """Renders haproxy/tcp.cfg or haproxy/http.cfg for RUN's workload into the workdir."""
+    template = "tcp.cfg" if run.workload.proto == "tcp" else "http.cfg"
+    with open(os.path.join(HAPROXY_DIR, template)) as f:
+        text = string.Template(f.read()).substitute(
+            name=name, bind=bind, port=port, server=server, server_port=server_port,
+            cpu=cpu, user=f"uid {SIDECAR_UID}\n    gid {SIDECAR_UID}",
+            proto="proto h2" if run.workload.proto == "h2" else "")
+    path = os.path.join(run.workdir, f"{run.tag}-{name}.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_haproxy(run, name, target, netns, bind, port, server, server_port, cpu):
+    cfg = haproxy_config(run, name, bind, port, server, server_port, cpu)
+    run.start_proxy(name, target, ["haproxy", "-db", "-f", cfg], cpu, port, netns)
+
+
+# ------------------------------------------------------------------ direct
+
+def direct_setup(run):
+    return run.placement.server_ip, run.workload.port
+
+
+# ------------------------------------------------------------------ sidecar
+
+def _pod_ns(pod):
+    return f"mlab-{pod}"
+
+
+def sidecar_setup(run):
+    """Istio's sidecar shape: the client's connect to server:port is REDIRECTed (nat
+    OUTPUT, all uids but HAProxy's) to the client pod's outbound HAProxy; the server pod's
+    nat PREROUTING REDIRECTs arrivals on the port to its inbound HAProxy, which dials the
+    app on 127.0.0.1."""
+    p, w = run.placement, run.workload
+    cns, sns = _pod_ns(p.client_pod), _pod_ns(p.server_pod)
+    start_haproxy(run, "inbound", p.server_pod, sns, "0.0.0.0", INBOUND_PORT, "127.0.0.1",
+                  w.port, SERVER_CPU)
+    start_haproxy(run, "outbound", p.client_pod, cns, "127.0.0.1", OUTBOUND_PORT, p.server_ip,
+                  w.port, CLIENT_CPU)
+    run.lab.nsrun(sns, ["iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
+                        str(w.port), "-j", "REDIRECT", "--to-ports", str(INBOUND_PORT)],
+                  "sidecar: iptables PREROUTING REDIRECT in the server pod")
+    run.lab.nsrun(cns, ["iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", p.server_ip,
+                        "--dport", str(w.port), "-m", "owner", "!", "--uid-owner",
+                        str(SIDECAR_UID), "-j", "REDIRECT", "--to-ports", str(OUTBOUND_PORT)],
+                  "sidecar: iptables OUTPUT REDIRECT in the client pod")
+    return p.server_ip, w.port
+
+
+def sidecar_teardown(run):
+    p = run.placement
+    run.lab.nsrun(_pod_ns(p.server_pod), ["iptables", "-t", "nat", "-F", "PREROUTING"],
+                  "sidecar teardown: flush PREROUTING", check=False)
+    run.lab.nsrun(_pod_ns(p.client_pod), ["iptables", "-t", "nat", "-F", "OUTPUT"],
+                  "sidecar teardown: flush OUTPUT", check=False)
+
+
+# ------------------------------------------------------------------ per-node HAProxy
+
+def node_proxy_setup(run):
+    """One HAProxy in the client's node netns, listening on the node's pod bridge address
+    (cbr0, the pods' gateway); it dials the server pod. L7 for HTTP/gRPC, L4 for raw TCP."""
+    p, w = run.placement, run.workload
+    node = p.client[0]
+    addr, port = node_bridge_ip(node), w.port + NODE_PROXY_PORT_OFFSET
+    start_haproxy(run, "node", f"n{node}", f"mlab-n{node}", addr, port, p.server_ip, w.port,
+                  CLIENT_CPU)
+    return addr, port
+
+
+# ------------------------------------------------------------------ meshd L4
+
+def meshd_services_yaml(workloads):
+    """One Service per placement: the placement's VIP, every workload's port, one
+    endpoint (the placement's server pod)."""
+    docs = []
+    ports = sorted({w.port for w in workloads})
+    for p in PLACEMENTS:
+        name = f"bench-{p.name}"
+        port_lines = "\n".join(f"    - {{name: p{x}, port: {x}, targetPort: {x}, protocol: TCP}}"
+                               for x in ports)
+        slice_ports = "\n".join(f"  - {{name: p{x}, port: {x}, protocol: TCP}}" for x in ports)
+        docs.append(f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {p.vip}
+  ports:
+{port_lines}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports:
+{slice_ports}
+endpoints:
+  - addresses: ["{p.server_ip}"]
+    nodeName: lab-n{p.server[0]}
+""")
+    return "---\n".join(docs)
+
+
+def meshd_lab_setup(lab, workloads, workdir):
+    path = os.path.join(workdir, "bench-services.yaml")
+    with open(path, "w") as f:
+        f.write(meshd_services_yaml(workloads))
+    lab.apply(path)
+
+
+def meshd_l4_setup(run):
+    return run.placement.vip, run.workload.port
+
+
+VARIANTS = [
+    Variant("direct", "no mesh: the client dials the server pod's IP (baseline)", "plain",
+            direct_setup),
+    Variant("sidecar", "iptables REDIRECT into one HAProxy per pod on both sides "
+            "(Istio's sidecar shape); 2 proxy hops", "plain", sidecar_setup, sidecar_teardown),
+    Variant("haproxy-node", "one HAProxy per node (the client's), dialed on the node's pod "
+            "bridge address; 1 proxy hop", "plain", node_proxy_setup),
+    Variant("meshd-l4", "meshd L4: the client dials a Service VIP, cgroup/connect4 rewrites it "
+            "to the server pod; no proxy hop", "meshd", meshd_l4_setup,
+            lab_setup=meshd_lab_setup),
+]
+
+BY_NAME = {v.name: v for v in VARIANTS}
