@@ -4,6 +4,8 @@
 # 30) on a fresh copy of its seed corpus. Exits non-zero when a target crashes, leaks, hangs
 # (>5 s on one input) or exceeds 2 GB, and prints where the reproducer is and how to rerun it.
 #   scripts/fuzz.sh [SECONDS]        e.g. scripts/fuzz.sh 60
+# MESHD_FUZZ_SEED=N fixes libFuzzer's seed (scripts/test.sh does so under CI, so a CI run
+# is a reproducible regression check; exploratory runs keep libFuzzer's random seed).
 # Needs clang++ and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev; scripts/setup.sh).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +42,7 @@ for t in "${TARGETS[@]}"; do
   echo "==> $t for ${SECONDS_PER_TARGET}s (log: $run/fuzz.log)"
   rc=0
   "$BUILD/tests/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=5 -rss_limit_mb=2048 \
+    ${MESHD_FUZZ_SEED:+-seed="$MESHD_FUZZ_SEED"} \
     -print_final_stats=1 -artifact_prefix="$run/artifacts/" "$run/corpus" >"$run/fuzz.log" 2>&1 ||
     rc=$?
   # The last status line ("#N DONE cov: C ft: F corp: ...") and the run's totals.
