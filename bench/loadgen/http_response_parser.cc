@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <optional>
-
 #include <vector>
 
 namespace meshd::loadgen {
@@ -231,8 +230,10 @@ HttpResponseParser::Result HttpResponseParser::feed(std::string_view data, size_
           *consumed = pos;
           return Result::kNeedMore;
         }
-        if (line_.size() < 2 || line_[line_.size() - 2] != '\r') return fail("chunk-size line not CRLF-terminated");
-        std::optional<uint64_t> n = parseChunkSize(std::string_view(line_).substr(0, line_.size() - 2));
+        if (line_.size() < 2 || line_[line_.size() - 2] != '\r')
+          return fail("chunk-size line not CRLF-terminated");
+        std::optional<uint64_t> n =
+            parseChunkSize(std::string_view(line_).substr(0, line_.size() - 2));
         line_.clear();
         if (!n) return fail("malformed chunk size");
         remaining_ = *n;
@@ -260,7 +261,8 @@ HttpResponseParser::Result HttpResponseParser::feed(std::string_view data, size_
           return Result::kNeedMore;
         }
         const bool empty = line_ == "\r\n";
-        if (line_.size() < 2 || line_[line_.size() - 2] != '\r') return fail("line not CRLF-terminated");
+        if (line_.size() < 2 || line_[line_.size() - 2] != '\r')
+          return fail("line not CRLF-terminated");
         line_.clear();
         if (state_ == State::kChunkDataEnd) {
           if (!empty) return fail("missing CRLF after chunk data");

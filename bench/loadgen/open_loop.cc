@@ -45,12 +45,12 @@ struct Conn {
   ScopedFd fd;
   State state = State::kClosed;
   HttpResponseParser parser;
-  size_t written = 0;              // bytes of the current request written
-  uint64_t request = kNoRequest;   // index of the in-flight request
-  Nanos intended = 0;              // its intended send time
-  Nanos idle_since = 0;            // when the connection last became free
-  Nanos retry_at = 0;              // kClosed: when to reconnect
-  bool want_out = false;           // EPOLLOUT registered
+  size_t written = 0;             // bytes of the current request written
+  uint64_t request = kNoRequest;  // index of the in-flight request
+  Nanos intended = 0;             // its intended send time
+  Nanos idle_since = 0;           // when the connection last became free
+  Nanos retry_at = 0;             // kClosed: when to reconnect
+  bool want_out = false;          // EPOLLOUT registered
 };
 
 class Generator {
@@ -101,6 +101,7 @@ class Generator {
   std::array<Nanos, kLagWindow> behind_{};
   std::array<Nanos, kLagWindow> gen_lag_{};
   uint64_t lag_samples_ = 0;
+  Nanos waited_ = 0;  // time blocked in epoll since t0
   OpenLoopResult result_;
 };
 
@@ -180,8 +181,8 @@ void Generator::closeConn(size_t idx, Nanos retry_at) {
 void Generator::writeRequest(size_t idx) {
   Conn& c = conns_[idx];
   while (c.written < request_.size()) {
-    const ssize_t n = send(c.fd.get(), request_.data() + c.written, request_.size() - c.written,
-                           MSG_NOSIGNAL);
+    const ssize_t n =
+        send(c.fd.get(), request_.data() + c.written, request_.size() - c.written, MSG_NOSIGNAL);
     if (n > 0) {
       c.written += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -316,11 +317,13 @@ absl::StatusOr<OpenLoopResult> Generator::run() {
   if (!epoll_.valid()) return errnoError(errno, "epoll_create1");
   std::vector<epoll_event> events(std::max<size_t>(64, conns_.size()));
   auto poll = [&](Nanos deadline) -> absl::Status {
-    const Nanos wait = std::max<Nanos>(0, deadline - nowNs());
+    const Nanos before = nowNs();
+    const Nanos wait = std::max<Nanos>(0, deadline - before);
     timespec ts{static_cast<time_t>(wait / kNsPerSec), static_cast<long>(wait % kNsPerSec)};
-    const int n = epoll_pwait2(epoll_.get(), events.data(), static_cast<int>(events.size()), &ts,
-                               nullptr);
+    const int n =
+        epoll_pwait2(epoll_.get(), events.data(), static_cast<int>(events.size()), &ts, nullptr);
     if (n < 0 && errno != EINTR) return errnoError(errno, "epoll_pwait2");
+    waited_ += nowNs() - before;
     for (int i = 0; i < n; i++) onEvent(static_cast<size_t>(events[i].data.u64), events[i].events);
     return absl::OkStatus();
   };
@@ -340,6 +343,7 @@ absl::StatusOr<OpenLoopResult> Generator::run() {
   }
 
   t0_ = nowNs();
+  waited_ = 0;
   const Nanos hard_deadline = intended(total_) + cfg_.drain_timeout.count() * 1'000'000;
   while (true) {
     dispatch();
@@ -371,12 +375,12 @@ absl::StatusOr<OpenLoopResult> Generator::run() {
   }
   const size_t window = std::min<uint64_t>(lag_samples_, kLagWindow);
   if (window > 0) {
-    result_.behind_schedule_ms =
-        *std::min_element(behind_.begin(), behind_.begin() + window) / 1e6;
-    result_.generator_lag_ms =
-        *std::min_element(gen_lag_.begin(), gen_lag_.begin() + window) / 1e6;
+    result_.behind_schedule_ms = *std::min_element(behind_.begin(), behind_.begin() + window) / 1e6;
+    result_.generator_lag_ms = *std::min_element(gen_lag_.begin(), gen_lag_.begin() + window) / 1e6;
   }
-  result_.elapsed_s = (nowNs() - start) / 1e9;
+  const Nanos end = nowNs();
+  result_.loop_busy = end > t0_ ? 1.0 - static_cast<double>(waited_) / (end - t0_) : 0.0;
+  result_.elapsed_s = (end - start) / 1e9;
   return std::move(result_);
 }
 

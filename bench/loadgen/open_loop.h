@@ -17,12 +17,12 @@ namespace meshd::loadgen {
 struct OpenLoopConfig {
   sockaddr_storage target{};
   socklen_t target_len = 0;
-  double rate = 1000;         // requests per second, > 0
-  double duration_s = 10;     // measured window, after the warmup
-  double warmup_s = 0;        // requests sent in the warmup are not counted
-  int connections = 16;       // persistent keep-alive connections
+  double rate = 1000;      // requests per second, > 0
+  double duration_s = 10;  // measured window, after the warmup
+  double warmup_s = 0;     // requests sent in the warmup are not counted
+  int connections = 16;    // persistent keep-alive connections
   std::string path = "/";
-  std::string host;           // Host header
+  std::string host;  // Host header
   // After the last intended send time, how long to wait for outstanding responses
   // before counting them as errors.
   std::chrono::milliseconds drain_timeout{5000};
@@ -44,6 +44,11 @@ struct OpenLoopResult {
   // the time from when both its intended time had come and a connection was idle, to the
   // write. Above ~1 ms the generator, not the server, limits the rate.
   double generator_lag_ms = 0;
+  // Fraction of the run (from the first intended send) the loop spent working rather than
+  // blocked in epoll. Near 1 the generator is CPU-bound, so lateness is its own (a
+  // generator starved of CPU also stamps completions late, which hides it from
+  // generator_lag_ms).
+  double loop_busy = 0;
   double elapsed_s = 0;  // wall time of the whole run including warmup and drain
 };
 

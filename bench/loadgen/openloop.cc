@@ -52,8 +52,7 @@ int main(int argc, char** argv) {
   app.add_option("--target", target, "server address, HOST:PORT or [V6]:PORT")->required();
   app.add_option("--rate", cfg.rate, "requests per second")->required();
   app.add_option("--duration", duration_s, "measured seconds (after the warmup)")->required();
-  app.add_option("--connections", cfg.connections, "persistent keep-alive connections")
-      ->required();
+  app.add_option("--connections", cfg.connections, "persistent keep-alive connections")->required();
   app.add_option("--path", cfg.path, "request path")->capture_default_str();
   app.add_option("--host", cfg.host, "Host header (default: the target)");
   app.add_option("--warmup", warmup_s, "seconds of load before measuring")->capture_default_str();
@@ -81,11 +80,12 @@ int main(int argc, char** argv) {
   const auto& h = r->latency_us;
 
   std::string warning;
-  if (r->generator_lag_ms > 1.0) {
+  if (r->generator_lag_ms > 1.0 || (r->behind_schedule_ms > 1.0 && r->loop_busy > 0.9)) {
     warning = absl::StrFormat(
-        "the generator fell %.1f ms behind schedule with idle connections available: it is "
-        "CPU-bound and limits the rate, not the server; lower --rate or pin it to a free core",
-        r->generator_lag_ms);
+        "the generator fell %.1f ms behind schedule and its loop was busy %.0f%% of the time: "
+        "it is CPU-bound and limits the rate, not the server; lower --rate or give it a free "
+        "core",
+        r->behind_schedule_ms, 100 * r->loop_busy);
   } else if (r->behind_schedule_ms > 1.0) {
     warning = absl::StrFormat(
         "requests left %.1f ms after their intended time because all %d connections were busy: "
@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
         {"mean_ms", h.mean() / 1000.0},
         {"behind_schedule_ms", r->behind_schedule_ms},
         {"generator_lag_ms", r->generator_lag_ms},
+        {"loop_busy", r->loop_busy},
         {"warning", warning.empty() ? nlohmann::json(nullptr) : nlohmann::json(warning)},
     };
     std::cout << j.dump() << "\n";
@@ -124,11 +125,11 @@ int main(int argc, char** argv) {
         "sent %d  ok %d  non-2xx %d  errors %d  connect errors %d\n"
         "latency from intended send time (ms): p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
         "max %.3f\n"
-        "behind schedule at end: %.3f ms (generator's own lag %.3f ms)\n",
-        target, cfg.rate, cfg.duration_s, cfg.warmup_s, cfg.connections, r->sent, r->ok,
-        r->non_2xx, r->errors, r->connect_errors, ms(h.valueAtPercentile(50)),
-        ms(h.valueAtPercentile(90)), ms(h.valueAtPercentile(99)), ms(h.valueAtPercentile(99.9)),
-        ms(h.max()), r->behind_schedule_ms, r->generator_lag_ms);
+        "behind schedule at end: %.3f ms (generator's own lag %.3f ms, loop busy %.0f%%)\n",
+        target, cfg.rate, cfg.duration_s, cfg.warmup_s, cfg.connections, r->sent, r->ok, r->non_2xx,
+        r->errors, r->connect_errors, ms(h.valueAtPercentile(50)), ms(h.valueAtPercentile(90)),
+        ms(h.valueAtPercentile(99)), ms(h.valueAtPercentile(99.9)), ms(h.max()),
+        r->behind_schedule_ms, r->generator_lag_ms, 100 * r->loop_busy);
   }
   return 0;
 }

@@ -130,8 +130,8 @@ TEST(HttpResponseParserTest, Table) {
       {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", R::kComplete, 200},
       {"zero length", "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", R::kComplete, 200},
       {"no reason phrase", "HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n", R::kComplete, 404},
-      {"trailing bytes", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", R::kComplete,
-       200, true, 5},
+      {"trailing bytes", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", R::kComplete, 200,
+       true, 5},
       {"incomplete body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", R::kNeedMore},
       {"chunked",
        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
@@ -150,11 +150,10 @@ TEST(HttpResponseParserTest, Table) {
        204},
       {"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
        R::kComplete, 200, false},
-      {"http/1.0 closes", "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", R::kComplete, 200,
-       false},
+      {"http/1.0 closes", "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", R::kComplete, 200, false},
       {"http/1.0 keep-alive",
-       "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", R::kComplete,
-       200, true},
+       "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", R::kComplete, 200,
+       true},
       {"te and cl: te wins, no reuse",
        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
        R::kComplete, 200, false},
@@ -282,9 +281,9 @@ class TestHttpServer {
       }
       in.erase(0, end + 4);
       const bool close_after = policy_(requests_.fetch_add(1));
-      const std::string resp = close_after
-                                   ? "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
-                                   : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+      const std::string resp =
+          close_after ? "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+                      : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
       if (send(fd, resp.data(), resp.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(resp.size())) {
         break;
       }
