@@ -10,29 +10,30 @@
  *        +-- mesh_sock (VIP, backend, REWRITTEN)   for getpeername, sockops
  *        +-- mesh_udp_rev (UDP only)               for recvmsg
  *
- * TCP live/total counts are kept by sockops (sockops.bpf.c) once the SYN is
- * really sent, so a connect that fails before that is not counted.
+ * TCP: the connection is reserved here, within the service's and backend's
+ * limits (mesh_conn.bpf.h), and released at TCP_CLOSE (sockops.bpf.c) or at
+ * close() (release.bpf.c), whichever comes first.
  */
+#include "mesh_conn.bpf.h"
 #include "mesh_select.bpf.h"
 
-/* Saves what getpeername and sockops need. A socket already counted by
- * sockops keeps its state: its backend must be the one decremented at close. */
-static __always_inline void mesh_sock_remember(struct bpf_sock_addr *ctx,
-					       const struct mesh_svc_key *vip,
-					       const struct mesh_svc *svc, __u32 backend_id)
+/* Saves what getpeername and sockops need in the socket's mesh_sock entry
+ * (created here). NULL when storage could not be allocated (counted). */
+static __always_inline struct mesh_sock_state *mesh_sock_remember(struct bpf_sock_addr *ctx,
+								  const struct mesh_svc_key *vip,
+								  const struct mesh_svc *svc,
+								  __u32 backend_id)
 {
 	struct mesh_sock_state *st;
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk)
-		return;
+		return NULL;
 	st = bpf_sk_storage_get(&mesh_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		mesh_count(MESH_STAT_STORAGE_FAILED);
-		return;
+		return NULL;
 	}
-	if (st->flags & MESH_SOCK_F_COUNTED)
-		return;
 	st->vip[0] = vip->addr[0];
 	st->vip[1] = vip->addr[1];
 	st->vip[2] = vip->addr[2];
@@ -42,11 +43,87 @@ static __always_inline void mesh_sock_remember(struct bpf_sock_addr *ctx,
 	st->svc_id = svc->svc_id;
 	st->backend_id = backend_id;
 	st->flags = MESH_SOCK_F_REWRITTEN;
+	return st;
+}
+
+/* A socket connect()ed again after a failed attempt still holds the first
+ * attempt's reservation when the failure happened before the SYN left. */
+static __always_inline void mesh_release_previous(struct bpf_sock_addr *ctx)
+{
+	struct mesh_sock_state *st;
+
+	if (!ctx->sk)
+		return;
+	st = bpf_sk_storage_get(&mesh_sock, ctx->sk, 0, 0);
+	if (st)
+		mesh_release(st);
+}
+
+/* Bound on the backends tried when the picked one is at its limit: the
+ * verifier needs a constant, and a service whose first MESH_LIMIT_SCAN slots
+ * (from a random start) are all full is treated as full. */
+#define MESH_LIMIT_SCAN 64
+
+/*
+ * TCP: reserve a live connection on the service and on a backend, within
+ * their limits. The picked backend first; when it is full, the next slots
+ * from a random start (another eligible backend, "rerouted"). Returns 0 with
+ * *be / *backend_id set to the backend that holds the reservation, or the
+ * mesh_stat reason to refuse with.
+ */
+static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
+					struct mesh_backend **be, __u32 *backend_id)
+{
+	__u32 svc_id = svc->svc_id, start, i, id;
+	struct mesh_slot_key sk = {.svc_id = svc->svc_id};
+	struct mesh_backend_state *bs;
+	struct mesh_svc_state *ss;
+	struct mesh_backend *cand;
+	struct mesh_slot *slot;
+
+	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc_id);
+	if (!ss)
+		return MESH_STAT_BACKEND_MISSING;
+	if (!mesh_reserve_one(&ss->live_conns, svc->max_conns)) {
+		__sync_fetch_and_add(&ss->refused_service, 1);
+		return MESH_STAT_LIMIT_SERVICE;
+	}
+	id = *backend_id;
+	bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+	if (bs && mesh_reserve_one(&bs->live_conns, svc->max_conns_per_backend))
+		return 0;
+
+	start = mesh_uniform(bpf_get_prandom_u32(), svc->slot_count);
+	for (i = 0; i < MESH_LIMIT_SCAN && i < svc->slot_count; i++) {
+		sk.slot = start + i;
+		if (sk.slot >= svc->slot_count)
+			sk.slot -= svc->slot_count;
+		slot = bpf_map_lookup_elem(&mesh_slots, &sk);
+		if (!slot || slot->backend_id == *backend_id)
+			continue;
+		id = slot->backend_id;
+		cand = bpf_map_lookup_elem(&mesh_backends, &id);
+		if (!cand || !(cand->flags & MESH_BACKEND_F_ACTIVE) || cand->family != family)
+			continue;
+		bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+		if (!bs || !mesh_reserve_one(&bs->live_conns, svc->max_conns_per_backend))
+			continue;
+		*be = cand;
+		*backend_id = id;
+		__sync_fetch_and_add(&ss->rerouted, 1);
+		mesh_count(MESH_STAT_LIMIT_REROUTED);
+		return 0;
+	}
+	__sync_fetch_and_add(&ss->live_conns, -1);
+	__sync_fetch_and_add(&ss->refused_backend, 1);
+	return MESH_STAT_LIMIT_BACKEND;
 }
 
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 {
+	struct mesh_sock_state *st;
 	struct mesh_backend *be = NULL;
+	int reason;
 	struct mesh_svc *svc = NULL;
 	struct mesh_svc_key vip;
 	__u32 backend_id = 0;
@@ -61,12 +138,32 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 	default:
 		break;
 	}
-	mesh_rewrite_dst(ctx, be);
-	mesh_sock_remember(ctx, &vip, svc, backend_id);
-	if (ctx->protocol == MESH_PROTO_UDP) {
-		mesh_udp_rev_record(ctx, be, &vip);
-		mesh_backend_add_total(backend_id);
+	if (ctx->protocol == MESH_PROTO_TCP) {
+		mesh_release_previous(ctx);
+		reason = mesh_reserve(svc, family, &be, &backend_id);
+		if (reason) {
+			mesh_refuse(reason);
+			return MESH_SOCK_REJECT;
+		}
 	}
+	mesh_rewrite_dst(ctx, be, family);
+	st = mesh_sock_remember(ctx, &vip, svc, backend_id);
+	if (ctx->protocol == MESH_PROTO_TCP) {
+		if (st) {
+			st->flags |= MESH_SOCK_F_COUNTED;
+		} else {
+			/* Nowhere to remember the reservation: give it back
+			 * now rather than leak it (the connection goes
+			 * uncounted, and MESH_STAT_STORAGE_FAILED says so). */
+			struct mesh_sock_state tmp = {.svc_id = svc->svc_id,
+						      .backend_id = backend_id,
+						      .flags = MESH_SOCK_F_COUNTED};
+			mesh_release(&tmp);
+		}
+	} else {
+		mesh_udp_rev_record(ctx, be, &vip);
+	}
+	mesh_backend_add_total(backend_id);
 	mesh_count(MESH_STAT_CONNECT_REWRITTEN);
 	return MESH_SOCK_ALLOW;
 }
@@ -89,7 +186,7 @@ static __always_inline int mesh_sendmsg(struct bpf_sock_addr *ctx, __u8 family)
 	default:
 		break;
 	}
-	mesh_rewrite_dst(ctx, be);
+	mesh_rewrite_dst(ctx, be, family);
 	if (mesh_udp_rev_record(ctx, be, &vip))
 		mesh_backend_add_total(backend_id);
 	mesh_count(MESH_STAT_SENDMSG_REWRITTEN);

@@ -53,14 +53,23 @@ MESH_MAP struct {
 } mesh_backends SEC(".maps");
 
 /* Live counters per backend id. Written only by BPF with atomic adds (exact
- * node-wide), zeroed by meshd when a backend id is retired. Same size as
- * mesh_backends. */
+ * node-wide; connect reserves, sockops/sock_release release). Never zeroed by
+ * meshd. Same size as mesh_backends. */
 MESH_MAP struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 131072);
 	__type(key, __u32);
 	__type(value, struct mesh_backend_state);
 } mesh_backend_state SEC(".maps");
+
+/* Live connections and refusals per service id. Written only by BPF with
+ * atomic adds; sized by DatapathConfig.max_services (ids are < that). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct mesh_svc_state);
+} mesh_svc_state SEC(".maps");
 
 /* Maglev lookup tables: svc_id -> inner ARRAY of backend ids. meshd creates
  * one inner map per service with that service's (prime) table size;

@@ -132,6 +132,15 @@ static __always_inline int mesh_pick_backend_id(struct bpf_sock_addr *ctx,
 	}
 }
 
+/* Counts the reason and makes the hook's connect()/sendmsg() fail with
+ * ECONNREFUSED (bpf_set_retval, 5.18+: the app sees what a closed port gives,
+ * rather than EPERM). */
+static __always_inline void mesh_refuse(int reason)
+{
+	mesh_count(reason);
+	bpf_set_retval(-MESH_ECONNREFUSED);
+}
+
 /*
  * Looks the destination up as a service and, for a VIP, picks an active
  * backend of the right family. On MESH_PICK_REFUSE the reason was counted and
@@ -168,15 +177,18 @@ mesh_pick(struct bpf_sock_addr *ctx, __u8 family, struct mesh_svc_key *vip,
 	}
 	return MESH_PICK_OK;
 refuse:
-	mesh_count(reason);
-	bpf_set_retval(-MESH_ECONNREFUSED);
+	mesh_refuse(reason);
 	return MESH_PICK_REFUSE;
 }
 
+/* Branches on the hook's family (a constant per program), not on
+ * be->family: only the hook's own user_ip4 / user_ip6 fields are accessible,
+ * and the verifier cannot know the two are equal (mesh_pick and
+ * mesh_reserve only hand out backends of the hook's family). */
 static __always_inline void mesh_rewrite_dst(struct bpf_sock_addr *ctx,
-					     const struct mesh_backend *be)
+					     const struct mesh_backend *be, __u8 family)
 {
-	if (be->family == MESH_AF_INET) {
+	if (family == MESH_AF_INET) {
 		ctx->user_ip4 = be->addr[0];
 	} else {
 		ctx->user_ip6[0] = be->addr[0];

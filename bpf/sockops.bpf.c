@@ -1,49 +1,36 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * sockops.bpf.c - connection accounting for sockets connect.bpf.c steered.
+ * sockops.bpf.c - connection state for sockets connect.bpf.c steered (and
+ * reserved a live connection for, mesh_conn.bpf.h).
  *
- *   TCP_CONNECT_CB (SYN about to leave)  live_conns++, total_conns++, COUNTED,
- *                                        ask for STATE_CB on this socket
+ *   TCP_CONNECT_CB (SYN about to leave)  SYN_SENT; ask for STATE_CB
  *   ACTIVE_ESTABLISHED_CB                ESTABLISHED
- *   STATE_CB, new state TCP_CLOSE        live_conns--, clear COUNTED;
- *                                        connect_failures++ if never ESTABLISHED
+ *   STATE_CB, new state TCP_CLOSE        release the reservation (if close()
+ *                                        has not already); connect_failures++
+ *                                        if the SYN left but it never
+ *                                        ESTABLISHED
  *
  * Every path out of a connection ends in tcp_set_state(TCP_CLOSE) (FIN,
  * RST, connect failure, the owning process killed: the kernel closes its
- * sockets), so the count cannot leak. COUNTED makes the decrement happen
- * exactly once per increment.
+ * sockets) or in close() (release.bpf.c), so a reservation cannot leak.
  */
-#include "mesh_maps.bpf.h"
-
-static __always_inline void mesh_conn_counted(struct bpf_sock_ops *skops,
-					      struct mesh_sock_state *st)
-{
-	__u32 id = st->backend_id;
-	struct mesh_backend_state *bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
-
-	if (!bs)
-		return;
-	__sync_fetch_and_add(&bs->live_conns, 1);
-	__sync_fetch_and_add(&bs->total_conns, 1);
-	st->flags |= MESH_SOCK_F_COUNTED;
-	st->flags &= ~MESH_SOCK_F_ESTABLISHED;
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-}
+#include "mesh_conn.bpf.h"
 
 static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 {
 	__u32 id = st->backend_id;
-	struct mesh_backend_state *bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+	struct mesh_backend_state *bs;
 
-	st->flags &= ~MESH_SOCK_F_COUNTED;
-	mesh_count(MESH_STAT_SOCK_CLOSED);
-	if (!bs)
-		return;
-	__sync_fetch_and_add(&bs->live_conns, -1);
-	if (!(st->flags & MESH_SOCK_F_ESTABLISHED)) {
-		__sync_fetch_and_add(&bs->connect_failures, 1);
+	if ((st->flags & MESH_SOCK_F_SYN_SENT) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
+		bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+		if (bs)
+			__sync_fetch_and_add(&bs->connect_failures, 1);
 		mesh_count(MESH_STAT_SOCK_CONNECT_FAILED);
 	}
+	st->flags &= ~(MESH_SOCK_F_SYN_SENT | MESH_SOCK_F_ESTABLISHED);
+	if (st->flags & MESH_SOCK_F_COUNTED)
+		mesh_count(MESH_STAT_SOCK_CLOSED);
+	mesh_release(st);
 }
 
 SEC("sockops")
@@ -65,18 +52,20 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		if (!(st->flags & MESH_SOCK_F_COUNTED))
-			mesh_conn_counted(skops, st);
+		st->flags |= MESH_SOCK_F_SYN_SENT;
+		st->flags &= ~MESH_SOCK_F_ESTABLISHED;
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						     BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		if ((st->flags & MESH_SOCK_F_COUNTED) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
+		if ((st->flags & MESH_SOCK_F_SYN_SENT) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
 			st->flags |= MESH_SOCK_F_ESTABLISHED;
 			mesh_count(MESH_STAT_SOCK_ESTABLISHED);
 		}
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] is the old state, args[1] the new one. */
-		if (skops->args[1] == TCP_CLOSE && (st->flags & MESH_SOCK_F_COUNTED))
+		if (skops->args[1] == TCP_CLOSE)
 			mesh_conn_closed(st);
 		break;
 	}

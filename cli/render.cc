@@ -18,15 +18,22 @@ struct Column {
 // The fixed layouts. Keys are the JSON fields userspace/api/views.cc writes.
 const std::vector<Column>* columnsFor(std::string_view view) {
   static const std::vector<Column> kServices = {
-      {"NAMESPACE", "namespace"}, {"NAME", "name"},         {"VIP", "vip"},
-      {"PORT", "port"},           {"PROTOCOL", "protocol"}, {"ALGORITHM", "algorithm"},
+      {"NAMESPACE", "namespace"},
+      {"NAME", "name"},
+      {"VIP", "vip"},
+      {"PORT", "port"},
+      {"PROTOCOL", "protocol"},
+      {"ALGORITHM", "algorithm"},
       {"BACKENDS", "backends"},
+      {"LIVE", "liveConnections"},
+      {"MAX-CONN", "maxConnections"},
+      {"MAX-PER-BACKEND", "maxConnectionsPerBackend"},
   };
   static const std::vector<Column> kBackends = {
-      {"NAMESPACE", "namespace"},    {"SERVICE", "service"},        {"FRONTEND", "frontend"},
-      {"BACKEND", "backend"},        {"WEIGHT", "weight"},          {"LIVE", "liveConnections"},
-      {"TOTAL", "totalConnections"}, {"FAILED", "connectFailures"}, {"NODE", "node"},
-      {"TARGET", "target"},
+      {"NAMESPACE", "namespace"}, {"SERVICE", "service"},        {"FRONTEND", "frontend"},
+      {"BACKEND", "backend"},     {"WEIGHT", "weight"},          {"LIVE", "liveConnections"},
+      {"LIMIT", "limit"},         {"TOTAL", "totalConnections"}, {"FAILED", "connectFailures"},
+      {"NODE", "node"},           {"TARGET", "target"},
   };
   static const std::vector<Column> kPolicies = {
       {"NAMESPACE", "namespace"},

@@ -51,9 +51,13 @@ enum mesh_lb_algo {
 #define MESH_BACKEND_F_ACTIVE 0x1 /* entry in use (array slots are never deleted) */
 
 /* mesh_sock_state.flags */
-#define MESH_SOCK_F_REWRITTEN 0x1   /* connect rewrote VIP -> backend */
-#define MESH_SOCK_F_COUNTED 0x2	    /* sockops counted it in live_conns; decrement on close */
+#define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend */
+#define MESH_SOCK_F_COUNTED                                                                        \
+	0x2			    /* holds a reservation in live_conns (backend and service):    \
+				     * released once, at TCP_CLOSE or at close() (sock_release) */
 #define MESH_SOCK_F_ESTABLISHED 0x4 /* sockops saw ACTIVE_ESTABLISHED for the counted connect */
+#define MESH_SOCK_F_SYN_SENT 0x8 /* sockops saw TCP_CONNECT_CB: a close before ESTABLISHED fails   \
+				  */
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
 struct mesh_svc_key {
@@ -64,12 +68,26 @@ struct mesh_svc_key {
 };
 
 struct mesh_svc {
-	__u32 svc_id;	   /* key into mesh_slots / mesh_maglev */
+	__u32 svc_id;	   /* key into mesh_slots / mesh_maglev / mesh_svc_state */
 	__u32 slot_count;  /* backends in slots [0, slot_count) */
 	__u32 maglev_size; /* table size when algo == MESH_LB_MAGLEV, else 0 */
 	__u8 algo;	   /* enum mesh_lb_algo */
 	__u8 flags;	   /* MESH_SVC_F_* */
 	__u16 _pad;
+	/* TCP connection limits, node-wide and exact (0 = unlimited): live
+	 * connections through this service, and live connections on each of its
+	 * backends (counted over every service that shares the backend). */
+	__u32 max_conns;
+	__u32 max_conns_per_backend;
+};
+
+/* Per-service counters, written only by BPF (atomic adds).
+ * Map: mesh_svc_state (ARRAY indexed by svc_id). */
+struct mesh_svc_state {
+	__s64 live_conns;      /* TCP connections reserved through this service */
+	__u64 refused_service; /* refused: max_conns reached */
+	__u64 refused_backend; /* refused: every backend tried was at its limit */
+	__u64 rerouted;	       /* a backend at its limit was skipped for another */
 };
 
 /* One backend slot of a service. Map: mesh_slots (HASH). */
@@ -149,6 +167,10 @@ enum mesh_stat {
 	MESH_STAT_STORAGE_FAILED,	 /* bpf_sk_storage_get could not allocate */
 	MESH_STAT_FAMILY_MISMATCH,	 /* backend family differs from the hook's: refused */
 	MESH_STAT_MAGLEV_MISSING,	 /* Maglev service without a (full) table: refused */
+	MESH_STAT_LIMIT_SERVICE,	 /* service at max_conns: refused (ECONNREFUSED) */
+	MESH_STAT_LIMIT_BACKEND,	 /* every backend tried at its limit: refused */
+	MESH_STAT_LIMIT_REROUTED,	 /* a backend at its limit was skipped for another */
+	MESH_STAT_RELEASED_AT_CLOSE,	 /* reservation released by close() before TCP_CLOSE */
 	MESH_STAT_MAX,
 };
 

@@ -260,5 +260,146 @@ TEST_F(LbRootTest, RemovedBackendGetsNoNewConnections) {
   EXPECT_EQ(counts[kBackends[0] + ":8080"] + counts[kBackends[2] + ":8080"], 300);
 }
 
+// ---- connection limits (issue 4) -------------------------------------------
+
+class LimitsRootTest : public LbRootTest {
+ protected:
+  // Starts `procs` pod processes that each try `each` connects to vip:80 at
+  // the same moment (a barrier), keep what succeeds open, and tolerate only
+  // ECONNREFUSED. Returns when every attempt is accounted for in the kernel's
+  // counters (live + refused == procs * each) or after 10 s.
+  void connectConcurrently(const std::string& vip, int procs, int each) {
+    int barrier[2];
+    ASSERT_EQ(pipe(barrier), 0);
+    for (int p = 0; p < procs; ++p) {
+      auto child = meshd::testing::spawnInPod(
+          *netns_, cgroup_.get(), [vip, each, rd = barrier[0], wr = barrier[1]](int ready_fd) {
+            close(wr);
+            (void)!write(ready_fd, "O", 1);
+            char c;
+            (void)!read(rd, &c, 1);  // EOF when the parent closes its end: go
+            for (int i = 0; i < each; ++i) {
+              int fd = -1;  // left open: this process holds it
+              std::string id = tcpConnect(vip, 80, &fd);
+              if (id.rfind("ERR:", 0) == 0 && id != "ERR:ECONNREFUSED") _exit(1);
+            }
+            pause();
+          });
+      ASSERT_TRUE(child.ok()) << child.status();
+      holders_.push_back(std::move(*child));
+    }
+    close(barrier[0]);
+    close(barrier[1]);
+    for (int i = 0; i < 1000; ++i) {
+      mesh_svc_state st = serviceCounters(vip);
+      if (st.live_conns + static_cast<int64_t>(st.refused_service + st.refused_backend) ==
+          procs * each)
+        return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL() << "not every connect was accounted for";
+  }
+
+  mesh_svc_state serviceCounters(const std::string& vip) {
+    auto views = rec_->describe();
+    EXPECT_TRUE(views.ok()) << views.status();
+    if (views.ok()) {
+      for (const auto& fv : *views)
+        if (fv.frontend.vip.toString() == vip) return fv.counters;
+    }
+    return mesh_svc_state{};
+  }
+
+  void waitLiveZero(const std::string& vip) {
+    for (int i = 0; i < 500 && serviceCounters(vip).live_conns != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+};
+
+// 4 processes x 20 simultaneous connects (80) against 3 backends limited to 5
+// live connections each: exactly 5 land on each backend, the other 65 are
+// refused with ECONNREFUSED, and every count returns to 0 after kill -9.
+TEST_F(LimitsRootTest, PerBackendLimitIsExactUnderConcurrentConnects) {
+  DesiredLbState d;
+  Frontend fe = frontend("10.96.0.20", LbAlgorithm::kWeightedRandom,
+                         {{kBackends[0], 1}, {kBackends[1], 1}, {kBackends[2], 1}});
+  fe.max_connections_per_backend = 5;
+  d.frontends.push_back(fe);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  ASSERT_NO_FATAL_FAILURE(connectConcurrently("10.96.0.20", 4, 20));
+  auto live = liveByBackend();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(live[kBackends[i]], 5) << kBackends[i];
+  mesh_svc_state st = serviceCounters("10.96.0.20");
+  EXPECT_EQ(st.live_conns, 15);
+  EXPECT_EQ(st.refused_backend, 65u);
+  EXPECT_EQ(st.refused_service, 0u);
+
+  holders_.clear();  // SIGKILL: the kernel closes their sockets
+  waitLiveZero("10.96.0.20");
+  live = liveByBackend();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(live[kBackends[i]], 0) << kBackends[i];
+  EXPECT_EQ(serviceCounters("10.96.0.20").live_conns, 0);
+}
+
+// A backend at its limit is skipped for another one with room (rerouted),
+// rather than refused.
+TEST_F(LimitsRootTest, FullBackendIsSkippedForOneWithRoom) {
+  DesiredLbState d;
+  // Weights 100:1: nearly every pick is backend 0, which takes only 2.
+  Frontend fe = frontend("10.96.0.21", LbAlgorithm::kWeightedRandom,
+                         {{kBackends[0], 100}, {kBackends[1], 1}});
+  fe.max_connections_per_backend = 2;
+  d.frontends.push_back(fe);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  ASSERT_NO_FATAL_FAILURE(connectConcurrently("10.96.0.21", 1, 4));
+  auto live = liveByBackend();
+  EXPECT_EQ(live[kBackends[0]], 2);
+  EXPECT_EQ(live[kBackends[1]], 2);
+  mesh_svc_state st = serviceCounters("10.96.0.21");
+  EXPECT_EQ(st.refused_backend, 0u);
+  EXPECT_GE(st.rerouted, 1u);
+}
+
+// The service limit caps the sum over its backends, exactly.
+TEST_F(LimitsRootTest, ServiceLimitIsExact) {
+  DesiredLbState d;
+  Frontend fe =
+      frontend("10.96.0.22", LbAlgorithm::kRandom, {{kBackends[0], 1}, {kBackends[1], 1}});
+  fe.max_connections = 7;
+  d.frontends.push_back(fe);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  ASSERT_NO_FATAL_FAILURE(connectConcurrently("10.96.0.22", 3, 6));
+  mesh_svc_state st = serviceCounters("10.96.0.22");
+  EXPECT_EQ(st.live_conns, 7);
+  EXPECT_EQ(st.refused_service, 11u);
+  auto live = liveByBackend();
+  EXPECT_EQ(live[kBackends[0]] + live[kBackends[1]], 7);
+}
+
+// A connect that fails locally before any SYN (no route to the backend) holds
+// its reservation only until close(): cgroup/sock_release gives it back, and
+// no connect failure is counted against the backend (nothing was sent).
+TEST_F(LimitsRootTest, LocalConnectFailureReleasesAtClose) {
+  DesiredLbState d;
+  // 10.77.0.1 has no route in the namespace: connect() fails with ENETUNREACH
+  // after the rewrite, in the routing step, before a SYN exists.
+  d.frontends.push_back(frontend("10.96.0.23", LbAlgorithm::kRandom, {{"10.77.0.1", 1}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  auto out = meshd::testing::runInPod(*netns_, cgroup_.get(), [] {
+    std::string r;
+    for (int i = 0; i < 5; ++i) r += tcpConnect("10.96.0.23", 80) + "\n";
+    return r;
+  });
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::string expected;
+  for (int i = 0; i < 5; ++i) expected += "ERR:ENETUNREACH\n";
+  EXPECT_EQ(*out, expected);
+  waitLiveZero("10.96.0.23");
+  EXPECT_EQ(serviceCounters("10.96.0.23").live_conns, 0);
+  auto stats = dp_->maps().readStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GE((*stats)[MESH_STAT_RELEASED_AT_CLOSE], 5u);
+}
+
 }  // namespace
 }  // namespace meshd::datapath

@@ -39,7 +39,12 @@ std::map<std::string, Layout> cppLayouts() {
       {"mesh_svc",
        {sizeof(mesh_svc),
         {MEMBER(mesh_svc, svc_id), MEMBER(mesh_svc, slot_count), MEMBER(mesh_svc, maglev_size),
-         MEMBER(mesh_svc, algo), MEMBER(mesh_svc, flags), MEMBER(mesh_svc, _pad)}}},
+         MEMBER(mesh_svc, algo), MEMBER(mesh_svc, flags), MEMBER(mesh_svc, _pad),
+         MEMBER(mesh_svc, max_conns), MEMBER(mesh_svc, max_conns_per_backend)}}},
+      {"mesh_svc_state",
+       {sizeof(mesh_svc_state),
+        {MEMBER(mesh_svc_state, live_conns), MEMBER(mesh_svc_state, refused_service),
+         MEMBER(mesh_svc_state, refused_backend), MEMBER(mesh_svc_state, rerouted)}}},
       {"mesh_slot_key",
        {sizeof(mesh_slot_key), {MEMBER(mesh_slot_key, svc_id), MEMBER(mesh_slot_key, slot)}}},
       {"mesh_slot",
@@ -133,6 +138,10 @@ TEST_F(AbiBtfTest, EnumValuesMatch) {
   EXPECT_EQ(values["MESH_STAT_NO_BACKEND"], MESH_STAT_NO_BACKEND);
   EXPECT_EQ(values["MESH_STAT_SOCK_CLOSED"], MESH_STAT_SOCK_CLOSED);
   EXPECT_EQ(values["MESH_STAT_MAGLEV_MISSING"], MESH_STAT_MAGLEV_MISSING);
+  EXPECT_EQ(values["MESH_STAT_LIMIT_SERVICE"], MESH_STAT_LIMIT_SERVICE);
+  EXPECT_EQ(values["MESH_STAT_LIMIT_BACKEND"], MESH_STAT_LIMIT_BACKEND);
+  EXPECT_EQ(values["MESH_STAT_LIMIT_REROUTED"], MESH_STAT_LIMIT_REROUTED);
+  EXPECT_EQ(values["MESH_STAT_RELEASED_AT_CLOSE"], MESH_STAT_RELEASED_AT_CLOSE);
   EXPECT_EQ(values["MESH_STAT_MAX"], MESH_STAT_MAX);
   EXPECT_EQ(values.size(), static_cast<size_t>(MESH_STAT_MAX) + 1);
 }

@@ -162,6 +162,7 @@ class FakeLbMaps : public LbMapWriter {
     return it == services_.end() ? std::nullopt : std::optional<mesh_svc>(it->second);
   }
   void setBackendState(uint32_t id, const mesh_backend_state& st) { counters_[id] = st; }
+  void setServiceState(uint32_t id, const mesh_svc_state& st) { svc_counters_[id] = st; }
   // Writes straight into the maps, bypassing counts and checks (to fake leftovers).
   void rawSetService(const mesh_svc_key& k, const mesh_svc& v) { services_[k] = v; }
   void rawSetSlot(const mesh_slot_key& k, const mesh_slot& v) { slots_[k] = v; }
@@ -254,6 +255,13 @@ class FakeLbMaps : public LbMapWriter {
     auto it = counters_.find(backend_id);
     return it == counters_.end() ? mesh_backend_state{} : it->second;
   }
+  absl::StatusOr<mesh_svc_state> readServiceState(uint32_t svc_id) override {
+    if (svc_id >= max_services_) {
+      return absl::InvalidArgumentError(absl::StrCat("svc id ", svc_id, " out of range"));
+    }
+    auto it = svc_counters_.find(svc_id);
+    return it == svc_counters_.end() ? mesh_svc_state{} : it->second;
+  }
   absl::StatusOr<std::vector<uint64_t>> readStats() override {
     return std::vector<uint64_t>(MESH_STAT_MAX, 0);
   }
@@ -309,6 +317,7 @@ class FakeLbMaps : public LbMapWriter {
   std::map<uint32_t, mesh_backend> backends_;
   std::map<uint32_t, std::vector<uint32_t>> maglev_;
   std::map<uint32_t, mesh_backend_state> counters_;
+  std::map<uint32_t, mesh_svc_state> svc_counters_;
   std::optional<Failure> fail_;
   bool check_ = false;
   std::vector<std::string> violations_;

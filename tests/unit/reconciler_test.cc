@@ -193,6 +193,21 @@ TEST_F(ReconcilerTest, InformationalChangesWriteNothing) {
   EXPECT_EQ((*views)[0].backends[0].node, "node-2");
 }
 
+// Limits live in the service entry: changing one rewrites that entry only.
+TEST_F(ReconcilerTest, ConnectionLimitsAreWrittenToTheServiceEntryOnly) {
+  ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->max_conns, 0u);
+  maps_.resetCounts();
+  auto d = twoFrontends();
+  d.frontends[0].max_connections = 100;
+  d.frontends[0].max_connections_per_backend = 7;
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_THAT(maps_.log(), ElementsAre(Op::kUpdateServices));
+  EXPECT_EQ(maps_.count(Op::kUpdateServices).entries, 1u);
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->max_conns, 100u);
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->max_conns_per_backend, 7u);
+}
+
 TEST_F(ReconcilerTest, AddingBackendWritesOneBackendTheSlotsAndTheService) {
   ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
   const auto api_before = *maps_.service(svcKey("10.96.0.2", 443));

@@ -246,6 +246,33 @@ INSTANTIATE_TEST_SUITE_P(
                                                 "      - {address: 10.1.1.1, weight: 0}\n",
                      "f.yaml:9:37: TrafficPolicy/default/web: "
                      "spec.loadBalancer.weights[0].weight: weight 0 is out of range"},
+        BadInputCase{"ConnectionLimitZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits: {maxConnections: 0}\n",
+                     "f.yaml:9:38: TrafficPolicy/default/web: "
+                     "spec.connectionLimits.maxConnections: maxConnections 0 is out of range "
+                     "[1, 16777216]"},
+        BadInputCase{"ConnectionLimitNegative",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits:\n"
+                                                "    maxConnectionsPerBackend: -3\n",
+                     "f.yaml:10:31: TrafficPolicy/default/web: "
+                     "spec.connectionLimits.maxConnectionsPerBackend: maxConnectionsPerBackend "
+                     "-3 is out of range"},
+        BadInputCase{"ConnectionLimitAbsurd",
+                     std::string(kPolicyHead) +
+                         "    algorithm: Random\n"
+                         "  connectionLimits: {maxConnections: 99999999999}\n",
+                     "spec.connectionLimits.maxConnections: maxConnections 99999999999 is out of "
+                     "range"},
+        BadInputCase{"ConnectionLimitNotANumber",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits: {maxConnections: lots}\n",
+                     "spec.connectionLimits.maxConnections:"},
+        BadInputCase{"ConnectionLimitUnknownField",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits: {maxConnectoins: 5}\n",
+                     "spec.connectionLimits.maxConnectoins: unknown field"},
         BadInputCase{"WeightBadAddress",
                      std::string(kPolicyHead) + "    weights:\n"
                                                 "      - {address: 10.1.1, weight: 2}\n",
@@ -274,8 +301,8 @@ INSTANTIATE_TEST_SUITE_P(
                      "unknown algorithm \"RoundRobin\""},
         BadInputCase{"PolicyUnknownFieldForLater",
                      std::string(kPolicyHead) + "    algorithm: Random\n" +
-                         "  connectionLimits: {maxConnections: 10}\n",
-                     "f.yaml:9:3: TrafficPolicy/default/web: spec.connectionLimits: unknown "
+                         "  outlierDetection: {consecutiveErrors: 5}\n",
+                     "f.yaml:9:3: TrafficPolicy/default/web: spec.outlierDetection: unknown "
                      "field"},
         BadInputCase{"UnknownKind",
                      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",

@@ -147,6 +147,7 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
       "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: b}\n"
       "spec:\n  targetRef: {kind: Service, name: b}\n"
       "  loadBalancer: {algorithm: LeastConnections}\n"
+      "  connectionLimits: {maxConnections: 100, maxConnectionsPerBackend: 10}\n"
       "---\n"
       "apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None}\n";
   auto desired = computeDesiredState(setOf(parse(yaml)));
@@ -155,7 +156,11 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
   EXPECT_EQ(desired->frontends[0].service, "b");  // 10.96.0.2 sorts before 10.96.0.9
   EXPECT_EQ(desired->frontends[0].algorithm, LbAlgorithm::kLeastConnections);
   EXPECT_EQ(desired->frontends[0].maglev_table_size, 0u);
+  EXPECT_EQ(desired->frontends[0].max_connections, 100u);
+  EXPECT_EQ(desired->frontends[0].max_connections_per_backend, 10u);
   const Frontend& a = desired->frontends[1];
+  EXPECT_EQ(a.max_connections, 0u) << "no connectionLimits: unlimited";
+  EXPECT_EQ(a.max_connections_per_backend, 0u);
   EXPECT_EQ(a.algorithm, LbAlgorithm::kMaglev);
   EXPECT_EQ(a.maglev_table_size, 65537u);
   ASSERT_THAT(a.backends, SizeIs(2));  // IPv6 slice ignored for an IPv4 VIP

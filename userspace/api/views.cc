@@ -19,6 +19,11 @@ std::string upper(std::string_view s) {
 
 std::string protocolText(state::Protocol p) { return upper(resources::protocolName(p)); }
 
+// A connection limit as JSON: null when unlimited (0 in the maps).
+nlohmann::ordered_json limitJson(uint32_t limit) {
+  return limit == 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(limit);
+}
+
 }  // namespace
 
 std::string hostPort(const IpAddress& address, uint16_t port) {
@@ -42,6 +47,13 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
     row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
     row["maglevTableSize"] = f.maglev_table_size;
     row["backends"] = fv.backends.size();
+    // Limits: null = unlimited.
+    row["maxConnections"] = limitJson(f.max_connections);
+    row["maxConnectionsPerBackend"] = limitJson(f.max_connections_per_backend);
+    row["liveConnections"] = fv.counters.live_conns;
+    row["refusedAtServiceLimit"] = fv.counters.refused_service;
+    row["refusedAtBackendLimits"] = fv.counters.refused_backend;
+    row["reroutedFromFullBackends"] = fv.counters.rerouted;
     row["svcId"] = fv.svc_id;
     out.push_back(std::move(row));
   }
@@ -64,6 +76,7 @@ nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_
       row["backend"] = hostPort(b.address, b.port);
       row["weight"] = b.weight;
       row["liveConnections"] = b.counters.live_conns;
+      row["limit"] = limitJson(f.max_connections_per_backend);
       row["totalConnections"] = b.counters.total_conns;
       row["connectFailures"] = b.counters.connect_failures;
       row["node"] = b.node;

@@ -18,6 +18,10 @@ constexpr std::array<std::string_view, MESH_STAT_MAX> kStatNames = {
     "storage_failed",       // MESH_STAT_STORAGE_FAILED
     "family_mismatch",      // MESH_STAT_FAMILY_MISMATCH
     "maglev_missing",       // MESH_STAT_MAGLEV_MISSING
+    "limit_service",        // MESH_STAT_LIMIT_SERVICE
+    "limit_backend",        // MESH_STAT_LIMIT_BACKEND
+    "limit_rerouted",       // MESH_STAT_LIMIT_REROUTED
+    "released_at_close",    // MESH_STAT_RELEASED_AT_CLOSE
 };
 // A new enum value without a name here fails to compile (an empty entry).
 static_assert(!kStatNames.back().empty(), "name every enum mesh_stat value");

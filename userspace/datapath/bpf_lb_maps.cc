@@ -181,6 +181,15 @@ absl::StatusOr<mesh_backend_state> BpfLbMaps::readBackendState(uint32_t backend_
   return st;
 }
 
+absl::StatusOr<mesh_svc_state> BpfLbMaps::readServiceState(uint32_t svc_id) {
+  mesh_svc_state st{};
+  if (bpf_map_lookup_elem(fds_.svc_state, &svc_id, &st) != 0) {
+    return errnoError(errno, absl::StrCat("reading mesh_svc_state[", svc_id, "] (max_entries ",
+                                          fds_.max_services, ")"));
+  }
+  return st;
+}
+
 absl::StatusOr<std::vector<uint64_t>> BpfLbMaps::readStats() {
   ASSIGN_OR_RETURN(auto raw, mapops::readEntries(fds_.stats, "mesh_stats"));
   std::vector<uint64_t> out(MESH_STAT_MAX, 0);

@@ -16,8 +16,9 @@ struct LbMapFds {
   int slots = -1;
   int backends = -1;
   int backend_state = -1;
-  int maglev = -1;  // HASH_OF_MAPS: svc_id -> inner ARRAY of backend ids
-  int stats = -1;   // PERCPU_ARRAY indexed by enum mesh_stat
+  int maglev = -1;     // HASH_OF_MAPS: svc_id -> inner ARRAY of backend ids
+  int stats = -1;      // PERCPU_ARRAY indexed by enum mesh_stat
+  int svc_state = -1;  // ARRAY svc_id -> mesh_svc_state
   uint32_t max_services = 0;
   uint32_t max_slots = 0;
   uint32_t max_backends = 0;
@@ -42,6 +43,7 @@ class BpfLbMaps : public LbMapWriter {
   absl::Status setMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) override;
   absl::Status deleteMaglevTable(uint32_t svc_id) override;
   absl::StatusOr<mesh_backend_state> readBackendState(uint32_t backend_id) override;
+  absl::StatusOr<mesh_svc_state> readServiceState(uint32_t svc_id) override;
   absl::StatusOr<std::vector<uint64_t>> readStats() override;
   uint32_t maxBackends() const override { return fds_.max_backends; }
   uint32_t maxServices() const override { return fds_.max_services; }

@@ -38,10 +38,11 @@ struct ProgRef {
 // Every map and program, through the skeleton's fields (no name lookups).
 std::vector<MapRef> mapsOf(struct mesh* s) {
   return {
-      {"mesh_services", s->maps.mesh_services}, {"mesh_slots", s->maps.mesh_slots},
-      {"mesh_backends", s->maps.mesh_backends}, {"mesh_backend_state", s->maps.mesh_backend_state},
-      {"mesh_maglev", s->maps.mesh_maglev},     {"mesh_sock", s->maps.mesh_sock},
-      {"mesh_udp_rev", s->maps.mesh_udp_rev},   {"mesh_stats", s->maps.mesh_stats}};
+      {"mesh_services", s->maps.mesh_services},  {"mesh_slots", s->maps.mesh_slots},
+      {"mesh_backends", s->maps.mesh_backends},  {"mesh_backend_state", s->maps.mesh_backend_state},
+      {"mesh_maglev", s->maps.mesh_maglev},      {"mesh_sock", s->maps.mesh_sock},
+      {"mesh_udp_rev", s->maps.mesh_udp_rev},    {"mesh_stats", s->maps.mesh_stats},
+      {"mesh_svc_state", s->maps.mesh_svc_state}};
 }
 
 std::vector<ProgRef> progsOf(struct mesh* s) {
@@ -53,7 +54,8 @@ std::vector<ProgRef> progsOf(struct mesh* s) {
           {s->progs.mesh_getpeername6, &s->links.mesh_getpeername6},
           {s->progs.mesh_recvmsg4, &s->links.mesh_recvmsg4},
           {s->progs.mesh_recvmsg6, &s->links.mesh_recvmsg6},
-          {s->progs.mesh_sockops, &s->links.mesh_sockops}};
+          {s->progs.mesh_sockops, &s->links.mesh_sockops},
+          {s->progs.mesh_sock_release, &s->links.mesh_sock_release}};
 }
 
 std::string resetHint(const DatapathConfig& c) {
@@ -151,6 +153,7 @@ absl::Status Datapath::load() {
   for (const Size& s :
        {Size{skel_->maps.mesh_services, c.max_services}, Size{skel_->maps.mesh_slots, c.max_slots},
         Size{skel_->maps.mesh_maglev, c.max_services},
+        Size{skel_->maps.mesh_svc_state, c.max_services},
         Size{skel_->maps.mesh_backends, c.max_backends},
         Size{skel_->maps.mesh_backend_state, c.max_backends},
         Size{skel_->maps.mesh_udp_rev, c.max_udp_flows}}) {
@@ -236,6 +239,7 @@ absl::Status Datapath::load() {
   fds.backend_state = bpf_map__fd(skel_->maps.mesh_backend_state);
   fds.maglev = bpf_map__fd(skel_->maps.mesh_maglev);
   fds.stats = bpf_map__fd(skel_->maps.mesh_stats);
+  fds.svc_state = bpf_map__fd(skel_->maps.mesh_svc_state);
   fds.max_services = c.max_services;
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;
@@ -380,6 +384,21 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
                      {"total_conns", v.total_conns},
                      {"connect_failures", v.connect_failures}});
     }
+  } else if (name == "mesh_svc_state") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_svc_state), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      uint32_t id;
+      mesh_svc_state v;
+      std::memcpy(&id, raw.key(i), 4);
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      if (v.live_conns == 0 && v.refused_service == 0 && v.refused_backend == 0 && v.rerouted == 0)
+        continue;
+      out.push_back({{"svc_id", id},
+                     {"live_conns", v.live_conns},
+                     {"refused_service", v.refused_service},
+                     {"refused_backend", v.refused_backend},
+                     {"rerouted", v.rerouted}});
+    }
   } else if (name == "mesh_maglev") {
     ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
     for (const auto& [svc_id, table] : all.maglev) {
@@ -415,7 +434,8 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
     return absl::NotFoundError(
         absl::StrCat("no map named \"", name,
                      "\"; maps: mesh_services, mesh_slots, mesh_backends, "
-                     "mesh_backend_state, mesh_maglev, mesh_udp_rev, mesh_stats, mesh_sock"));
+                     "mesh_backend_state, mesh_svc_state, mesh_maglev, mesh_udp_rev, mesh_stats, "
+                     "mesh_sock"));
   }
   return out;
 }

@@ -52,6 +52,8 @@ class LbMapWriter {
 
   // Live counters the kernel keeps per backend (mesh_backend_state).
   virtual absl::StatusOr<mesh_backend_state> readBackendState(uint32_t backend_id) = 0;
+  // Live connections and refusals the kernel keeps per service (mesh_svc_state).
+  virtual absl::StatusOr<mesh_svc_state> readServiceState(uint32_t svc_id) = 0;
   // mesh_stats summed over CPUs, indexed by enum mesh_stat.
   virtual absl::StatusOr<std::vector<uint64_t>> readStats() = 0;
 

@@ -25,7 +25,8 @@ constexpr uint32_t kMaxAdoptedGapId = 1u << 24;
 
 bool sameSvc(const mesh_svc& a, const mesh_svc& b) {
   return a.svc_id == b.svc_id && a.slot_count == b.slot_count && a.maglev_size == b.maglev_size &&
-         a.algo == b.algo && a.flags == b.flags;
+         a.algo == b.algo && a.flags == b.flags && a.max_conns == b.max_conns &&
+         a.max_conns_per_backend == b.max_conns_per_backend;
 }
 
 bool sameSlot(const mesh_slot& a, const mesh_slot& b) {
@@ -391,6 +392,8 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     next.svc.maglev_size = maglev ? maglevSize(fe) : 0;
     next.svc.algo = static_cast<__u8>(fe.algorithm);
     next.svc.flags = MESH_SVC_F_NONE;
+    next.svc.max_conns = fe.max_connections;
+    next.svc.max_conns_per_backend = fe.max_connections_per_backend;
     next.frontend = fe;
     next.seen = generation;
 
@@ -640,7 +643,10 @@ absl::StatusOr<std::vector<Reconciler::FrontendView>> Reconciler::describe() {
       view.frontend.protocol = static_cast<state::Protocol>(key.proto);
       view.frontend.algorithm = static_cast<state::LbAlgorithm>(rec->svc.algo);
       view.frontend.maglev_table_size = rec->svc.maglev_size;
+      view.frontend.max_connections = rec->svc.max_conns;
+      view.frontend.max_connections_per_backend = rec->svc.max_conns_per_backend;
     }
+    ASSIGN_OR_RETURN(view.counters, maps_.readServiceState(rec->svc.svc_id));
     const uint32_t n = std::min<size_t>(rec->svc.slot_count, rec->slots.size());
     for (uint32_t i = 0; i < n; ++i) {
       const mesh_slot& slot = rec->slots[i];

@@ -72,6 +72,7 @@ class Reconciler : public state::LbStateSink {
     state::Frontend frontend;
     uint32_t svc_id;
     std::vector<BackendView> backends;  // in slot order
+    mesh_svc_state counters;            // live, from mesh_svc_state
   };
   // Current state with live counters (one maps.readBackendState() per backend),
   // frontends sorted by (vip, port, protocol). Fails with the first read error.

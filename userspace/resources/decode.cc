@@ -16,6 +16,9 @@
 namespace meshd::resources {
 namespace {
 
+// Upper bound of a TrafficPolicy connection limit (see decodeTrafficPolicy).
+constexpr int64_t kMaxConnectionLimit = 1 << 24;
+
 using json = nlohmann::json;
 
 // JSON text of a value for messages. error_handler_t::replace: dump() throws
@@ -522,7 +525,21 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
   const json* spec = d.getObject(doc, "", "spec", true);
   if (!spec) return out;
-  d.allowOnly(*spec, "spec", {"targetRef", "loadBalancer"});
+  d.allowOnly(*spec, "spec", {"targetRef", "loadBalancer", "connectionLimits"});
+  if (const json* cl = d.getObject(*spec, "spec", "connectionLimits", false)) {
+    // Unset = unlimited. 2^24 bounds what a node could hold open (and catches
+    // a mistyped extra digit); 0 is rejected rather than meaning "refuse all".
+    const std::string cpath = "spec.connectionLimits";
+    d.allowOnly(*cl, cpath, {"maxConnections", "maxConnectionsPerBackend"});
+    if (auto v = d.getInt(*cl, cpath, "maxConnections", false, 1, kMaxConnectionLimit,
+                          "maxConnections")) {
+      out.max_connections = static_cast<uint32_t>(*v);
+    }
+    if (auto v = d.getInt(*cl, cpath, "maxConnectionsPerBackend", false, 1, kMaxConnectionLimit,
+                          "maxConnectionsPerBackend")) {
+      out.max_connections_per_backend = static_cast<uint32_t>(*v);
+    }
+  }
   if (const json* t = d.getObject(*spec, "spec", "targetRef", true)) {
     const std::string tpath = "spec.targetRef";
     d.allowOnly(*t, tpath, {"group", "kind", "name"});

@@ -142,6 +142,9 @@ struct TrafficPolicySpec {
   state::LbAlgorithm algorithm = state::LbAlgorithm::kWeightedRandom;
   uint32_t maglev_table_size = 0;  // prime; set (default 16381) when algorithm is Maglev
   std::vector<std::pair<IpAddress, uint32_t>> weights;  // endpoints not listed weigh 1
+  // spec.connectionLimits: live TCP connections, node-wide (0 = unlimited).
+  uint32_t max_connections = 0;
+  uint32_t max_connections_per_backend = 0;
 };
 
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);

@@ -76,6 +76,8 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
         if (policy) {
           f.algorithm = policy->algorithm;
           f.maglev_table_size = policy->maglev_table_size;
+          f.max_connections = policy->max_connections;
+          f.max_connections_per_backend = policy->max_connections_per_backend;
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {

@@ -40,8 +40,10 @@ struct Frontend {
   uint16_t port = 0;  // host order
   Protocol protocol = Protocol::kTcp;
   LbAlgorithm algorithm = LbAlgorithm::kWeightedRandom;
-  uint32_t maglev_table_size = 0;  // prime; set when algorithm == kMaglev
-  std::vector<Backend> backends;   // ready endpoints only, sorted by (address, port)
+  uint32_t maglev_table_size = 0;            // prime; set when algorithm == kMaglev
+  uint32_t max_connections = 0;              // live TCP connections via this frontend; 0 = no limit
+  uint32_t max_connections_per_backend = 0;  // live TCP connections per backend; 0 = no limit
+  std::vector<Backend> backends;             // ready endpoints only, sorted by (address, port)
 
   friend bool operator==(const Frontend&, const Frontend&) = default;
 };

@@ -29,10 +29,13 @@ TEST(RenderTest, CellText) {
 TEST(RenderTest, ServicesView) {
   Json data = Json::parse(R"([
     {"namespace":"default","name":"web","portName":"http","vip":"10.96.0.10","port":80,
-     "protocol":"TCP","algorithm":"maglev","maglevTableSize":16381,"backends":2,"svcId":1}])");
+     "protocol":"TCP","algorithm":"maglev","maglevTableSize":16381,"backends":2,
+     "maxConnections":null,"maxConnectionsPerBackend":10,"liveConnections":3,"svcId":1}])");
   EXPECT_EQ(renderView("services", data),
-            "NAMESPACE   NAME   VIP          PORT   PROTOCOL   ALGORITHM   BACKENDS\n"
-            "default     web    10.96.0.10   80     TCP        maglev      2\n");
+            "NAMESPACE   NAME   VIP          PORT   PROTOCOL   ALGORITHM   BACKENDS   LIVE   "
+            "MAX-CONN   MAX-PER-BACKEND\n"
+            "default     web    10.96.0.10   80     TCP        maglev      2          3      "
+            "<none>     10\n");
 }
 
 TEST(RenderTest, GenericViewUsesKeysOfFirstObjectInOrder) {
