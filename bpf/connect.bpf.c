@@ -140,7 +140,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 	}
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		mesh_release_previous(ctx);
-		reason = mesh_reserve(svc, family, &be, &backend_id);
+		reason = mesh_reserve(svc, vip.family, &be, &backend_id);
 		if (reason) {
 			mesh_refuse(reason);
 			return MESH_SOCK_REJECT;

@@ -14,6 +14,7 @@
 #define MESH_MAPS_BPF_H
 
 #include "vmlinux.h"
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "mesh_abi.h"
@@ -117,6 +118,61 @@ MESH_MAP struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } mesh_stats SEC(".maps");
+
+/* ::ffff:0:0/96 in network order: an AF_INET6 socket dialing an IPv4
+ * address (dual-stack clients such as gRPC's C-core do this) uses
+ * ::ffff:a.b.c.d. The hooks fold it into IPv4 so that IPv4 services and
+ * backends serve such sockets too. */
+#define MESH_V4_MAPPED_WORD2 bpf_htonl(0x0000ffff)
+
+/* Reads the hook's address (user_ip4 or user_ip6) into addr[4], folding
+ * v4-mapped IPv6 into IPv4. Returns the address family (MESH_AF_*).
+ * hook_family must be a constant: each hook may only touch its own fields. */
+static __always_inline __u8 mesh_ctx_addr(struct bpf_sock_addr *ctx, __u8 hook_family,
+					  __u32 addr[4])
+{
+	if (hook_family == MESH_AF_INET) {
+		addr[0] = ctx->user_ip4;
+		addr[1] = addr[2] = addr[3] = 0;
+		return MESH_AF_INET;
+	}
+	addr[0] = ctx->user_ip6[0];
+	addr[1] = ctx->user_ip6[1];
+	addr[2] = ctx->user_ip6[2];
+	addr[3] = ctx->user_ip6[3];
+	if (addr[0] == 0 && addr[1] == 0 && addr[2] == MESH_V4_MAPPED_WORD2) {
+		addr[0] = addr[3];
+		addr[1] = addr[2] = addr[3] = 0;
+		return MESH_AF_INET;
+	}
+	return MESH_AF_INET6;
+}
+
+/* Writes an address of addr_family into the hook's address fields; an IPv4
+ * address goes into an AF_INET6 socket as ::ffff:a.b.c.d. Returns 0, or -1
+ * when an IPv6 address cannot be expressed in an AF_INET hook. */
+static __always_inline int mesh_ctx_set_addr(struct bpf_sock_addr *ctx, __u8 hook_family,
+					     __u8 addr_family, const __u32 addr[4])
+{
+	if (hook_family == MESH_AF_INET) {
+		if (addr_family != MESH_AF_INET)
+			return -1;
+		ctx->user_ip4 = addr[0];
+		return 0;
+	}
+	if (addr_family == MESH_AF_INET) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = MESH_V4_MAPPED_WORD2;
+		ctx->user_ip6[3] = addr[0];
+		return 0;
+	}
+	ctx->user_ip6[0] = addr[0];
+	ctx->user_ip6[1] = addr[1];
+	ctx->user_ip6[2] = addr[2];
+	ctx->user_ip6[3] = addr[3];
+	return 0;
+}
 
 static __always_inline void mesh_count(enum mesh_stat stat)
 {

@@ -31,17 +31,9 @@ static __always_inline void mesh_svc_key_of(struct bpf_sock_addr *ctx, __u8 fami
 					    struct mesh_svc_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	key->family = family;
+	key->family = mesh_ctx_addr(ctx, family, key->addr);
 	key->proto = ctx->protocol;
 	key->port = (__u16)ctx->user_port;
-	if (family == MESH_AF_INET) {
-		key->addr[0] = ctx->user_ip4;
-	} else {
-		key->addr[0] = ctx->user_ip6[0];
-		key->addr[1] = ctx->user_ip6[1];
-		key->addr[2] = ctx->user_ip6[2];
-		key->addr[3] = ctx->user_ip6[3];
-	}
 }
 
 /* Weighted draw (alias method): uniform slot, then keep it or take its alias.
@@ -171,7 +163,9 @@ mesh_pick(struct bpf_sock_addr *ctx, __u8 family, struct mesh_svc_key *vip,
 		reason = MESH_STAT_BACKEND_MISSING;
 		goto refuse;
 	}
-	if ((*backend)->family != family) {
+	/* vip->family, not the hook's: a v4-mapped VIP on an AF_INET6 socket
+	 * is served by IPv4 backends (written back v4-mapped). */
+	if ((*backend)->family != vip->family) {
 		reason = MESH_STAT_FAMILY_MISMATCH;
 		goto refuse;
 	}
@@ -181,21 +175,12 @@ refuse:
 	return MESH_PICK_REFUSE;
 }
 
-/* Branches on the hook's family (a constant per program), not on
- * be->family: only the hook's own user_ip4 / user_ip6 fields are accessible,
- * and the verifier cannot know the two are equal (mesh_pick and
- * mesh_reserve only hand out backends of the hook's family). */
+/* Points the socket at the backend. be->family equals the VIP's (mesh_pick,
+ * mesh_reserve), so an AF_INET hook always gets an IPv4 backend. */
 static __always_inline void mesh_rewrite_dst(struct bpf_sock_addr *ctx,
 					     const struct mesh_backend *be, __u8 family)
 {
-	if (family == MESH_AF_INET) {
-		ctx->user_ip4 = be->addr[0];
-	} else {
-		ctx->user_ip6[0] = be->addr[0];
-		ctx->user_ip6[1] = be->addr[1];
-		ctx->user_ip6[2] = be->addr[2];
-		ctx->user_ip6[3] = be->addr[3];
-	}
+	mesh_ctx_set_addr(ctx, family, be->family, be->addr);
 	ctx->user_port = be->port;
 }
 

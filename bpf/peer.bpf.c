@@ -15,16 +15,10 @@ static __always_inline int mesh_getpeername(struct bpf_sock_addr *ctx, __u8 fami
 	if (!sk)
 		return 1;
 	st = bpf_sk_storage_get(&mesh_sock, sk, 0, 0);
-	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN) || st->family != family)
+	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN))
 		return 1;
-	if (family == MESH_AF_INET) {
-		ctx->user_ip4 = st->vip[0];
-	} else {
-		ctx->user_ip6[0] = st->vip[0];
-		ctx->user_ip6[1] = st->vip[1];
-		ctx->user_ip6[2] = st->vip[2];
-		ctx->user_ip6[3] = st->vip[3];
-	}
+	if (mesh_ctx_set_addr(ctx, family, st->family, st->vip))
+		return 1;
 	ctx->user_port = st->vip_port;
 	mesh_count(MESH_STAT_PEERNAME_REWRITTEN);
 	return 1;
@@ -38,27 +32,11 @@ static __always_inline int mesh_recvmsg(struct bpf_sock_addr *ctx, __u8 family)
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.cookie = bpf_get_socket_cookie(ctx);
-	key.family = family;
+	key.family = mesh_ctx_addr(ctx, family, key.addr);
 	key.port = (__u16)ctx->user_port;
-	if (family == MESH_AF_INET) {
-		key.addr[0] = ctx->user_ip4;
-	} else {
-		key.addr[0] = ctx->user_ip6[0];
-		key.addr[1] = ctx->user_ip6[1];
-		key.addr[2] = ctx->user_ip6[2];
-		key.addr[3] = ctx->user_ip6[3];
-	}
 	rev = bpf_map_lookup_elem(&mesh_udp_rev, &key);
-	if (!rev || rev->family != family)
+	if (!rev || mesh_ctx_set_addr(ctx, family, rev->family, rev->vip))
 		return 1;
-	if (family == MESH_AF_INET) {
-		ctx->user_ip4 = rev->vip[0];
-	} else {
-		ctx->user_ip6[0] = rev->vip[0];
-		ctx->user_ip6[1] = rev->vip[1];
-		ctx->user_ip6[2] = rev->vip[2];
-		ctx->user_ip6[3] = rev->vip[3];
-	}
 	ctx->user_port = rev->vip_port;
 	mesh_count(MESH_STAT_RECVMSG_REWRITTEN);
 	return 1;

@@ -56,8 +56,9 @@ enum mesh_lb_algo {
 	0x2			    /* holds a reservation in live_conns (backend and service):    \
 				     * released once, at TCP_CLOSE or at close() (sock_release) */
 #define MESH_SOCK_F_ESTABLISHED 0x4 /* sockops saw ACTIVE_ESTABLISHED for the counted connect */
-#define MESH_SOCK_F_SYN_SENT 0x8 /* sockops saw TCP_CONNECT_CB: a close before ESTABLISHED fails   \
-				  */
+#define MESH_SOCK_F_SYN_SENT                                                                       \
+	0x8 /* sockops saw TCP_CONNECT_CB: a close before ESTABLISHED fails                        \
+	     */
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
 struct mesh_svc_key {

@@ -260,6 +260,35 @@ TEST_F(DatapathRootTest, VipWithoutBackendsIsRefused) {
   EXPECT_EQ((*stats)[MESH_STAT_NO_BACKEND], 1u);
 }
 
+// Dual-stack clients (gRPC's C-core, Java) dial IPv4 through AF_INET6 sockets
+// as ::ffff:a.b.c.d. connect6 folds that into the IPv4 service, rewrites to the
+// IPv4 backend (v4-mapped), and getpeername6 / recvmsg6 show ::ffff:VIP.
+TEST_F(DatapathRootTest, V4MappedAddressesOnIpv6SocketsAreSteered) {
+  addService(1, "10.96.0.24", 80, MESH_PROTO_TCP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
+  addService(2, "10.96.0.54", 53, MESH_PROTO_UDP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
+  auto out = inPod([] {
+    std::string peer;
+    std::string r = tcpConnect("::ffff:10.96.0.24", 80, nullptr, &peer) + "|" + peer;
+    socklen_t len;
+    sockaddr_storage vip = sockaddrOf("::ffff:10.96.0.54", 53, &len);
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    sendto(fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&vip), len);
+    char buf[128] = {0};
+    sockaddr_storage from{};
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &flen);
+    r += "\n" + (n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno));
+    close(fd);
+    return r;
+  });
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out,
+            "10.0.1.1:8080|::ffff:10.96.0.24:80\n"
+            "10.0.1.1:8080|::ffff:10.96.0.54:53");
+}
+
 TEST_F(DatapathRootTest, UdpSendtoAndConnectedUdpSeeTheVip) {
   addService(1, "10.96.0.53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
              {{1, "10.0.1.1", 8080}, {2, "10.0.1.2", 8080}});
