@@ -41,6 +41,8 @@ int print(const Globals& g, std::string_view view, const Json& data) {
     std::cout << renderJson(data);
   } else if (g.output == "yaml") {
     std::cout << renderYaml(data);
+  } else if (view == "explain") {
+    std::cout << renderExplain(data);
   } else if (data.is_array()) {
     if (data.empty()) {
       std::cerr << "No resources found.\n";
@@ -147,6 +149,12 @@ int run(int argc, char** argv) {
   del->add_option("name", delete_name, "Name");
   del->add_option("-n,--namespace", ns, "Namespace")->capture_default_str();
 
+  std::string explain_name;
+  auto* explain = app.add_subcommand(
+      "explain", "Say whether a service admits new connections, and why connects were refused");
+  explain->add_option("name", explain_name, "Service name")->required();
+  explain->add_option("-n,--namespace", ns, "Namespace")->capture_default_str();
+
   auto* status = app.add_subcommand("status", "Show meshd's state");
 
   std::string dump_map;
@@ -207,6 +215,16 @@ int run(int argc, char** argv) {
     auto resp = client.get(req);
     if (!resp.ok()) return fail(resp.status());
     return printJsonText(g, view, resp->json());
+  }
+
+  if (*explain) {
+    api::v1::GetRequest req;
+    req.set_what("explain");
+    req.set_namespace_(ns);
+    req.set_name(explain_name);
+    auto resp = client.get(req);
+    if (!resp.ok()) return fail(resp.status());
+    return printJsonText(g, "explain", resp->json());
   }
 
   if (*del) {

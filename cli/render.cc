@@ -133,6 +133,36 @@ std::string renderTable(const std::vector<std::string>& headers,
   return out;
 }
 
+std::string renderExplain(const Json& data) {
+  std::string out;
+  auto limit = [](const Json& v) { return v.is_null() ? std::string("none") : v.dump(); };
+  for (const Json& e : data) {
+    absl::StrAppend(&out, "Service ", e.value("namespace", ""), "/", e.value("service", ""), " ",
+                    e.value("frontend", ""), " (", e.value("algorithm", ""), ")\n");
+    absl::StrAppend(&out, "  verdict:     ", e.value("verdict", ""), "\n");
+    absl::StrAppend(&out, "  connections: ", e.value("liveConnections", int64_t{0}),
+                    " live; limits: ", limit(e["maxConnections"]), " per service, ",
+                    limit(e["maxConnectionsPerBackend"]), " per backend\n");
+    absl::StrAppend(&out, "  refused:     ", e.value("refusedAtServiceLimit", uint64_t{0}),
+                    " at the service limit, ", e.value("refusedAtBackendLimits", uint64_t{0}),
+                    " with every backend tried full; rerouted from full backends: ",
+                    e.value("reroutedFromFullBackends", uint64_t{0}), "\n");
+    absl::StrAppend(&out, "  backends:\n");
+    for (const Json& b : e["backends"]) {
+      absl::StrAppend(&out, "    ", b.value("backend", ""), "  live ",
+                      b.value("liveConnections", int64_t{0}), "/", limit(b["limit"]),
+                      b.value("atLimit", false) ? "  FULL" : "", "  connect failures ",
+                      b.value("connectFailures", uint64_t{0}), "\n");
+    }
+    std::vector<std::string> node;
+    for (const auto& [reason, n] : e["nodeWideRefusals"].items())
+      node.push_back(absl::StrCat(reason, " ", n.dump()));
+    absl::StrAppend(&out, "  node-wide kernel counters (all services): ",
+                    node.empty() ? "none" : absl::StrJoin(node, ", "), "\n");
+  }
+  return out;
+}
+
 std::string cellText(const Json& value) {
   switch (value.type()) {
     case Json::value_t::string:

@@ -31,6 +31,9 @@ std::string cellText(const Json& value);
 std::string renderView(std::string_view view, const Json& data);
 
 // An object (status) as "Key: value" lines; nested objects indented.
+// `meshctl explain`: one block of sentences per frontend (see api::explainView).
+std::string renderExplain(const Json& data);
+
 std::string renderKeyValues(const Json& data);
 
 // JSON (indented 2) or YAML; for tables use renderView / renderKeyValues.

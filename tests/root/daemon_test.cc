@@ -352,6 +352,42 @@ spec:
   EXPECT_EQ(meshctlJson({"get", "services"}).size(), 1u);
 }
 
+// Connection limits from YAML to the kernel, and `meshctl explain` saying why
+// connects are refused.
+TEST_F(DaemonRootTest, ConnectionLimitsFromYamlAndExplain) {
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  std::string yaml = std::string(kWebYaml) + "  connectionLimits: {maxConnectionsPerBackend: 2}\n";
+  Result applied = meshctl({"apply", "-f", writeFile("web.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  Result text = meshctl({"explain", "web"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("verdict:     admitting"), std::string::npos) << text.out;
+
+  holdInPod(4);  // two backends x 2: both full now
+  EXPECT_EQ(liveConnections(), 4);
+  auto counts = dialInPod(3);
+  EXPECT_EQ(counts["ERR:ECONNREFUSED"], 3) << "no backend has room: refused at once";
+
+  text = meshctl({"explain", "web"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("refusing: every backend is at maxConnectionsPerBackend (2)"),
+            std::string::npos)
+      << text.out;
+  nlohmann::json explained = meshctlJson({"explain", "web"});
+  ASSERT_EQ(explained.size(), 1u);
+  EXPECT_EQ(explained[0]["refusedAtBackendLimits"], 3);
+  EXPECT_EQ(explained[0]["liveConnections"], 4);
+  EXPECT_EQ(explained[0]["nodeWideRefusals"]["limit_backend"], 3);
+  EXPECT_EQ(meshctl({"explain", "nope"}).exit_code, 1);
+
+  holders_.clear();  // kill -9: the reservations come back
+  for (int i = 0; i < 200 && liveConnections() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(liveConnections(), 0);
+  counts = dialInPod(4);
+  EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 4);
+}
+
 TEST_F(DaemonRootTest, MeshctlSaysWhenMeshdIsNotRunning) {
   Result r = meshctl({"status"});
   EXPECT_EQ(r.exit_code, 1);

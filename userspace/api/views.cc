@@ -60,6 +60,66 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
   return out;
 }
 
+nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
+                                   std::string_view name,
+                                   const nlohmann::ordered_json& node_stats) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  nlohmann::ordered_json node = nlohmann::ordered_json::object();
+  for (const char* reason : {"no_backend", "backend_missing", "family_mismatch", "maglev_missing",
+                             "limit_service", "limit_backend", "limit_rerouted"}) {
+    if (node_stats.is_object() && node_stats.contains(reason)) node[reason] = node_stats[reason];
+  }
+  for (const auto& fv : frontends) {
+    const state::Frontend& f = fv.frontend;
+    if (!matches(ns, f.ns) || !matches(name, f.service)) continue;
+    nlohmann::ordered_json row;
+    row["namespace"] = f.ns;
+    row["service"] = f.service;
+    row["frontend"] = absl::StrCat(hostPort(f.vip, f.port), "/", protocolText(f.protocol));
+    row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
+    row["maxConnections"] = limitJson(f.max_connections);
+    row["maxConnectionsPerBackend"] = limitJson(f.max_connections_per_backend);
+    row["liveConnections"] = fv.counters.live_conns;
+    row["refusedAtServiceLimit"] = fv.counters.refused_service;
+    row["refusedAtBackendLimits"] = fv.counters.refused_backend;
+    row["reroutedFromFullBackends"] = fv.counters.rerouted;
+    nlohmann::ordered_json backends = nlohmann::ordered_json::array();
+    size_t full = 0;
+    for (const auto& b : fv.backends) {
+      const bool at_limit = f.max_connections_per_backend != 0 &&
+                            b.counters.live_conns >= int64_t{f.max_connections_per_backend};
+      full += at_limit;
+      backends.push_back({{"backend", hostPort(b.address, b.port)},
+                          {"liveConnections", b.counters.live_conns},
+                          {"limit", limitJson(f.max_connections_per_backend)},
+                          {"atLimit", at_limit},
+                          {"connectFailures", b.counters.connect_failures}});
+    }
+    row["backends"] = std::move(backends);
+    std::string verdict;
+    if (fv.backends.empty()) {
+      verdict = "refusing: the service has no ready backend (connect() fails with ECONNREFUSED)";
+    } else if (f.protocol != state::Protocol::kTcp) {
+      verdict = "admitting: connection limits apply to TCP only";
+    } else if (f.max_connections != 0 && fv.counters.live_conns >= int64_t{f.max_connections}) {
+      verdict = absl::StrCat("refusing: at maxConnections (", fv.counters.live_conns, "/",
+                             f.max_connections, "); connect() fails with ECONNREFUSED");
+    } else if (full == fv.backends.size()) {
+      verdict = absl::StrCat("refusing: every backend is at maxConnectionsPerBackend (",
+                             f.max_connections_per_backend, "); connect() fails with ECONNREFUSED");
+    } else if (full > 0) {
+      verdict = absl::StrCat("admitting: ", full, " of ", fv.backends.size(),
+                             " backends are full and skipped for ones with room");
+    } else {
+      verdict = "admitting";
+    }
+    row["verdict"] = verdict;
+    row["nodeWideRefusals"] = node;
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
                                     std::string_view name) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();

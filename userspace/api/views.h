@@ -34,6 +34,14 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
                                     std::string_view name);
 
+// `meshctl explain SERVICE`: per frontend, whether new connections are admitted
+// and, if not, why: limits, live counts, refusals by reason (service limit,
+// backend limits), reroutes, each backend's live count against its limit, and a
+// one-line verdict. `node_stats` is mesh_stats as dumped (name -> count); its
+// node-wide refusal reasons are attached to every entry.
+nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
+                                   std::string_view name, const nlohmann::ordered_json& node_stats);
+
 // TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
 // weights ("address=weight"). Resources of other kinds are skipped.
 absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
