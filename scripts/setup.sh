@@ -17,6 +17,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev sockperf iperf3
   # the lab: ip (netns, veth, bridge), sysctl, nsenter/flock
   iproute2 procps util-linux
+  # the benchmark suite (scripts/bench.sh): comparison proxy, load generators, sidecar
+  # redirection, gRPC workload and plots (Debian's /usr/bin/python3)
+  haproxy wrk nghttp2-client nghttp2-server iptables python3-grpcio python3-protobuf
+  python3-matplotlib
 )
 
 if [[ $(id -u) != 0 ]]; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # THE test command (README, CI): set-up, build with warnings as errors, format check, unit
 # tests, the root suite (real BPF in the real kernel; it never skips), the lab smoke
-# test, the unit tests again under ASan/UBSan, and a bounded libFuzzer run of each parser
-# (MESHD_FUZZ_SECONDS per target, default 15; 0 skips it). Must run as root. Ends with "N passed, N failed" over every ctest test, the format
-# check and the smoke test; exits non-zero on any failure.
+# test, the unit tests again under ASan/UBSan, a bounded libFuzzer run of each parser
+# (MESHD_FUZZ_SECONDS per target, default 15; 0 skips it), and the benchmark suite's quick
+# mode (scripts/bench.sh --quick; output under the build dir, never docs/). Must run as root. Ends with "N passed, N failed" over every ctest test, the format
+# check, the smoke test and the bench step; exits non-zero on any failure.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export MESHD_BUILD_DIR=${MESHD_BUILD_DIR:-$REPO/build}
@@ -133,6 +134,14 @@ if ((fuzz_seconds > 0)); then
   else
     failed=$((failed + 1))
   fi
+fi
+
+step "bench quick (scripts/bench.sh --quick: every variant and workload once, ~1-2 min)"
+if MESHD_BENCH_SKIP_BUILD=1 bash "$REPO/scripts/bench.sh" --quick; then
+  passed=$((passed + 1))
+else
+  echo "FAIL: scripts/bench.sh --quick (see above; logs in the temp dir it names)"
+  failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"

@@ -13,7 +13,15 @@ import time
 from dataclasses import dataclass, field
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PREFIX = "mlab"
+# The suite's own labs (lab/meshlab MESHLAB_ID), one per kind, up at the same time so the
+# repetitions of every variant can be interleaved: their netns, cgroups, /run files and
+# meshd instances are named apart from the default lab (and each other), so a `meshlab
+# up`/`down` someone else runs meanwhile neither breaks the benchmark nor is broken.
+LAB_IDS = {"plain": "mbench", "meshd": "mbenchm"}
+
+
+def run_dir(lab_id):
+    return f"/run/meshd-lab-{lab_id}"
 
 
 class BenchError(Exception):
@@ -83,6 +91,9 @@ class Proc:
 
 @dataclass
 class Lab:
+    """One lab: lab_id names its netns (lab_id-n1-p1, ...), /run dir and meshd instances
+    (lab_id-n1, ...: the EndpointSlice nodeName)."""
+    lab_id: str
     repo: str
     build: str
     workdir: str
@@ -98,6 +109,7 @@ class Lab:
         e = dict(os.environ)
         e["MESHD_BUILD_DIR"] = self.build
         e["MESHLAB_QUIET"] = "1"
+        e["MESHLAB_ID"] = self.lab_id
         e.update(self.env)
         return e
 
@@ -131,7 +143,11 @@ class Lab:
 
     def netns_list(self):
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        return [l.split()[0] for l in out.splitlines() if l.startswith(PREFIX + "-")]
+        return [l.split()[0] for l in out.splitlines() if l.startswith(self.lab_id + "-")]
+
+    def netns(self, box):
+        """netns of a pod ("n1-p2") or node ("n1") of this lab."""
+        return f"{self.lab_id}-{box}"
 
     def apply(self, path):
         self.run([self.meshlab, "apply", path], f"meshlab apply {path}")
@@ -142,7 +158,7 @@ class Lab:
             return pids
         for n in (1, 2):
             try:
-                with open(f"/run/meshd-lab/n{n}.pid") as f:
+                with open(f"{run_dir(self.lab_id)}/n{n}.pid") as f:
                     pids.append(int(f.read().strip()))
             except OSError:
                 pass

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lab import (BenchError, BpfStats, Lab, Proc, bpf_prog_runtime, proc_cpu_seconds,  # noqa: E402
-                 proc_hwm_mb, system_busy_seconds)
+from lab import (LAB_IDS, BenchError, BpfStats, Lab, Proc, bpf_prog_runtime,  # noqa: E402
+                 proc_cpu_seconds, proc_hwm_mb, run_dir, system_busy_seconds)
 import report  # noqa: E402
 import variants as V  # noqa: E402
 import workloads as W  # noqa: E402
@@ -89,24 +90,22 @@ def measure(run, server, duration, rep):
             "bpf_runs": bpf_after[1] - bpf_before[1], "system_busy_s": sys_after - sys_before}
 
 
-def run_cell(lab, ctx, variant, placement, workload, reps, duration):
+def run_rep(lab, ctx, variant, placement, workload, rep, duration):
+    """One repetition of one cell, set up from scratch: server, then the variant's
+    proxies/rules, one measured client run, then teardown. Setting up per repetition lets
+    the repetitions of all variants interleave, so load that drifts over the run (a
+    shared machine) lands on every variant alike instead of on whichever ran last."""
     run = Run(lab, ctx, variant, placement, workload)
-    log(f"{run.tag}: start")
-    server = lab.start("server", f"{run.tag}-server", placement.server_pod,
+    server = lab.start("server", f"{run.tag}-r{rep}-server", placement.server_pod,
                        workload.server(ctx), cpu=V.SERVER_CPU, ready_port=workload.port,
-                       netns=f"mlab-{placement.server_pod}")
-    cell = {"variant": variant.name, "placement": placement.name, "workload": workload.name,
-            "reps": [], "proxies_hwm_mb": {}}
+                       netns=lab.netns(placement.server_pod))
     try:
         run.addr, run.port = variant.setup(run)
-        cell["dial"] = f"{run.addr}:{run.port}"
-        for rep in range(reps):
-            cell["reps"].append(measure(run, server, duration, rep))
-        for p in run.proxies:
-            cell["proxies_hwm_mb"][p.label] = proc_hwm_mb(p.pid)
-        for pid in lab.meshd_pids():
-            cell["proxies_hwm_mb"][f"meshd-{pid}"] = proc_hwm_mb(pid)
-        cell["server_hwm_mb"] = proc_hwm_mb(server.pid)
+        result = measure(run, server, duration, rep)
+        hwm = {p.label: proc_hwm_mb(p.pid) for p in run.proxies}
+        for i, pid in enumerate(lab.meshd_pids()):
+            hwm[f"meshd-n{i + 1}"] = proc_hwm_mb(pid)
+        result["server_hwm_mb"] = proc_hwm_mb(server.pid)
     finally:
         try:
             variant.teardown(run)
@@ -114,10 +113,10 @@ def run_cell(lab, ctx, variant, placement, workload, reps, duration):
             for p in run.proxies:
                 lab.stop(p)
             lab.stop(server)
-    m = cell["reps"][-1]["metrics"]
-    log(f"{run.tag}: " + ", ".join(f"{k}={m[k]:.1f}" for k in workload.metrics
-                                   if m.get(k) is not None))
-    return cell
+    m = result["metrics"]
+    log(f"{run.tag} r{rep}: " + ", ".join(f"{k}={m[k]:.1f}" for k in workload.metrics
+                                          if m.get(k) is not None))
+    return result, hwm, f"{run.addr}:{run.port}"
 
 
 def log(msg):
@@ -205,43 +204,77 @@ def main():
 
     results = {"machine": machine_info(repo), "quick": args.quick, "reps": reps,
                "duration_s": duration, "skipped_workloads": skipped, "cells": [],
-               "failures": [], "variants": [{"name": v.name, "description": v.description}
-                                            for v in vs],
+               "failures": [], "known_failures": [],
+               "variants": [{"name": v.name, "description": v.description} for v in vs],
                "workloads": [{"name": w.name, "title": w.title} for w in ws
                              if w.name not in skipped],
                "placements": [p.name for p in V.PLACEMENTS]}
-    lab = Lab(repo, ctx.build, workdir)
+    kinds = [k for k in ("plain", "meshd") if any(c[0].lab == k for c in cells)]
+    for k in kinds:
+        if os.path.exists(f"{run_dir(LAB_IDS[k])}/topology"):
+            log(f"the suite's lab {LAB_IDS[k]} is already running ({run_dir(LAB_IDS[k])}/"
+                f"topology exists): another bench.sh, or a leftover of a killed one. If it "
+                f"is a leftover: MESHLAB_ID={LAB_IDS[k]} lab/meshlab down, then retry.")
+            return 1
+    labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir) for k in kinds}
+    # Adjacent runs share the machine's state best: order by workload and placement, with
+    # the variants side by side, and repeat that whole sequence R times.
+    order = sorted(cells, key=lambda c: (ws.index(c[2]), V.PLACEMENTS.index(c[1]),
+                                         vs.index(c[0])))
+    cellmap = {}
+    broken = set()
     t_start = time.time()
     interrupted = False
     try:
         with BpfStats():
-            for kind in ("plain", "meshd"):
-                group = [c for c in cells if c[0].lab == kind]
-                if not group:
-                    continue
-                log(f"lab up ({kind})")
-                lab.up(with_meshd=(kind == "meshd"))
-                done_setups = set()
-                for v, _, _ in group:
-                    if v.lab_setup and v.lab_setup not in done_setups:
-                        v.lab_setup(lab, [w for w in ws if w.name not in skipped], workdir)
-                        done_setups.add(v.lab_setup)
-                for v, p, w in group:
+            for k in kinds:
+                log(f"lab up: {k} ({LAB_IDS[k]})")
+                labs[k].up(with_meshd=(k == "meshd"))
+            done_setups = set()
+            for v, _, _ in order:
+                if v.lab_setup and (v.lab, v.lab_setup) not in done_setups:
+                    v.lab_setup(labs[v.lab], [w for w in ws if w.name not in skipped], workdir)
+                    done_setups.add((v.lab, v.lab_setup))
+            for rep in range(reps):
+                for v, p, w in order:
+                    key = (v.name, p.name, w.name)
+                    if key in broken:
+                        continue
+                    cell = cellmap.setdefault(key, {
+                        "variant": v.name, "placement": p.name, "workload": w.name,
+                        "reps": [], "proxies_hwm_mb": {}})
                     try:
-                        results["cells"].append(run_cell(lab, ctx, v, p, w, reps, duration))
-                    except BenchError as e:
-                        msg = f"{v.name} / {p.name} / {w.name}: {e}"
-                        log(f"FAILED {msg}")
-                        results["failures"].append(msg)
-                lab.down()
+                        result, hwm, cell["dial"] = run_rep(labs[v.lab], ctx, v, p, w, rep,
+                                                            duration)
+                        cell["reps"].append(result)
+                        for name, mb in hwm.items():
+                            if mb is not None:
+                                cell["proxies_hwm_mb"][name] = max(
+                                    mb, cell["proxies_hwm_mb"].get(name) or 0)
+                    except Exception as e:  # noqa: BLE001: one broken cell must not stop the suite
+                        broken.add(key)
+                        detail = str(e) if isinstance(e, BenchError) else \
+                            f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+                        msg = f"{v.name} / {p.name} / {w.name}: {detail}"
+                        if w.name in v.known_failures:
+                            log(f"known limitation: {msg.splitlines()[0]}")
+                            results["known_failures"].append(
+                                f"{v.name} / {p.name} / {w.name}: {v.known_failures[w.name]}")
+                        else:
+                            log(f"FAILED {msg}")
+                            results["failures"].append(msg)
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted: tearing the lab down")
+        log("interrupted: tearing the labs down")
     except BenchError as e:
         results["failures"].append(str(e))
         log(f"FAILED {e}")
     finally:
-        lab.down()
+        for lab in labs.values():
+            lab.down()
+    # A cell that failed in a later repetition is dropped whole: a median over fewer reps
+    # than the others would not compare like with like.
+    results["cells"] = [c for k, c in cellmap.items() if k not in broken and c["reps"]]
     results["elapsed_s"] = time.time() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from lab import BenchError
 
@@ -209,7 +209,7 @@ WORKLOADS = [
         8443,
         server=lambda ctx: ["nghttpd", "--no-tls", "-d", ctx.docroot, "8443"],
         client=lambda ctx, a, p, d: ["h2load", "-c", str(H2_CLIENTS), "-m", str(H2_STREAMS),
-                                     "-D", str(d), "--warm-up-time=0.5", f"http://{a}:{p}/index.html"],
+                                     "-D", str(d), "--warm-up-time=500ms", f"http://{a}:{p}/index.html"],
         parse=_h2load_parse, metrics=["req_per_s", "mean_us"],
         higher_is_better={"req_per_s": True}, available=_need_tool("h2load")),
     Workload(
@@ -217,7 +217,7 @@ WORKLOADS = [
         server=lambda ctx: ["/usr/bin/python3", _grpc_bench(ctx), "server", "--port", "50051"],
         client=lambda ctx, a, p, d: ["/usr/bin/python3", _grpc_bench(ctx), "client", "--target",
                                      f"{a}:{p}", "--duration", str(d), "--concurrency",
-                                     str(GRPC_CONCURRENCY), "-o", "json"],
+                                     str(GRPC_CONCURRENCY), "--warmup", "0.5", "-o", "json"],
         parse=_grpc_parse, metrics=["req_per_s", "p50_us", "p99_us"],
         higher_is_better={"req_per_s": True}, available=_grpc_available),
 ]
