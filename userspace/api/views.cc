@@ -24,6 +24,17 @@ nlohmann::ordered_json limitJson(uint32_t limit) {
   return limit == 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(limit);
 }
 
+// The connection-limit fields of a frontend (limits: null = unlimited) and the
+// kernel's per-service counters, as services and explain show them.
+void addLimits(const datapath::Reconciler::FrontendView& fv, nlohmann::ordered_json& row) {
+  row["maxConnections"] = limitJson(fv.frontend.max_connections);
+  row["maxConnectionsPerBackend"] = limitJson(fv.frontend.max_connections_per_backend);
+  row["liveConnections"] = fv.counters.live_conns;
+  row["refusedAtServiceLimit"] = fv.counters.refused_service;
+  row["refusedAtBackendLimits"] = fv.counters.refused_backend;
+  row["reroutedFromFullBackends"] = fv.counters.rerouted;
+}
+
 }  // namespace
 
 std::string hostPort(const IpAddress& address, uint16_t port) {
@@ -47,13 +58,7 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
     row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
     row["maglevTableSize"] = f.maglev_table_size;
     row["backends"] = fv.backends.size();
-    // Limits: null = unlimited.
-    row["maxConnections"] = limitJson(f.max_connections);
-    row["maxConnectionsPerBackend"] = limitJson(f.max_connections_per_backend);
-    row["liveConnections"] = fv.counters.live_conns;
-    row["refusedAtServiceLimit"] = fv.counters.refused_service;
-    row["refusedAtBackendLimits"] = fv.counters.refused_backend;
-    row["reroutedFromFullBackends"] = fv.counters.rerouted;
+    addLimits(fv, row);
     row["svcId"] = fv.svc_id;
     out.push_back(std::move(row));
   }
@@ -77,12 +82,7 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
     row["service"] = f.service;
     row["frontend"] = absl::StrCat(hostPort(f.vip, f.port), "/", protocolText(f.protocol));
     row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
-    row["maxConnections"] = limitJson(f.max_connections);
-    row["maxConnectionsPerBackend"] = limitJson(f.max_connections_per_backend);
-    row["liveConnections"] = fv.counters.live_conns;
-    row["refusedAtServiceLimit"] = fv.counters.refused_service;
-    row["refusedAtBackendLimits"] = fv.counters.refused_backend;
-    row["reroutedFromFullBackends"] = fv.counters.rerouted;
+    addLimits(fv, row);
     nlohmann::ordered_json backends = nlohmann::ordered_json::array();
     size_t full = 0;
     for (const auto& b : fv.backends) {
