@@ -30,16 +30,19 @@ trap 'rm -f "$tmp"' EXIT
   echo "| machine | $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') |"
   echo
   cat "$tmp"
-  echo "## Reading it"
-  echo
-  echo "- The VIP costs one hash lookup, two random numbers and one or two slot lookups in"
-  echo "  \\`connect()\\`, and nothing afterwards: the open-connection row is the control and must"
-  echo "  stay at 1.0. The connect row's ratio is the whole price of kernel load balancing."
-  echo "- Absolute times on this kind of VM are dominated by waking an idle vCPU: on an idle"
-  echo "  machine a 64-byte ping-pong between two processes takes ~60 µs, on a busy one ~5 µs."
-  echo "  Compare ratios, not microseconds, across runs."
-  echo "- Reconcile writes are batched (\\`BPF_MAP_UPDATE_BATCH\\`): 210,000 entries (10,000"
-  echo "  services, 100,000 slots, 100,000 backends) per first apply; later applies write only the"
-  echo "  difference, and a restarted meshd adopts the maps and rewrites nothing."
+  cat <<'NOTES'
+## Reading it
+
+- The VIP costs one hash lookup, two random numbers, one or two slot lookups and two
+  atomic adds (the connection reservation) in `connect()`, and nothing afterwards: the
+  open-connection row is the control and must stay at 1.0. The connect row's ratio is the
+  whole price of kernel load balancing.
+- Absolute times on this kind of VM are dominated by waking an idle vCPU: on an idle
+  machine a 64-byte ping-pong between two processes takes ~60 µs, on a busy one ~5 µs.
+  Compare ratios, not microseconds, across runs.
+- Reconcile writes are batched (`BPF_MAP_UPDATE_BATCH`): 210,000 entries (10,000
+  services, 100,000 slots, 100,000 backends) per first apply; later applies write only the
+  difference, and a restarted meshd adopts the maps and rewrites nothing.
+NOTES
 } > "$out"
 echo "wrote $out"
