@@ -41,7 +41,7 @@ using meshd::testing::Netns;
 using meshd::testing::parseCounts;
 using meshd::testing::tcpConnect;
 
-constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
+constexpr const char* kPinRoot = meshd::testing::kTestPinRoot;
 constexpr char kVip[] = "10.96.0.30";
 
 struct Result {

@@ -52,7 +52,7 @@ using meshd::testing::textOf;
     ASSERT_TRUE(_st.ok()) << _st; \
   } while (0)
 
-constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
+constexpr const char* kPinRoot = meshd::testing::kTestPinRoot;
 
 struct BackendSpec {
   uint32_t id;
@@ -89,13 +89,7 @@ class DatapathRootTest : public ::testing::Test {
     ASSERT_TRUE(backends.ok()) << backends.status();
     backends_ = std::move(*backends);
 
-    config_.instance = absl::StrCat("t", getpid(), "-", ++instance_counter_);
-    config_.pin_root = kPinRoot;
-    config_.cgroup_path = cgroup_->path();
-    config_.max_services = 64;
-    config_.max_backends = 64;
-    config_.max_slots = 256;
-    auto dp = Datapath::open(config_);
+    auto dp = meshd::testing::openTestDatapath(*cgroup_, "t", &config_);
     ASSERT_TRUE(dp.ok()) << dp.status();
     dp_ = std::move(*dp);
   }
@@ -181,7 +175,6 @@ class DatapathRootTest : public ::testing::Test {
     return ret == 0 ? cnt : 9999;
   }
 
-  static inline int instance_counter_ = 0;
   std::unique_ptr<Netns> netns_;
   std::unique_ptr<Cgroup> cgroup_;
   Child backends_;

@@ -264,6 +264,19 @@ std::string textOf(const sockaddr_storage& ss) {
   return absl::StrCat(buf, ":", ntohs(s4->sin_port));
 }
 
+absl::StatusOr<datapath::DatapathPtr> openTestDatapath(const Cgroup& cgroup,
+                                                       const std::string& prefix,
+                                                       datapath::DatapathConfig* config) {
+  static int counter = 0;
+  config->instance = absl::StrCat(prefix, getpid(), "-", ++counter);
+  config->pin_root = kTestPinRoot;
+  config->cgroup_path = cgroup.path();
+  config->max_services = 64;
+  config->max_backends = 64;
+  config->max_slots = 256;
+  return datapath::Datapath::open(*config);
+}
+
 std::string errText(int err) { return absl::StrCat("ERR:", strerrorname_np(err)); }
 
 std::string tcpConnect(const std::string& addr, uint16_t port, int* fd_out, std::string* peer) {

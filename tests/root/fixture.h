@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "datapath/datapath.h"
 
 namespace meshd::testing {
 
@@ -100,6 +101,18 @@ absl::StatusOr<Child> spawnInPod(const Netns& netns, const Cgroup* cgroup,
 // closes; each UDP datagram is answered with the same text.
 absl::StatusOr<Child> startBackends(const Netns& netns,
                                     const std::vector<std::pair<std::string, uint16_t>>& listen);
+
+// bpffs directory every root test pins under (removed when the last test
+// leaves it empty).
+inline constexpr char kTestPinRoot[] = "/sys/fs/bpf/meshd-test";
+
+// Opens a Datapath with small maps (64 services, 64 backends, 256 slots)
+// attached to `cgroup` and pinned under kTestPinRoot as instance
+// "<prefix><pid>-<n>". *config receives what was used (for removePins or a
+// second open that adopts).
+absl::StatusOr<datapath::DatapathPtr> openTestDatapath(const Cgroup& cgroup,
+                                                       const std::string& prefix,
+                                                       datapath::DatapathConfig* config);
 
 // ---- clients, run inside pods ------------------------------------------------
 

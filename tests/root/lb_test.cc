@@ -45,7 +45,7 @@ using state::DesiredLbState;
 using state::Frontend;
 using state::LbAlgorithm;
 
-constexpr char kPinRoot[] = "/sys/fs/bpf/meshd-test";
+constexpr const char* kPinRoot = meshd::testing::kTestPinRoot;
 const std::vector<std::string> kBackends = {"10.0.2.1", "10.0.2.2", "10.0.2.3", "10.0.2.4"};
 
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
@@ -68,13 +68,7 @@ class LbRootTest : public ::testing::Test {
     ASSERT_TRUE(backends.ok()) << backends.status();
     backends_ = std::move(*backends);
 
-    config_.instance = absl::StrCat("lb", getpid(), "-", ++counter_);
-    config_.pin_root = kPinRoot;
-    config_.cgroup_path = cgroup_->path();
-    config_.max_services = 64;
-    config_.max_backends = 64;
-    config_.max_slots = 256;
-    auto dp = Datapath::open(config_);
+    auto dp = meshd::testing::openTestDatapath(*cgroup_, "lb", &config_);
     ASSERT_TRUE(dp.ok()) << dp.status();
     dp_ = std::move(*dp);
     rec_ = std::make_unique<Reconciler>(dp_->maps());
@@ -141,7 +135,6 @@ class LbRootTest : public ::testing::Test {
     return out;
   }
 
-  static inline int counter_ = 0;
   std::unique_ptr<Netns> netns_;
   std::unique_ptr<Cgroup> cgroup_;
   Child backends_;
