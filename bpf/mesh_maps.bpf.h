@@ -110,6 +110,16 @@ MESH_MAP struct {
 	__type(value, struct mesh_udp_rev);
 } mesh_udp_rev SEC(".maps");
 
+/* Per-(client cgroup, service) connect-rate buckets. Written by BPF at
+ * connect (compare-and-swap); LRU so idle clients age out. Sized by
+ * DatapathConfig.max_rate_clients. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_rate_client_key);
+	__type(value, struct mesh_rate_client);
+} mesh_rate_client SEC(".maps");
+
 /* Counters by reason (enum mesh_stat), per CPU. Written by BPF, summed by
  * meshd. Fixed size MESH_STAT_MAX. */
 MESH_MAP struct {

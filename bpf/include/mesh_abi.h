@@ -41,6 +41,7 @@ enum mesh_lb_algo {
 	MESH_LB_WEIGHTED_RANDOM = 1, /* alias method over slot weights */
 	MESH_LB_MAGLEV = 2,	     /* consistent hash of the client (mesh_maglev table) */
 	MESH_LB_LEAST_CONN = 3,	     /* power of two (weighted) choices over live conns */
+	MESH_LB_P2C_EWMA = 4,	     /* power of two choices over srtt_ewma_us * (live + 1) */
 	MESH_LB_ALGO_MAX,
 };
 
@@ -80,6 +81,23 @@ struct mesh_svc {
 	 * backends (counted over every service that shares the backend). */
 	__u32 max_conns;
 	__u32 max_conns_per_backend;
+	/* Connect-rate token buckets (TCP connects; 0 = unlimited): for the
+	 * whole service, and for each client (cgroup id) of the service. A
+	 * bucket holds up to *_burst tokens and refills *_per_sec a second. */
+	__u32 rate_per_sec;
+	__u32 rate_burst;
+	__u32 client_rate_per_sec;
+	__u32 client_rate_burst;
+	/* Passive outlier detection (eject_consecutive 0 = off): a backend
+	 * with eject_consecutive failed connects in a row is ejected for
+	 * eject_base_ms x times ejected, at most eject_max_ms, unless
+	 * eject_max_percent of the service's backends (at least one) are
+	 * ejected already. */
+	__u32 eject_consecutive;
+	__u32 eject_base_ms;
+	__u32 eject_max_ms;
+	__u8 eject_max_percent; /* 0..100 */
+	__u8 _pad2[3];
 };
 
 /* Per-service counters, written only by BPF (atomic adds).
@@ -89,6 +107,14 @@ struct mesh_svc_state {
 	__u64 refused_service; /* refused: max_conns reached */
 	__u64 refused_backend; /* refused: every backend tried was at its limit */
 	__u64 rerouted;	       /* a backend at its limit was skipped for another */
+	__u64 refused_rate;    /* refused: the service's connect-rate bucket was empty */
+	__u64 refused_client_rate; /* refused: the client's connect-rate bucket was empty */
+	__u64 refused_ejected;	   /* refused: every backend tried was ejected */
+	__s64 ejected;		   /* backends ejected now that count against this service */
+	__u64 ejections;	   /* ejections made (counted against this service) */
+	__u64 ejections_skipped;   /* ejections not made: eject_max_percent reached */
+	__u64 rate_tat_ns;	   /* service bucket, GCRA theoretical arrival time
+				    * (bpf_ktime_get_ns clock); BPF-private */
 };
 
 /* One backend slot of a service. Map: mesh_slots (HASH). */
@@ -124,7 +150,25 @@ struct mesh_backend_state {
 	__s64 live_conns;	/* TCP sockets counted at connect, not yet closed */
 	__u64 total_conns;	/* connects (TCP) / first sends (UDP) steered here */
 	__u64 connect_failures; /* TCP connects that closed before ESTABLISHED */
-	__u64 _reserved;
+	__u32 consecutive_failures; /* failed connects since the last success */
+	__u32 times_ejected;	    /* ejections so far (multiplies the ejection time) */
+	__u64 ejected_until_ns;	    /* bpf_ktime_get_ns() clock; 0 = not ejected */
+	__u32 ejected_svc_id;	    /* service whose ejected count this ejection holds */
+	__u32 srtt_ewma_us;	    /* EWMA (1/8) of the kernel's SRTT samples, us; 0 = none */
+	__u64 rtt_samples;	    /* SRTT samples folded into srtt_ewma_us */
+	__u64 rto_events;	    /* retransmission timeouts on connections to it */
+};
+
+/* Per-client connect-rate bucket. Map: mesh_rate_client (LRU_HASH): idle
+ * clients age out. */
+struct mesh_rate_client_key {
+	__u64 cgroup_id; /* bpf_get_current_cgroup_id() of the connecting task */
+	__u32 svc_id;
+	__u32 _pad;
+};
+
+struct mesh_rate_client {
+	__u64 tat_ns; /* GCRA theoretical arrival time (bpf_ktime_get_ns clock) */
 };
 
 /* Per-socket state. Map: mesh_sock (SK_STORAGE), created at connect. */
@@ -172,6 +216,19 @@ enum mesh_stat {
 	MESH_STAT_LIMIT_BACKEND,	 /* every backend tried at its limit: refused */
 	MESH_STAT_LIMIT_REROUTED,	 /* a backend at its limit was skipped for another */
 	MESH_STAT_RELEASED_AT_CLOSE,	 /* reservation released by close() before TCP_CLOSE */
+	MESH_STAT_RATE_SERVICE,		 /* service connect-rate bucket empty: refused */
+	MESH_STAT_RATE_CLIENT,		 /* client connect-rate bucket empty: refused */
+	MESH_STAT_ALL_EJECTED,		 /* every backend tried ejected: refused */
+	MESH_STAT_EJECTED_SKIPPED,	 /* an ejected backend was skipped for another */
+	MESH_STAT_EJECTION,		 /* a backend was ejected */
+	MESH_STAT_EJECTION_OVER_PERCENT, /* an ejection was not made: eject_max_percent */
+	MESH_STAT_EJECTION_EXPIRED,	 /* an ejected backend returned */
+	MESH_STAT_RTO,			 /* retransmission timeout on a counted connection */
+	MESH_STAT_SOCKMAP_ADDED,	 /* a local socket joined mesh_sockhash */
+	MESH_STAT_SOCKMAP_REDIRECTED,	 /* sk_msg: a message spliced to the local peer */
+	MESH_STAT_SOCKMAP_BYTES,	 /* sk_msg: bytes spliced to the local peer */
+	MESH_STAT_SOCKMAP_NO_PEER,	 /* sk_msg: no local peer socket, normal path */
+	MESH_STAT_DRAIN_DESTROYED,	 /* socket of a removed backend destroyed (hard cut) */
 	MESH_STAT_MAX,
 };
 

@@ -22,12 +22,25 @@ constexpr std::array<std::string_view, MESH_STAT_MAX> kStatNames = {
     "limit_backend",        // MESH_STAT_LIMIT_BACKEND
     "limit_rerouted",       // MESH_STAT_LIMIT_REROUTED
     "released_at_close",    // MESH_STAT_RELEASED_AT_CLOSE
+    "rate_service",         // MESH_STAT_RATE_SERVICE
+    "rate_client",          // MESH_STAT_RATE_CLIENT
+    "all_ejected",          // MESH_STAT_ALL_EJECTED
+    "ejected_skipped",      // MESH_STAT_EJECTED_SKIPPED
+    "ejection",             // MESH_STAT_EJECTION
+    "ejection_over_percent",  // MESH_STAT_EJECTION_OVER_PERCENT
+    "ejection_expired",     // MESH_STAT_EJECTION_EXPIRED
+    "rto",                  // MESH_STAT_RTO
+    "sockmap_added",        // MESH_STAT_SOCKMAP_ADDED
+    "sockmap_redirected",   // MESH_STAT_SOCKMAP_REDIRECTED
+    "sockmap_bytes",        // MESH_STAT_SOCKMAP_BYTES
+    "sockmap_no_peer",      // MESH_STAT_SOCKMAP_NO_PEER
+    "drain_destroyed",      // MESH_STAT_DRAIN_DESTROYED
 };
 // A new enum value without a name here fails to compile (an empty entry).
 static_assert(!kStatNames.back().empty(), "name every enum mesh_stat value");
 
 constexpr std::array<std::string_view, MESH_LB_ALGO_MAX> kAlgoNames = {"random", "weighted_random",
-                                                                       "maglev", "least_conn"};
+                                                                       "maglev", "least_conn", "p2c_ewma"};
 static_assert(!kAlgoNames.back().empty(), "name every enum mesh_lb_algo value");
 
 }  // namespace

@@ -42,7 +42,7 @@ std::vector<MapRef> mapsOf(struct mesh* s) {
       {"mesh_backends", s->maps.mesh_backends},  {"mesh_backend_state", s->maps.mesh_backend_state},
       {"mesh_maglev", s->maps.mesh_maglev},      {"mesh_sock", s->maps.mesh_sock},
       {"mesh_udp_rev", s->maps.mesh_udp_rev},    {"mesh_stats", s->maps.mesh_stats},
-      {"mesh_svc_state", s->maps.mesh_svc_state}};
+      {"mesh_svc_state", s->maps.mesh_svc_state}, {"mesh_rate_client", s->maps.mesh_rate_client}};
 }
 
 std::vector<ProgRef> progsOf(struct mesh* s) {
@@ -156,7 +156,8 @@ absl::Status Datapath::load() {
         Size{skel_->maps.mesh_svc_state, c.max_services},
         Size{skel_->maps.mesh_backends, c.max_backends},
         Size{skel_->maps.mesh_backend_state, c.max_backends},
-        Size{skel_->maps.mesh_udp_rev, c.max_udp_flows}}) {
+        Size{skel_->maps.mesh_udp_rev, c.max_udp_flows},
+        Size{skel_->maps.mesh_rate_client, c.max_rate_clients}}) {
     int ret = bpf_map__set_max_entries(s.map, s.n);
     if (ret != 0) {
       return errnoError(-ret, absl::StrCat("sizing map ", bpf_map__name(s.map), " to ", s.n));

@@ -33,7 +33,8 @@ struct DatapathConfig {
   uint32_t max_services = 65536;
   uint32_t max_backends = 131072;
   uint32_t max_slots = 262144;
-  uint32_t max_udp_flows = 65536;  // mesh_udp_rev (LRU: old flows age out)
+  uint32_t max_udp_flows = 65536;     // mesh_udp_rev (LRU: old flows age out)
+  uint32_t max_rate_clients = 65536;  // mesh_rate_client (LRU: idle clients age out)
 };
 
 struct ProgramInfo {
