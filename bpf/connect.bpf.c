@@ -10,11 +10,13 @@
  *        +-- mesh_sock (VIP, backend, REWRITTEN)   for getpeername, sockops
  *        +-- mesh_udp_rev (UDP only)               for recvmsg
  *
- * TCP: the connection is reserved here, within the service's and backend's
- * limits (mesh_conn.bpf.h), and released at TCP_CLOSE (sockops.bpf.c) or at
+ * TCP: the connect-rate buckets admit it (mesh_rate.bpf.h), then the
+ * connection is reserved here, within the service's and backend's limits
+ * (mesh_conn.bpf.h), and released at TCP_CLOSE (sockops.bpf.c) or at
  * close() (release.bpf.c), whichever comes first.
  */
 #include "mesh_conn.bpf.h"
+#include "mesh_rate.bpf.h"
 #include "mesh_select.bpf.h"
 
 /* Saves what getpeername and sockops need in the socket's mesh_sock entry
@@ -140,7 +142,9 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 	}
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		mesh_release_previous(ctx);
-		reason = mesh_reserve(svc, vip.family, &be, &backend_id);
+		reason = mesh_rate_admit(svc);
+		if (!reason)
+			reason = mesh_reserve(svc, vip.family, &be, &backend_id);
 		if (reason) {
 			mesh_refuse(reason);
 			return MESH_SOCK_REJECT;

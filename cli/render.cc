@@ -147,6 +147,15 @@ std::string renderExplain(const Json& data) {
                     " at the service limit, ", e.value("refusedAtBackendLimits", uint64_t{0}),
                     " with every backend tried full; rerouted from full backends: ",
                     e.value("reroutedFromFullBackends", uint64_t{0}), "\n");
+    auto rate = [](const Json& v) {
+      return v.is_object()
+                 ? absl::StrCat(v.value("perSecond", 0u), "/s burst ", v.value("burst", 0u))
+                 : std::string("none");
+    };
+    absl::StrAppend(&out, "  connect rate: ", rate(e["connectRate"]), " per service (",
+                    e.value("refusedByConnectRate", uint64_t{0}), " refused), ",
+                    rate(e["connectRatePerClient"]), " per client (",
+                    e.value("refusedByClientConnectRate", uint64_t{0}), " refused)\n");
     absl::StrAppend(&out, "  backends:\n");
     for (const Json& b : e["backends"]) {
       absl::StrAppend(&out, "    ", b.value("backend", ""), "  live ",

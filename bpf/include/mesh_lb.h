@@ -69,4 +69,22 @@ MESH_LB_INLINE __u32 mesh_maglev_index(__u64 client_key, __u32 size)
  * the comparison is on raw live counts; ties go to a. */
 MESH_LB_INLINE int mesh_p2c_prefer_a(__s64 live_a, __s64 live_b) { return live_a <= live_b; }
 
+/*
+ * Connect-rate bucket as GCRA (the token bucket kept as one virtual time, so
+ * one compare-and-swap updates it): a bucket of `burst` tokens refilling one
+ * every interval_ns admits a connect at `now` when its theoretical arrival
+ * time, advanced by one interval, is at most `burst` intervals ahead of now.
+ * Returns the new arrival time to store, or 0 to refuse (state unchanged).
+ * `now` is bpf_ktime_get_ns(), never 0 after boot.
+ */
+MESH_LB_INLINE __u64 mesh_gcra_admit(__u64 tat, __u64 now, __u64 interval_ns, __u32 burst)
+{
+	__u64 next = (tat > now ? tat : now) + interval_ns;
+
+	return next - now > interval_ns * burst ? 0 : next;
+}
+
+/* Nanoseconds between two tokens of a bucket refilling per_sec a second (> 0). */
+MESH_LB_INLINE __u64 mesh_gcra_interval(__u32 per_sec) { return 1000000000ULL / per_sec; }
+
 #endif /* MESH_LB_H */

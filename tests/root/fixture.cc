@@ -15,10 +15,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -76,6 +80,57 @@ std::string enterPod(const Netns& netns, const Cgroup* cgroup) {
   return st.ok() ? "" : st.ToString();
 }
 
+// The pid in a name "<letters><pid>-<n>" (e.g. "meshd-t1234-0", "lb1234-2"),
+// or 0 when the name has another shape.
+pid_t pidInName(absl::string_view name, absl::string_view prefix) {
+  if (!absl::StartsWith(name, prefix)) return 0;
+  name.remove_prefix(prefix.size());
+  size_t dash = name.find('-');
+  pid_t pid = 0;
+  if (dash == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dash), &pid)) return 0;
+  return pid;
+}
+
+bool deadPid(pid_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+void removeCgroupTree(const std::string& path) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec))
+    if (e.is_directory()) removeCgroupTree(e.path());
+  std::ifstream in(path + "/cgroup.procs");
+  pid_t pid;
+  while (in >> pid) ::kill(pid, SIGKILL);
+  for (int i = 0; i < 100 && rmdir(path.c_str()) != 0 && errno == EBUSY; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+// Removes what a test process killed with SIGKILL (no destructors ran) left
+// behind: network namespaces, cgroups and pinned datapaths named after a pid
+// that no longer runs. Those of live processes (tests running in parallel)
+// are left alone. Once per process.
+void sweepStale() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
+      const std::string name = e.path().filename();
+      if (deadPid(pidInName(name, "meshd-t"))) (void)run({"ip", "netns", "del", name});
+    }
+    const std::string mount = cgroup2Mount();
+    for (const auto& e : std::filesystem::directory_iterator(mount, ec)) {
+      if (e.is_directory() && deadPid(pidInName(e.path().filename().string(), "meshd-t")))
+        removeCgroupTree(e.path());
+    }
+    for (const auto& e : std::filesystem::directory_iterator(kTestPinRoot, ec)) {
+      std::string name = e.path().filename();
+      size_t letters = name.find_first_of("0123456789");
+      if (letters == std::string::npos) continue;
+      if (deadPid(pidInName(name, name.substr(0, letters))))
+        (void)datapath::Datapath::removePins(kTestPinRoot, name);
+    }
+  });
+}
+
 }  // namespace
 
 bool rootSkipAllowed() {
@@ -104,6 +159,7 @@ absl::Status run(const std::vector<std::string>& argv) {
 }
 
 Netns::Netns() : name_(uniqueName("meshd-t")) {
+  sweepStale();
   (void)run({"ip", "netns", "add", name_});
   (void)ip({"link", "set", "lo", "up"});
 }
@@ -128,8 +184,13 @@ absl::Status Netns::enter() const {
 }
 
 Cgroup::Cgroup() {
+  sweepStale();
   std::string mount = cgroup2Mount();
   path_ = absl::StrCat(mount.empty() ? "/sys/fs/cgroup" : mount, "/", uniqueName("meshd-t"));
+  mkdir(path_.c_str(), 0755);
+}
+
+Cgroup::Cgroup(const Cgroup& parent, const std::string& name) : path_(parent.path() + "/" + name) {
   mkdir(path_.c_str(), 0755);
 }
 

@@ -57,6 +57,9 @@ class Netns {
 class Cgroup {
  public:
   Cgroup();
+  // A child of `parent` (e.g. a second pod under the cgroup a Datapath is
+  // attached to). Destroy it before the parent.
+  explicit Cgroup(const Cgroup& parent, const std::string& name);
   ~Cgroup();
   Cgroup(const Cgroup&) = delete;
   Cgroup& operator=(const Cgroup&) = delete;

@@ -285,7 +285,8 @@ class LimitsRootTest : public LbRootTest {
     close(barrier[1]);
     for (int i = 0; i < 1000; ++i) {
       mesh_svc_state st = serviceCounters(vip);
-      if (st.live_conns + static_cast<int64_t>(st.refused_service + st.refused_backend) ==
+      if (st.live_conns + static_cast<int64_t>(st.refused_service + st.refused_backend +
+                                               st.refused_rate + st.refused_client_rate) ==
           procs * each)
         return;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -392,6 +393,72 @@ TEST_F(LimitsRootTest, LocalConnectFailureReleasesAtClose) {
   auto stats = dp_->maps().readStats();
   ASSERT_TRUE(stats.ok());
   EXPECT_GE((*stats)[MESH_STAT_RELEASED_AT_CLOSE], 5u);
+}
+
+// ---- connect-rate buckets (issue 4) ---------------------------------------
+
+// A service bucket of 10 tokens refilling 1/s, 4 processes x 10 simultaneous
+// connects: exactly the 10 tokens are admitted (plus at most one per second
+// the connects took), the rest refused with ECONNREFUSED and counted.
+TEST_F(LimitsRootTest, ServiceConnectRateAdmitsExactlyTheBurst) {
+  DesiredLbState d;
+  Frontend fe =
+      frontend("10.96.0.24", LbAlgorithm::kRandom, {{kBackends[0], 1}, {kBackends[1], 1}});
+  fe.connect_rate = {1, 10};
+  d.frontends.push_back(fe);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(connectConcurrently("10.96.0.24", 4, 10));
+  const auto secs =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  mesh_svc_state st = serviceCounters("10.96.0.24");
+  EXPECT_GE(st.live_conns, 10);
+  EXPECT_LE(st.live_conns, 10 + secs + 1);
+  EXPECT_EQ(st.live_conns + static_cast<int64_t>(st.refused_rate), 40);
+  EXPECT_EQ(st.refused_client_rate, 0u);
+  EXPECT_EQ(st.refused_service + st.refused_backend, 0u);
+  auto stats = dp_->maps().readStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)[MESH_STAT_RATE_SERVICE], st.refused_rate);
+}
+
+// Per-client buckets are per pod cgroup: two pods under the attached cgroup
+// each get their own 3 tokens; the service-wide bucket is not involved.
+// After a refill interval the client is admitted again.
+TEST_F(LimitsRootTest, ClientConnectRateIsPerPodAndRefills) {
+  DesiredLbState d;
+  Frontend fe = frontend("10.96.0.25", LbAlgorithm::kRandom, {{kBackends[0], 1}});
+  fe.client_connect_rate = {1, 3};
+  d.frontends.push_back(fe);
+  ASSERT_TRUE(rec_->apply(d).ok());
+  Cgroup pod_a(*cgroup_, "pod-a");
+  Cgroup pod_b(*cgroup_, "pod-b");
+  const std::string ok = kBackends[0] + ":8080";
+  auto dial = [&](const Cgroup& pod, int n) {
+    auto out =
+        meshd::testing::runInPod(*netns_, &pod, [n] { return dialMany("10.96.0.25", 80, n); });
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? parseCounts(*out) : std::map<std::string, int>{};
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a = dial(pod_a, 8);
+  auto b = dial(pod_b, 8);
+  const auto secs =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  for (auto* counts : {&a, &b}) {
+    EXPECT_GE((*counts)[ok], 3);
+    EXPECT_LE((*counts)[ok], 3 + secs + 1);
+    EXPECT_EQ((*counts)[ok] + (*counts)["ERR:ECONNREFUSED"], 8);
+  }
+  mesh_svc_state st = serviceCounters("10.96.0.25");
+  EXPECT_EQ(st.refused_client_rate, static_cast<uint64_t>(16 - a[ok] - b[ok]));
+  EXPECT_EQ(st.refused_rate, 0u);
+
+  // Empty now; one token is back after a second.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_GE(dial(pod_a, 1)[ok], 1);
 }
 
 }  // namespace

@@ -212,4 +212,56 @@ TEST(LbSelectTest, P2cAvoidsSlowBackend) {
 }
 
 }  // namespace
+// GCRA connect-rate bucket (mesh_gcra_admit), driven as mesh_rate.bpf.h does:
+// one stored arrival time, 0 = refused and nothing stored.
+struct Bucket {
+  uint64_t tat = 0;
+  uint32_t per_sec, burst;
+  bool take(uint64_t now) {
+    uint64_t next = mesh_gcra_admit(tat, now, mesh_gcra_interval(per_sec), burst);
+    if (next == 0) return false;
+    tat = next;
+    return true;
+  }
+};
+
+TEST(LbSelectTest, GcraAdmitsTheBurstAtOnceThenNothing) {
+  Bucket b{0, 10, 5};
+  const uint64_t t0 = 1'000'000'000'000;
+  int admitted = 0;
+  for (int i = 0; i < 20; ++i) admitted += b.take(t0);
+  EXPECT_EQ(admitted, 5) << "a full bucket holds `burst` tokens";
+  EXPECT_FALSE(b.take(t0 + 99'000'000)) << "refills one token per 100 ms, not sooner";
+  EXPECT_TRUE(b.take(t0 + 100'000'000));
+  EXPECT_FALSE(b.take(t0 + 100'000'000));
+}
+
+TEST(LbSelectTest, GcraLongRunRateIsPerSecond) {
+  // Attempts every 1 ms for 10 s against 37/s with burst 4: 4 + 37 * 10 admitted,
+  // give or take the token that is refilling at the end.
+  Bucket b{0, 37, 4};
+  const uint64_t t0 = 5'000'000'000;
+  int admitted = 0;
+  for (uint64_t ms = 0; ms < 10'000; ++ms) admitted += b.take(t0 + ms * 1'000'000);
+  EXPECT_GE(admitted, 4 + 370 - 1);
+  EXPECT_LE(admitted, 4 + 370 + 1);
+}
+
+TEST(LbSelectTest, GcraRefusalLeavesTheBucketUnchanged) {
+  Bucket b{0, 1, 1};
+  ASSERT_TRUE(b.take(7'000'000'000));
+  const uint64_t tat = b.tat;
+  EXPECT_FALSE(b.take(7'500'000'000));
+  EXPECT_EQ(b.tat, tat) << "a refused connect takes no token";
+  EXPECT_TRUE(b.take(8'000'000'000));
+}
+
+TEST(LbSelectTest, GcraIdleBucketRefillsOnlyToBurst) {
+  Bucket b{0, 1000, 3};
+  ASSERT_TRUE(b.take(1'000'000'000));
+  int admitted = 0;
+  for (int i = 0; i < 10; ++i) admitted += b.take(3'600'000'000'000);  // an hour idle
+  EXPECT_EQ(admitted, 3);
+}
+
 }  // namespace meshd::datapath

@@ -201,11 +201,18 @@ TEST_F(ReconcilerTest, ConnectionLimitsAreWrittenToTheServiceEntryOnly) {
   auto d = twoFrontends();
   d.frontends[0].max_connections = 100;
   d.frontends[0].max_connections_per_backend = 7;
+  d.frontends[0].connect_rate = {200, 20};
+  d.frontends[0].client_connect_rate = {10, 3};
   ASSERT_TRUE(rec_.apply(d).ok());
   EXPECT_THAT(maps_.log(), ElementsAre(Op::kUpdateServices));
   EXPECT_EQ(maps_.count(Op::kUpdateServices).entries, 1u);
   EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->max_conns, 100u);
   EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->max_conns_per_backend, 7u);
+  const mesh_svc s = maps_.service(svcKey("10.96.0.1", 80)).value();
+  EXPECT_EQ(s.rate_per_sec, 200u);
+  EXPECT_EQ(s.rate_burst, 20u);
+  EXPECT_EQ(s.client_rate_per_sec, 10u);
+  EXPECT_EQ(s.client_rate_burst, 3u);
 }
 
 TEST_F(ReconcilerTest, AddingBackendWritesOneBackendTheSlotsAndTheService) {

@@ -273,6 +273,30 @@ INSTANTIATE_TEST_SUITE_P(
                      std::string(kPolicyHead) + "    algorithm: Random\n"
                                                 "  connectionLimits: {maxConnectoins: 5}\n",
                      "spec.connectionLimits.maxConnectoins: unknown field"},
+        BadInputCase{"ConnectRateZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits:\n"
+                                                "    connectRate: {perSecond: 0}\n",
+                     "f.yaml:10:30: TrafficPolicy/default/web: "
+                     "spec.connectionLimits.connectRate.perSecond: perSecond 0 is out of range "
+                     "[1, 1000000]"},
+        BadInputCase{"ConnectRateWithoutPerSecond",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits:\n"
+                                                "    connectRatePerClient: {burst: 5}\n",
+                     "spec.connectionLimits.connectRatePerClient.perSecond: required"},
+        BadInputCase{"ConnectRateBurstAbsurd",
+                     std::string(kPolicyHead) +
+                         "    algorithm: Random\n"
+                         "  connectionLimits:\n"
+                         "    connectRate: {perSecond: 10, burst: 5000000}\n",
+                     "spec.connectionLimits.connectRate.burst: burst 5000000 is out of range "
+                     "[1, 1000000]"},
+        BadInputCase{"ConnectRateUnknownField",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  connectionLimits:\n"
+                                                "    connectRate: {perSecnd: 10}\n",
+                     "spec.connectionLimits.connectRate.perSecnd: unknown field"},
         BadInputCase{"WeightBadAddress",
                      std::string(kPolicyHead) + "    weights:\n"
                                                 "      - {address: 10.1.1, weight: 2}\n",

@@ -147,7 +147,8 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
       "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: b}\n"
       "spec:\n  targetRef: {kind: Service, name: b}\n"
       "  loadBalancer: {algorithm: LeastConnections}\n"
-      "  connectionLimits: {maxConnections: 100, maxConnectionsPerBackend: 10}\n"
+      "  connectionLimits: {maxConnections: 100, maxConnectionsPerBackend: 10,\n"
+      "    connectRate: {perSecond: 50}, connectRatePerClient: {perSecond: 5, burst: 2}}\n"
       "---\n"
       "apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None}\n";
   auto desired = computeDesiredState(setOf(parse(yaml)));
@@ -158,9 +159,12 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
   EXPECT_EQ(desired->frontends[0].maglev_table_size, 0u);
   EXPECT_EQ(desired->frontends[0].max_connections, 100u);
   EXPECT_EQ(desired->frontends[0].max_connections_per_backend, 10u);
+  EXPECT_EQ(desired->frontends[0].connect_rate, (ConnectRate{50, 50})) << "burst defaults to rate";
+  EXPECT_EQ(desired->frontends[0].client_connect_rate, (ConnectRate{5, 2}));
   const Frontend& a = desired->frontends[1];
   EXPECT_EQ(a.max_connections, 0u) << "no connectionLimits: unlimited";
   EXPECT_EQ(a.max_connections_per_backend, 0u);
+  EXPECT_EQ(a.connect_rate, ConnectRate{}) << "no connectRate: unlimited";
   EXPECT_EQ(a.algorithm, LbAlgorithm::kMaglev);
   EXPECT_EQ(a.maglev_table_size, 65537u);
   ASSERT_THAT(a.backends, SizeIs(2));  // IPv6 slice ignored for an IPv4 VIP

@@ -24,6 +24,12 @@ nlohmann::ordered_json limitJson(uint32_t limit) {
   return limit == 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(limit);
 }
 
+// A connect-rate bucket as JSON: null when unlimited.
+nlohmann::ordered_json rateJson(const state::ConnectRate& r) {
+  if (r.per_second == 0) return nullptr;
+  return {{"perSecond", r.per_second}, {"burst", r.burst}};
+}
+
 // The connection-limit fields of a frontend (limits: null = unlimited) and the
 // kernel's per-service counters, as services and explain show them.
 void addLimits(const datapath::Reconciler::FrontendView& fv, nlohmann::ordered_json& row) {
@@ -33,6 +39,10 @@ void addLimits(const datapath::Reconciler::FrontendView& fv, nlohmann::ordered_j
   row["refusedAtServiceLimit"] = fv.counters.refused_service;
   row["refusedAtBackendLimits"] = fv.counters.refused_backend;
   row["reroutedFromFullBackends"] = fv.counters.rerouted;
+  row["connectRate"] = rateJson(fv.frontend.connect_rate);
+  row["connectRatePerClient"] = rateJson(fv.frontend.client_connect_rate);
+  row["refusedByConnectRate"] = fv.counters.refused_rate;
+  row["refusedByClientConnectRate"] = fv.counters.refused_client_rate;
 }
 
 }  // namespace
@@ -70,8 +80,9 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
                                    const nlohmann::ordered_json& node_stats) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   nlohmann::ordered_json node = nlohmann::ordered_json::object();
-  for (const char* reason : {"no_backend", "backend_missing", "family_mismatch", "maglev_missing",
-                             "limit_service", "limit_backend", "limit_rerouted"}) {
+  for (const char* reason :
+       {"no_backend", "backend_missing", "family_mismatch", "maglev_missing", "limit_service",
+        "limit_backend", "limit_rerouted", "rate_service", "rate_client"}) {
     if (node_stats.is_object() && node_stats.contains(reason)) node[reason] = node_stats[reason];
   }
   for (const auto& fv : frontends) {

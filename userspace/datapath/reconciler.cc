@@ -394,6 +394,10 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     next.svc.flags = MESH_SVC_F_NONE;
     next.svc.max_conns = fe.max_connections;
     next.svc.max_conns_per_backend = fe.max_connections_per_backend;
+    next.svc.rate_per_sec = fe.connect_rate.per_second;
+    next.svc.rate_burst = fe.connect_rate.burst;
+    next.svc.client_rate_per_sec = fe.client_connect_rate.per_second;
+    next.svc.client_rate_burst = fe.client_connect_rate.burst;
     next.frontend = fe;
     next.seen = generation;
 
@@ -645,6 +649,9 @@ absl::StatusOr<std::vector<Reconciler::FrontendView>> Reconciler::describe() {
       view.frontend.maglev_table_size = rec->svc.maglev_size;
       view.frontend.max_connections = rec->svc.max_conns;
       view.frontend.max_connections_per_backend = rec->svc.max_conns_per_backend;
+      view.frontend.connect_rate = {rec->svc.rate_per_sec, rec->svc.rate_burst};
+      view.frontend.client_connect_rate = {rec->svc.client_rate_per_sec,
+                                           rec->svc.client_rate_burst};
     }
     ASSIGN_OR_RETURN(view.counters, maps_.readServiceState(rec->svc.svc_id));
     const uint32_t n = std::min<size_t>(rec->svc.slot_count, rec->slots.size());

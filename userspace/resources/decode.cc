@@ -18,6 +18,9 @@ namespace {
 
 // Upper bound of a TrafficPolicy connection limit (see decodeTrafficPolicy).
 constexpr int64_t kMaxConnectionLimit = 1 << 24;
+// Connects a second (and bucket size) a connect-rate bucket may allow: far above what
+// one node can open, low enough that the kernel's nanosecond arithmetic cannot overflow.
+constexpr int64_t kMaxConnectRate = 1000000;
 
 using json = nlohmann::json;
 
@@ -520,6 +523,26 @@ EndpointSliceSpec decodeEndpointSlice(Decoder& d, const json& doc) {
   return out;
 }
 
+// spec.connectionLimits.<field>: {perSecond, burst}. perSecond is required in the
+// block; burst defaults to perSecond (one second's worth of connects at once).
+state::ConnectRate connectRate(Decoder& d, const json& limits, const std::string& path,
+                               const char* field) {
+  state::ConnectRate out;
+  const json* r = d.getObject(limits, path, field, false);
+  if (!r) return out;
+  const std::string rpath = childPath(path, field);
+  d.allowOnly(*r, rpath, {"perSecond", "burst"});
+  if (auto v = d.getInt(*r, rpath, "perSecond", true, 1, kMaxConnectRate, "perSecond")) {
+    out.per_second = static_cast<uint32_t>(*v);
+  }
+  if (auto v = d.getInt(*r, rpath, "burst", false, 1, kMaxConnectRate, "burst")) {
+    out.burst = static_cast<uint32_t>(*v);
+  } else {
+    out.burst = out.per_second;
+  }
+  return out;
+}
+
 TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   TrafficPolicySpec out;
   d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
@@ -530,7 +553,9 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
     // Unset = unlimited. 2^24 bounds what a node could hold open (and catches
     // a mistyped extra digit); 0 is rejected rather than meaning "refuse all".
     const std::string cpath = "spec.connectionLimits";
-    d.allowOnly(*cl, cpath, {"maxConnections", "maxConnectionsPerBackend"});
+    d.allowOnly(
+        *cl, cpath,
+        {"maxConnections", "maxConnectionsPerBackend", "connectRate", "connectRatePerClient"});
     if (auto v = d.getInt(*cl, cpath, "maxConnections", false, 1, kMaxConnectionLimit,
                           "maxConnections")) {
       out.max_connections = static_cast<uint32_t>(*v);
@@ -539,6 +564,8 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
                           "maxConnectionsPerBackend")) {
       out.max_connections_per_backend = static_cast<uint32_t>(*v);
     }
+    out.connect_rate = connectRate(d, *cl, cpath, "connectRate");
+    out.client_connect_rate = connectRate(d, *cl, cpath, "connectRatePerClient");
   }
   if (const json* t = d.getObject(*spec, "spec", "targetRef", true)) {
     const std::string tpath = "spec.targetRef";

@@ -145,6 +145,8 @@ struct TrafficPolicySpec {
   // spec.connectionLimits: live TCP connections, node-wide (0 = unlimited).
   uint32_t max_connections = 0;
   uint32_t max_connections_per_backend = 0;
+  state::ConnectRate connect_rate;         // spec.connectionLimits.connectRate
+  state::ConnectRate client_connect_rate;  // spec.connectionLimits.connectRatePerClient
 };
 
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);

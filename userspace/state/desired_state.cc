@@ -78,6 +78,8 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.maglev_table_size = policy->maglev_table_size;
           f.max_connections = policy->max_connections;
           f.max_connections_per_backend = policy->max_connections_per_backend;
+          f.connect_rate = policy->connect_rate;
+          f.client_connect_rate = policy->client_connect_rate;
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {

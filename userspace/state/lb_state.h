@@ -21,6 +21,15 @@ enum class LbAlgorithm : uint8_t {
   kLeastConnections = 3,
 };
 
+// A connect-rate token bucket (TCP connects; per_second 0 = unlimited): holds up to
+// `burst` tokens and refills `per_second` a second.
+struct ConnectRate {
+  uint32_t per_second = 0;
+  uint32_t burst = 0;
+
+  friend bool operator==(const ConnectRate&, const ConnectRate&) = default;
+};
+
 struct Backend {
   IpAddress address;
   uint16_t port = 0;    // host order
@@ -43,6 +52,8 @@ struct Frontend {
   uint32_t maglev_table_size = 0;            // prime; set when algorithm == kMaglev
   uint32_t max_connections = 0;              // live TCP connections via this frontend; 0 = no limit
   uint32_t max_connections_per_backend = 0;  // live TCP connections per backend; 0 = no limit
+  ConnectRate connect_rate;                  // whole frontend, node-wide
+  ConnectRate client_connect_rate;           // each client workload (cgroup) of the frontend
   std::vector<Backend> backends;             // ready endpoints only, sorted by (address, port)
 
   friend bool operator==(const Frontend&, const Frontend&) = default;
