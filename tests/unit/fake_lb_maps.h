@@ -262,6 +262,23 @@ class FakeLbMaps : public LbMapWriter {
     auto it = svc_counters_.find(svc_id);
     return it == svc_counters_.end() ? mesh_svc_state{} : it->second;
   }
+  absl::Status resetBackendStates(absl::Span<const uint32_t> ids) override {
+    for (uint32_t id : ids) {
+      counters_.erase(id);
+      reset_backend_states_.push_back(id);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status resetServiceStates(absl::Span<const uint32_t> ids) override {
+    for (uint32_t id : ids) {
+      svc_counters_.erase(id);
+      reset_service_states_.push_back(id);
+    }
+    return absl::OkStatus();
+  }
+  // Ids whose state resetBackendStates / resetServiceStates zeroed, in order.
+  const std::vector<uint32_t>& resetBackendStateIds() const { return reset_backend_states_; }
+  const std::vector<uint32_t>& resetServiceStateIds() const { return reset_service_states_; }
   absl::StatusOr<std::vector<uint64_t>> readStats() override {
     return std::vector<uint64_t>(MESH_STAT_MAX, 0);
   }
@@ -318,6 +335,8 @@ class FakeLbMaps : public LbMapWriter {
   std::map<uint32_t, std::vector<uint32_t>> maglev_;
   std::map<uint32_t, mesh_backend_state> counters_;
   std::map<uint32_t, mesh_svc_state> svc_counters_;
+  std::vector<uint32_t> reset_backend_states_;
+  std::vector<uint32_t> reset_service_states_;
   std::optional<Failure> fail_;
   bool check_ = false;
   std::vector<std::string> violations_;

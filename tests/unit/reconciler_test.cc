@@ -666,4 +666,64 @@ TEST(ReconcilerScaleTest, TenThousandServicesInBatches) {
 }
 
 }  // namespace
+// Draining: an id freed while the kernel still counts live connections on it
+// is not reused until they close, so a new backend never inherits them; once
+// drained, its leftover counters are reset before the id is reused.
+TEST_F(ReconcilerTest, BackendIdWithLiveConnectionsIsNotReusedUntilDrained) {
+  state::DesiredLbState d;
+  d.frontends.push_back(fe("web", "10.96.0.1", 80, {be("10.0.0.1", 8080), be("10.0.0.2", 8080)}));
+  ASSERT_TRUE(rec_.apply(d).ok());
+  const uint32_t gone = backendIdOf("10.0.0.1", 8080);
+  mesh_backend_state st{};
+  st.live_conns = 2;
+  st.total_conns = 40;
+  st.consecutive_failures = 3;
+  maps_.setBackendState(gone, st);
+
+  d.frontends[0].backends = {be("10.0.0.2", 8080)};
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_EQ(rec_.drainingBackends(), 0u) << "freed ids are checked when handed out";
+  d.frontends[0].backends = {be("10.0.0.2", 8080), be("10.0.0.3", 8080)};
+  ASSERT_TRUE(rec_.apply(d).ok());
+  const uint32_t fresh = backendIdOf("10.0.0.3", 8080);
+  EXPECT_NE(fresh, gone) << "the lowest free id still has 2 live connections";
+  EXPECT_EQ(rec_.drainingBackends(), 1u);
+
+  st.live_conns = 0;  // the lingering connections closed
+  maps_.setBackendState(gone, st);
+  d.frontends[0].backends.push_back(be("10.0.0.4", 8080));
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_EQ(rec_.drainingBackends(), 0u);
+  EXPECT_EQ(backendIdOf("10.0.0.4", 8080), gone) << "drained: reused, lowest first";
+  EXPECT_THAT(maps_.resetBackendStateIds(), ElementsAre(gone));
+  auto reused = maps_.readBackendState(gone);
+  ASSERT_TRUE(reused.ok());
+  EXPECT_EQ(reused->total_conns, 0u) << "the new backend starts from zero";
+  EXPECT_EQ(reused->consecutive_failures, 0u);
+}
+
+// The same for service ids: a new service must not inherit the live count
+// (and so the maxConnections budget) of a deleted one.
+TEST_F(ReconcilerTest, ServiceIdWithLiveConnectionsIsNotReusedUntilDrained) {
+  state::DesiredLbState d;
+  d.frontends.push_back(fe("web", "10.96.0.1", 80, {be("10.0.0.1", 8080)}));
+  ASSERT_TRUE(rec_.apply(d).ok());
+  const uint32_t gone = maps_.service(svcKey("10.96.0.1", 80))->svc_id;
+  mesh_svc_state st{};
+  st.live_conns = 5;
+  maps_.setServiceState(gone, st);
+  d.frontends.clear();
+  ASSERT_TRUE(rec_.apply(d).ok());
+  d.frontends.push_back(fe("api", "10.96.0.2", 80, {be("10.0.0.1", 8080)}));
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_NE(maps_.service(svcKey("10.96.0.2", 80))->svc_id, gone);
+  EXPECT_EQ(rec_.drainingServices(), 1u);
+  st.live_conns = 0;
+  maps_.setServiceState(gone, st);
+  d.frontends.push_back(fe("db", "10.96.0.3", 80, {be("10.0.0.1", 8080)}));
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.3", 80))->svc_id, gone);
+  EXPECT_EQ(rec_.drainingServices(), 0u);
+}
+
 }  // namespace meshd::datapath

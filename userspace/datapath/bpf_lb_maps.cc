@@ -190,6 +190,24 @@ absl::StatusOr<mesh_svc_state> BpfLbMaps::readServiceState(uint32_t svc_id) {
   return st;
 }
 
+absl::Status BpfLbMaps::resetBackendStates(absl::Span<const uint32_t> ids) {
+  std::vector<uint32_t> in_range;
+  for (uint32_t id : ids) {
+    if (id < fds_.max_backends) in_range.push_back(id);
+  }
+  auto zero = zeroed<mesh_backend_state>(in_range);
+  return updatePairs<uint32_t, mesh_backend_state>(fds_.backend_state, "mesh_backend_state", zero);
+}
+
+absl::Status BpfLbMaps::resetServiceStates(absl::Span<const uint32_t> ids) {
+  std::vector<uint32_t> in_range;
+  for (uint32_t id : ids) {
+    if (id < fds_.max_services) in_range.push_back(id);
+  }
+  auto zero = zeroed<mesh_svc_state>(in_range);
+  return updatePairs<uint32_t, mesh_svc_state>(fds_.svc_state, "mesh_svc_state", zero);
+}
+
 absl::StatusOr<std::vector<uint64_t>> BpfLbMaps::readStats() {
   ASSIGN_OR_RETURN(auto raw, mapops::readEntries(fds_.stats, "mesh_stats"));
   std::vector<uint64_t> out(MESH_STAT_MAX, 0);

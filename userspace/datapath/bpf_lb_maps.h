@@ -44,6 +44,8 @@ class BpfLbMaps : public LbMapWriter {
   absl::Status deleteMaglevTable(uint32_t svc_id) override;
   absl::StatusOr<mesh_backend_state> readBackendState(uint32_t backend_id) override;
   absl::StatusOr<mesh_svc_state> readServiceState(uint32_t svc_id) override;
+  absl::Status resetBackendStates(absl::Span<const uint32_t> ids) override;
+  absl::Status resetServiceStates(absl::Span<const uint32_t> ids) override;
   absl::StatusOr<std::vector<uint64_t>> readStats() override;
   uint32_t maxBackends() const override { return fds_.max_backends; }
   uint32_t maxServices() const override { return fds_.max_services; }

@@ -38,8 +38,9 @@ class LbMapWriter {
       absl::Span<const std::pair<uint32_t, mesh_backend>> batch) = 0;
   // Marks array entries inactive (zeroes them). Their mesh_backend_state is left
   // alone: connections still open to a removed backend decrement live_conns when
-  // they close, so zeroing it would drive the count negative. (An id reused for a
-  // new backend therefore starts with the lingering connections counted.)
+  // they close, so zeroing it would drive the count negative. The reconciler
+  // reuses an id only once its live count is 0 (draining), and resets its
+  // state then (resetBackendStates).
   virtual absl::Status deleteBackends(absl::Span<const uint32_t> ids) = 0;
   virtual absl::Status updateServices(
       absl::Span<const std::pair<mesh_svc_key, mesh_svc>> batch) = 0;
@@ -54,6 +55,10 @@ class LbMapWriter {
   virtual absl::StatusOr<mesh_backend_state> readBackendState(uint32_t backend_id) = 0;
   // Live connections and refusals the kernel keeps per service (mesh_svc_state).
   virtual absl::StatusOr<mesh_svc_state> readServiceState(uint32_t svc_id) = 0;
+  // Zeroes the kernel state of ids about to be reused (no connection counts on
+  // them any more): counters, ejection and RTT history of the previous owner.
+  virtual absl::Status resetBackendStates(absl::Span<const uint32_t> ids) = 0;
+  virtual absl::Status resetServiceStates(absl::Span<const uint32_t> ids) = 0;
   // mesh_stats summed over CPUs, indexed by enum mesh_stat.
   virtual absl::StatusOr<std::vector<uint64_t>> readStats() = 0;
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -183,6 +184,12 @@ struct Reconciler::Plan {
   std::vector<uint32_t> new_svc_ids;
   std::vector<uint32_t> freed_backend_ids;
   std::vector<uint32_t> freed_svc_ids;
+  // Skipped by this apply's allocation (live connections on them): drained later.
+  std::vector<uint32_t> draining_backend_ids;
+  std::vector<uint32_t> draining_svc_ids;
+  // New ids whose kernel state still holds a previous owner's counters.
+  std::vector<uint32_t> reset_backend_states;
+  std::vector<uint32_t> reset_svc_states;
   uint64_t new_slot_keys = 0;
 };
 
@@ -274,6 +281,7 @@ absl::Status Reconciler::applyLocked(const state::DesiredLbState& desired) {
     RETURN_IF_ERROR(
         withContext(adoptLocked(), "re-reading the maps after an earlier failed update"));
   }
+  RETURN_IF_ERROR(releaseDrained());
   Plan plan;
   RETURN_IF_ERROR(buildPlan(desired, plan));
   absl::Status written = writePlan(plan);
@@ -329,7 +337,11 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
       plan.new_backends.emplace_back(key, 0);
     }
   }
-  plan.new_backend_ids = backend_ids_.peek(plan.new_backends.size());
+  ASSIGN_OR_RETURN(plan.new_backend_ids,
+                   freshIds<mesh_backend_state>(
+                       backend_ids_, plan.new_backends.size(),
+                       [this](uint32_t id) { return maps_.readBackendState(id); },
+                       &plan.draining_backend_ids, &plan.reset_backend_states));
   if (!plan.new_backend_ids.empty() && plan.new_backend_ids.back() >= maps_.maxBackends()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "mesh_backends has room for ids 1..", maps_.maxBackends() - 1, " but this update needs ",
@@ -348,7 +360,10 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     auto it = backends_.find(key);
     return it != backends_.end() ? it->second.id : new_backend_index.at(key);
   };
-  plan.new_svc_ids = svc_ids_.peek(new_frontends);
+  ASSIGN_OR_RETURN(plan.new_svc_ids, freshIds<mesh_svc_state>(
+                                         svc_ids_, new_frontends,
+                                         [this](uint32_t id) { return maps_.readServiceState(id); },
+                                         &plan.draining_svc_ids, &plan.reset_svc_states));
   size_t next_new_svc = 0;
 
   // 3. Per frontend: the entries it should have, against what the maps hold.
@@ -548,7 +563,80 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
   return absl::OkStatus();
 }
 
+template <typename State>
+absl::StatusOr<std::vector<uint32_t>> Reconciler::freshIds(
+    const IdAllocator& alloc, size_t count,
+    const std::function<absl::StatusOr<State>(uint32_t)>& read, std::vector<uint32_t>* draining,
+    std::vector<uint32_t>* reset) {
+  static const State kZero{};
+  std::vector<uint32_t> ids;
+  ids.reserve(count);
+  absl::flat_hash_set<uint32_t> checked;
+  while (ids.size() < count) {
+    for (uint32_t id : alloc.peek(count + draining->size())) {
+      if (ids.size() == count) break;
+      if (!checked.insert(id).second) continue;
+      // An id past the map's end has no state; the capacity check reports it.
+      absl::StatusOr<State> st = read(id);
+      if (!st.ok()) {
+        ids.push_back(id);
+        continue;
+      }
+      if (st->live_conns > 0) {
+        draining->push_back(id);
+        continue;
+      }
+      if (std::memcmp(&*st, &kZero, sizeof(State)) != 0) reset->push_back(id);
+      ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
+absl::Status Reconciler::releaseDrained() {
+  for (auto it = draining_backend_ids_.begin(); it != draining_backend_ids_.end();) {
+    ASSIGN_OR_RETURN(mesh_backend_state st, maps_.readBackendState(*it));
+    if (st.live_conns > 0) {
+      ++it;
+      continue;
+    }
+    backend_ids_.release(*it);
+    it = draining_backend_ids_.erase(it);
+  }
+  for (auto it = draining_svc_ids_.begin(); it != draining_svc_ids_.end();) {
+    ASSIGN_OR_RETURN(mesh_svc_state st, maps_.readServiceState(*it));
+    if (st.live_conns > 0) {
+      ++it;
+      continue;
+    }
+    svc_ids_.release(*it);
+    it = draining_svc_ids_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+size_t Reconciler::drainingBackends() const {
+  absl::MutexLock lock(&mu_);
+  return draining_backend_ids_.size();
+}
+
+size_t Reconciler::drainingServices() const {
+  absl::MutexLock lock(&mu_);
+  return draining_svc_ids_.size();
+}
+
 absl::Status Reconciler::writePlan(Plan& plan) {
+  if (!plan.reset_backend_states.empty()) {
+    RETURN_IF_ERROR(
+        withContext(maps_.resetBackendStates(plan.reset_backend_states),
+                    absl::StrCat("resetting the kernel state of ", plan.reset_backend_states.size(),
+                                 " reused backend ids")));
+  }
+  if (!plan.reset_svc_states.empty()) {
+    RETURN_IF_ERROR(withContext(maps_.resetServiceStates(plan.reset_svc_states),
+                                absl::StrCat("resetting the kernel state of ",
+                                             plan.reset_svc_states.size(), " reused service ids")));
+  }
   if (!plan.put_backends.empty()) {
     RETURN_IF_ERROR(withContext(
         maps_.updateBackends(plan.put_backends),
@@ -607,6 +695,8 @@ void Reconciler::commitPlan(Plan& plan) {
     backend_keys_.emplace(id, key);
   }
   backend_ids_.take(plan.new_backend_ids);
+  backend_ids_.take(plan.draining_backend_ids);
+  draining_backend_ids_.insert(plan.draining_backend_ids.begin(), plan.draining_backend_ids.end());
   for (uint32_t id : plan.freed_backend_ids) {
     auto it = backend_keys_.find(id);
     if (it != backend_keys_.end()) {
@@ -618,6 +708,8 @@ void Reconciler::commitPlan(Plan& plan) {
   for (const auto& [key, uses] : plan.want) backends_[key].refs = uses;
 
   svc_ids_.take(plan.new_svc_ids);
+  svc_ids_.take(plan.draining_svc_ids);
+  draining_svc_ids_.insert(plan.draining_svc_ids.begin(), plan.draining_svc_ids.end());
   for (uint32_t id : plan.freed_svc_ids) svc_ids_.release(id);
 
   orphan_services_.clear();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -86,6 +87,11 @@ class Reconciler : public state::LbStateSink {
   };
   Stats stats() const;
 
+  // Backend and service ids waiting for their live connections to close
+  // before they may be reused (see draining_backend_ids_).
+  size_t drainingBackends() const;
+  size_t drainingServices() const;
+
  private:
   // A backend is a unique (address, port, protocol), shared by all frontends using it.
   struct BackendKey {
@@ -149,6 +155,17 @@ class Reconciler : public state::LbStateSink {
   absl::Status buildPlan(const state::DesiredLbState& desired, Plan& plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status writePlan(Plan& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ids for `count` new entries, lowest first, skipping ids whose kernel state
+  // still counts live connections (freed while connections to it linger): those
+  // go to *draining. Ids whose state holds a previous owner's counters go to
+  // *reset as well.
+  template <typename State>
+  absl::StatusOr<std::vector<uint32_t>> freshIds(
+      const IdAllocator& alloc, size_t count,
+      const std::function<absl::StatusOr<State>(uint32_t)>& read, std::vector<uint32_t>* draining,
+      std::vector<uint32_t>* reset) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives draining ids whose live count reached 0 back to their allocator.
+  absl::Status releaseDrained() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void commitPlan(Plan& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   LbMapWriter& maps_;
@@ -164,6 +181,11 @@ class Reconciler : public state::LbStateSink {
   std::vector<mesh_slot_key> orphan_slots_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> orphan_maglev_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> orphan_backends_ ABSL_GUARDED_BY(mu_);
+  // Ids taken out of use while connections counted on them were still open:
+  // not reused until the kernel's live count for them is 0, so a new backend or
+  // service never inherits a predecessor's connections (limits stay exact).
+  std::set<uint32_t> draining_backend_ids_ ABSL_GUARDED_BY(mu_);
+  std::set<uint32_t> draining_svc_ids_ ABSL_GUARDED_BY(mu_);
   // Set when a write failed part-way: the picture may not match the maps.
   bool needs_resync_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
