@@ -1,8 +1,11 @@
 #include "daemon/daemon.h"
 
+#include <time.h>
+
 #include <chrono>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "datapath/abi_names.h"
@@ -201,14 +204,29 @@ std::string Daemon::renderMetrics() {
   if (views.ok()) {
     absl::flat_hash_set<uint32_t> ids;
     m.frontends = views->size();
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+    const uint64_t now_ns = uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
     for (const auto& fv : *views) {
+      const state::Frontend& f = fv.frontend;
+      const mesh_svc_state& c = fv.counters;
+      m.service_samples.push_back(
+          {f.ns, f.service,
+           absl::StrCat(api::hostPort(f.vip, f.port), "/",
+                        absl::AsciiStrToUpper(resources::protocolName(f.protocol))),
+           c.live_conns, c.refused_service, c.refused_backend, c.refused_rate,
+           c.refused_client_rate, c.refused_ejected, c.rerouted, c.ejected, c.ejections,
+           c.ejections_skipped});
       for (const auto& b : fv.backends) {
         ids.insert(b.id);
-        m.backend_samples.push_back({fv.frontend.ns, fv.frontend.service,
-                                     api::hostPort(b.address, b.port), b.id, b.counters.live_conns,
-                                     b.counters.total_conns, b.counters.connect_failures});
+        m.backend_samples.push_back(
+            {f.ns, f.service, api::hostPort(b.address, b.port), b.id, b.counters.live_conns,
+             b.counters.total_conns, b.counters.connect_failures, b.counters.consecutive_failures,
+             b.counters.ejected_until_ns > now_ns, b.counters.srtt_ewma_us / 1e6});
       }
     }
+    m.draining_backends = reconciler_->drainingBackends();
+    m.draining_services = reconciler_->drainingServices();
     m.backends = ids.size();
   } else {
     spdlog::warn("reading backend counters: {}", std::string(views.status().message()));

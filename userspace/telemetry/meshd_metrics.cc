@@ -1,5 +1,6 @@
 #include "telemetry/meshd_metrics.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -45,6 +46,9 @@ std::string renderMetrics(const MeshdMetrics& m) {
     int64_t live = 0;
     uint64_t total = 0;
     uint64_t failures = 0;
+    uint32_t consecutive = 0;  // the worse of summed ids
+    bool ejected = false;
+    double srtt = 0;  // the slower of summed ids
   };
   std::map<std::tuple<std::string, std::string, std::string>, Sum> series;
   absl::flat_hash_set<std::pair<std::tuple<std::string, std::string, std::string>, uint32_t>> seen;
@@ -55,6 +59,9 @@ std::string renderMetrics(const MeshdMetrics& m) {
     s.live += b.live_connections;
     s.total += b.connections_total;
     s.failures += b.connect_failures_total;
+    s.consecutive = std::max(s.consecutive, b.consecutive_failures);
+    s.ejected = s.ejected || b.ejected;
+    s.srtt = std::max(s.srtt, b.srtt_seconds);
   }
   auto labels = [](const std::tuple<std::string, std::string, std::string>& k) {
     return Labels{
@@ -70,6 +77,67 @@ std::string renderMetrics(const MeshdMetrics& m) {
   w.family("meshd_backend_connect_failures_total",
            "TCP connects to the backend that closed before ESTABLISHED.", MetricType::kCounter);
   for (const auto& [k, s] : series) w.sample(labels(k), static_cast<double>(s.failures));
+  w.family("meshd_backend_consecutive_failures",
+           "Failed TCP connects to the backend since its last success (outlier detection).",
+           MetricType::kGauge);
+  for (const auto& [k, s] : series) w.sample(labels(k), static_cast<double>(s.consecutive));
+  w.family("meshd_backend_ejected", "1 while outlier detection has the backend ejected.",
+           MetricType::kGauge);
+  for (const auto& [k, s] : series) w.sample(labels(k), s.ejected ? 1 : 0);
+  w.family("meshd_backend_srtt_seconds",
+           "Moving average of the kernel's smoothed RTT to the backend (0 = no sample yet).",
+           MetricType::kGauge);
+  for (const auto& [k, s] : series) w.sample(labels(k), s.srtt);
+
+  auto svc = [](const ServiceSample& s) {
+    return Labels{{"service", s.service}, {"namespace", s.ns}, {"frontend", s.frontend}};
+  };
+  auto withReason = [&](const ServiceSample& s, const char* reason) {
+    Labels l = svc(s);
+    l.emplace_back("reason", reason);
+    return l;
+  };
+  w.family("meshd_service_live_connections",
+           "TCP connections through the service frontend, counted at connect, not yet closed.",
+           MetricType::kGauge);
+  for (const auto& s : m.service_samples) w.sample(svc(s), static_cast<double>(s.live_connections));
+  w.family("meshd_service_connects_refused_total",
+           "connect() calls to the service refused in the kernel (ECONNREFUSED), by reason.",
+           MetricType::kCounter);
+  for (const auto& s : m.service_samples) {
+    w.sample(withReason(s, "max_connections"), static_cast<double>(s.refused_max_connections));
+    w.sample(withReason(s, "max_connections_per_backend"),
+             static_cast<double>(s.refused_backend_limits));
+    w.sample(withReason(s, "connect_rate"), static_cast<double>(s.refused_connect_rate));
+    w.sample(withReason(s, "client_connect_rate"),
+             static_cast<double>(s.refused_client_connect_rate));
+    w.sample(withReason(s, "all_ejected"), static_cast<double>(s.refused_all_ejected));
+  }
+  w.family("meshd_service_connects_rerouted_total",
+           "Connects moved from a full or ejected backend to another one of the service.",
+           MetricType::kCounter);
+  for (const auto& s : m.service_samples) w.sample(svc(s), static_cast<double>(s.rerouted));
+  w.family("meshd_service_ejected_backends",
+           "Backends ejected now that count against the service's max ejection percent.",
+           MetricType::kGauge);
+  for (const auto& s : m.service_samples) w.sample(svc(s), static_cast<double>(s.ejected_backends));
+  w.family("meshd_service_ejections_total",
+           "Outlier ejections of the service's backends: made, or skipped at the max ejection "
+           "percent.",
+           MetricType::kCounter);
+  for (const auto& s : m.service_samples) {
+    Labels made = svc(s), skipped = svc(s);
+    made.emplace_back("result", "ejected");
+    skipped.emplace_back("result", "skipped_max_percent");
+    w.sample(made, static_cast<double>(s.ejections));
+    w.sample(skipped, static_cast<double>(s.ejections_skipped));
+  }
+  w.family("meshd_draining_ids",
+           "Removed backends and services whose connections are still open (their ids are "
+           "reused only once they close).",
+           MetricType::kGauge);
+  w.sample({{"kind", "backend"}}, static_cast<double>(m.draining_backends));
+  w.sample({{"kind", "service"}}, static_cast<double>(m.draining_services));
   return w.text();
 }
 

@@ -22,6 +22,26 @@ struct BackendSample {
   int64_t live_connections = 0;
   uint64_t connections_total = 0;
   uint64_t connect_failures_total = 0;
+  uint32_t consecutive_failures = 0;  // failed connects since the last success
+  bool ejected = false;               // ejected by outlier detection now
+  double srtt_seconds = 0;            // EWMA of the kernel's smoothed RTT; 0 = no sample
+};
+
+// The kernel's per-service counters (mesh_svc_state) of one frontend.
+struct ServiceSample {
+  std::string ns;
+  std::string service;
+  std::string frontend;  // "vip:port/PROTO"
+  int64_t live_connections = 0;
+  uint64_t refused_max_connections = 0;
+  uint64_t refused_backend_limits = 0;
+  uint64_t refused_connect_rate = 0;
+  uint64_t refused_client_connect_rate = 0;
+  uint64_t refused_all_ejected = 0;
+  uint64_t rerouted = 0;
+  int64_t ejected_backends = 0;
+  uint64_t ejections = 0;
+  uint64_t ejections_skipped = 0;
 };
 
 struct MeshdMetrics {
@@ -35,6 +55,9 @@ struct MeshdMetrics {
   // mesh_stats summed over CPUs, by reason name (datapath::statName()).
   std::vector<std::pair<std::string, uint64_t>> bpf_events;
   std::vector<BackendSample> backend_samples;
+  std::vector<ServiceSample> service_samples;
+  uint64_t draining_backends = 0;  // ids waiting for their connections to close
+  uint64_t draining_services = 0;
 };
 
 // The /metrics body. The same backend (same ids and labels) listed under two

@@ -85,7 +85,9 @@ TEST(MeshdMetricsTest, RendersEveryFamilyAndSample) {
   m.backend_samples.push_back({"default", "web", "10.1.0.1:8080", 1, 3, 100, 4});
   // A different id with the same labels (e.g. the UDP twin): summed.
   m.backend_samples.push_back({"default", "web", "10.1.0.1:8080", 2, 0, 5, 0});
-  m.backend_samples.push_back({"prod", "api\"x", "[fd00::1]:80", 3, 1, 2, 0});
+  m.backend_samples.push_back({"prod", "api\"x", "[fd00::1]:80", 3, 1, 2, 0, 4, true, 0.0125});
+  m.service_samples.push_back({"default", "web", "10.96.0.1:80/TCP", 6, 1, 2, 3, 4, 5, 7, 1, 8, 9});
+  m.draining_backends = 2;
   const std::string text = renderMetrics(m);
 
   EXPECT_THAT(text, HasSubstr("meshd_build_info{version=\"0.1.0\"} 1\n"));
@@ -106,6 +108,32 @@ TEST(MeshdMetricsTest, RendersEveryFamilyAndSample) {
                               "\"default\",backend=\"10.1.0.1:8080\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("meshd_backend_live_connections{service=\"api\\\"x\",namespace="
                               "\"prod\",backend=\"[fd00::1]:80\"} 1\n"));
+
+  EXPECT_THAT(text, HasSubstr("meshd_backend_consecutive_failures{service=\"api\\\"x\","
+                              "namespace=\"prod\",backend=\"[fd00::1]:80\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_backend_ejected{service=\"api\\\"x\",namespace=\"prod\","
+                              "backend=\"[fd00::1]:80\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_backend_ejected{service=\"web\",namespace=\"default\","
+                              "backend=\"10.1.0.1:8080\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_backend_srtt_seconds{service=\"api\\\"x\",namespace="
+                              "\"prod\",backend=\"[fd00::1]:80\"} 0.0125\n"));
+  const std::string web = "service=\"web\",namespace=\"default\",frontend=\"10.96.0.1:80/TCP\"";
+  EXPECT_THAT(text, HasSubstr("meshd_service_live_connections{" + web + "} 6\n"));
+  for (const auto& [reason, n] :
+       std::vector<std::pair<std::string, int>>{{"max_connections", 1},
+                                                {"max_connections_per_backend", 2},
+                                                {"connect_rate", 3},
+                                                {"client_connect_rate", 4},
+                                                {"all_ejected", 5}}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("meshd_service_connects_refused_total{", web,
+                                             ",reason=\"", reason, "\"} ", n, "\n")));
+  }
+  EXPECT_THAT(text, HasSubstr("meshd_service_connects_rerouted_total{" + web + "} 7\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_service_ejected_backends{" + web + "} 1\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_service_ejections_total{" + web + ",result=\"ejected\"} 8\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_service_ejections_total{" + web +
+                              ",result=\"skipped_max_percent\"} 9\n"));
+  EXPECT_THAT(text, HasSubstr("meshd_draining_ids{kind=\"backend\"} 2\n"));
 
   // Every line is a comment or "name[{labels}] value"; every counter family ends in _total.
   std::istringstream in(text);
