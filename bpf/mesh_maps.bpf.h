@@ -120,6 +120,15 @@ MESH_MAP struct {
 	__type(value, struct mesh_rate_client);
 } mesh_rate_client SEC(".maps");
 
+/* (svc_id, backend_id) pairs whose connections drain.bpf.c destroys. Written
+ * by meshd around one iterator run; empty otherwise. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct mesh_drain_key);
+	__type(value, __u8);
+} mesh_drain SEC(".maps");
+
 /* Counters by reason (enum mesh_stat), per CPU. Written by BPF, summed by
  * meshd. Fixed size MESH_STAT_MAX. */
 MESH_MAP struct {

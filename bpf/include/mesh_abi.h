@@ -159,6 +159,14 @@ struct mesh_backend_state {
 	__u64 rto_events;	    /* retransmission timeouts on connections to it */
 };
 
+/* A (service, backend) pair whose steered TCP connections are to be ended at
+ * once (TrafficPolicy draining.terminateConnections). Map: mesh_drain (HASH,
+ * value __u8), filled by meshd just before it runs the drain iterator. */
+struct mesh_drain_key {
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
 /* Per-client connect-rate bucket. Map: mesh_rate_client (LRU_HASH): idle
  * clients age out. */
 struct mesh_rate_client_key {

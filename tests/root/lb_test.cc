@@ -461,5 +461,78 @@ TEST_F(LimitsRootTest, ClientConnectRateIsPerPodAndRefills) {
   EXPECT_GE(dial(pod_a, 1)[ok], 1);
 }
 
+// ---- draining (issue 4) -----------------------------------------------------
+
+class DrainRootTest : public LimitsRootTest {
+ protected:
+  // Applies vip with backends 0 and 1, holds 20 connections from a pod, then
+  // takes backend 0 out. Returns backend 0's id and its live count before.
+  std::pair<uint32_t, int64_t> holdThenRemoveBackend0(const std::string& vip, bool terminate) {
+    DesiredLbState d;
+    Frontend fe = frontend(vip, LbAlgorithm::kRandom, {{kBackends[0], 1}, {kBackends[1], 1}});
+    fe.terminate_removed = terminate;
+    d.frontends.push_back(fe);
+    EXPECT_TRUE(rec_->apply(d).ok());
+    holdInPod(vip, 20);
+    uint32_t id0 = 0;
+    auto views = rec_->describe();
+    EXPECT_TRUE(views.ok());
+    for (const auto& b : (*views)[0].backends)
+      if (b.address.toString() == kBackends[0]) id0 = b.id;
+    const int64_t live0 = liveOf(id0);
+    fe.backends.erase(fe.backends.begin());
+    d.frontends[0] = fe;
+    EXPECT_TRUE(rec_->apply(d).ok());
+    return {id0, live0};
+  }
+
+  int64_t liveOf(uint32_t backend_id) {
+    auto st = dp_->maps().readBackendState(backend_id);
+    EXPECT_TRUE(st.ok()) << st.status();
+    return st.ok() ? st->live_conns : -1;
+  }
+};
+
+// With draining.terminateConnections the removed backend's connections are
+// destroyed at once (their reservations released by the abort), and only
+// those: the other backend keeps its connections.
+TEST_F(DrainRootTest, TerminateConnectionsEndsOnlyTheRemovedBackendsConnections) {
+  ASSERT_TRUE(dp_->terminateUnavailable().empty()) << dp_->terminateUnavailable();
+  auto [id0, live0] = holdThenRemoveBackend0("10.96.0.27", true);
+  ASSERT_GT(live0, 0) << "20 random picks all missed backend 0";
+  const int64_t live1 = liveByBackend()[kBackends[1]];
+  EXPECT_EQ(live0 + live1, 20);
+
+  std::vector<mesh_drain_key> pairs = rec_->takeTerminations();
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].backend_id, id0);
+  auto ended = dp_->terminateConnections(pairs);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(*ended, static_cast<uint64_t>(live0));
+  for (int i = 0; i < 200 && liveOf(id0) != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(liveOf(id0), 0);
+  EXPECT_EQ(liveByBackend()[kBackends[1]], live1) << "connections to the kept backend stay";
+  EXPECT_TRUE(rec_->takeTerminations().empty()) << "taken once";
+}
+
+// Without it (the default) the removed backend gets no new connections but
+// its open ones finish on their own: they stay counted, and its id is not
+// reused while they live.
+TEST_F(DrainRootTest, WithoutTerminateConnectionsRemovedBackendsConnectionsStay) {
+  auto [id0, live0] = holdThenRemoveBackend0("10.96.0.28", false);
+  ASSERT_GT(live0, 0);
+  EXPECT_TRUE(rec_->takeTerminations().empty());
+  EXPECT_EQ(liveOf(id0), live0);
+  // A new backend does not inherit the draining id.
+  DesiredLbState d;
+  d.frontends.push_back(
+      frontend("10.96.0.28", LbAlgorithm::kRandom, {{kBackends[1], 1}, {kBackends[2], 1}}));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  for (const auto& b : (*rec_->describe())[0].backends)
+    EXPECT_NE(b.id, id0) << b.address.toString();
+  EXPECT_EQ(rec_->drainingBackends(), 1u);
+}
+
 }  // namespace
 }  // namespace meshd::datapath

@@ -726,4 +726,33 @@ TEST_F(ReconcilerTest, ServiceIdWithLiveConnectionsIsNotReusedUntilDrained) {
   EXPECT_EQ(rec_.drainingServices(), 0u);
 }
 
+// terminate_removed: backends leaving the frontend (or the whole frontend
+// leaving) are reported once, as (svc_id, backend_id); others are not.
+TEST_F(ReconcilerTest, TerminationsListRemovedBackendsOfFrontendsThatAskForIt) {
+  state::DesiredLbState d;
+  d.frontends.push_back(fe("web", "10.96.0.1", 80, {be("10.0.0.1", 8080), be("10.0.0.2", 8080)}));
+  d.frontends.push_back(fe("api", "10.96.0.2", 80, {be("10.0.0.1", 8080), be("10.0.0.2", 8080)}));
+  d.frontends[0].terminate_removed = true;
+  ASSERT_TRUE(rec_.apply(d).ok());
+  const uint32_t web = maps_.service(svcKey("10.96.0.1", 80))->svc_id;
+  const uint32_t b1 = backendIdOf("10.0.0.1", 8080), b2 = backendIdOf("10.0.0.2", 8080);
+  EXPECT_TRUE(rec_.takeTerminations().empty());
+
+  d.frontends[0].backends = {be("10.0.0.2", 8080)};
+  d.frontends[1].backends = {be("10.0.0.2", 8080)};  // api drains: no termination
+  ASSERT_TRUE(rec_.apply(d).ok());
+  auto t = rec_.takeTerminations();
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].svc_id, web);
+  EXPECT_EQ(t[0].backend_id, b1);
+  EXPECT_TRUE(rec_.takeTerminations().empty());
+
+  d.frontends.erase(d.frontends.begin());  // web deleted: its last backend too
+  ASSERT_TRUE(rec_.apply(d).ok());
+  t = rec_.takeTerminations();
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].svc_id, web);
+  EXPECT_EQ(t[0].backend_id, b2);
+}
+
 }  // namespace meshd::datapath

@@ -292,6 +292,14 @@ INSTANTIATE_TEST_SUITE_P(
                          "    connectRate: {perSecond: 10, burst: 5000000}\n",
                      "spec.connectionLimits.connectRate.burst: burst 5000000 is out of range "
                      "[1, 1000000]"},
+        BadInputCase{"DrainingNotABool",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  draining: {terminateConnections: sometimes}\n",
+                     "spec.draining.terminateConnections:"},
+        BadInputCase{"DrainingUnknownField",
+                     std::string(kPolicyHead) + "    algorithm: Random\n"
+                                                "  draining: {terminate: true}\n",
+                     "spec.draining.terminate: unknown field"},
         BadInputCase{"ConnectRateUnknownField",
                      std::string(kPolicyHead) + "    algorithm: Random\n"
                                                 "  connectionLimits:\n"

@@ -149,6 +149,7 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
       "  loadBalancer: {algorithm: LeastConnections}\n"
       "  connectionLimits: {maxConnections: 100, maxConnectionsPerBackend: 10,\n"
       "    connectRate: {perSecond: 50}, connectRatePerClient: {perSecond: 5, burst: 2}}\n"
+      "  draining: {terminateConnections: true}\n"
       "---\n"
       "apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None}\n";
   auto desired = computeDesiredState(setOf(parse(yaml)));
@@ -161,6 +162,8 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
   EXPECT_EQ(desired->frontends[0].max_connections_per_backend, 10u);
   EXPECT_EQ(desired->frontends[0].connect_rate, (ConnectRate{50, 50})) << "burst defaults to rate";
   EXPECT_EQ(desired->frontends[0].client_connect_rate, (ConnectRate{5, 2}));
+  EXPECT_TRUE(desired->frontends[0].terminate_removed);
+  EXPECT_FALSE(desired->frontends[1].terminate_removed) << "default: drain";
   const Frontend& a = desired->frontends[1];
   EXPECT_EQ(a.max_connections, 0u) << "no connectionLimits: unlimited";
   EXPECT_EQ(a.max_connections_per_backend, 0u);

@@ -45,6 +45,7 @@ absl::Status ObservedSink::apply(const state::DesiredLbState& desired) {
   readiness_.recordReconcile(s, seconds);
   if (s.ok()) {
     spdlog::debug("reconciled {} frontends in {:.3f}s", desired.frontends.size(), seconds);
+    if (after_) after_();
   } else {
     spdlog::error("reconcile failed after {:.3f}s: {}", seconds, std::string(s.message()));
   }
@@ -91,7 +92,8 @@ absl::Status Daemon::init() {
   if (absl::Status s = reconciler_->adopt(); !s.ok()) {
     return withContext(s, "reading the pinned maps");
   }
-  sink_ = std::make_unique<ObservedSink>(*reconciler_, readiness_);
+  sink_ = std::make_unique<ObservedSink>(*reconciler_, readiness_,
+                                         [this] { terminateRemovedConnections(); });
 
   // 5. The embedded store.
   auto store = store::Store::open(options_.state_dir);
@@ -179,6 +181,20 @@ int Daemon::attachedPrograms() {
 absl::Status Daemon::ready() {
   readiness_.setProgramsAttached(attachedPrograms());
   return readiness_.ready();
+}
+
+void Daemon::terminateRemovedConnections() {
+  std::vector<mesh_drain_key> pairs = reconciler_->takeTerminations();
+  if (pairs.empty()) return;
+  absl::MutexLock lock(&datapath_mu_);
+  auto ended = datapath_->terminateConnections(pairs);
+  if (ended.ok()) {
+    spdlog::info("draining.terminateConnections: ended {} connections to {} removed backends",
+                 *ended, pairs.size());
+  } else {
+    spdlog::warn("draining.terminateConnections: {}; those connections drain instead",
+                 std::string(ended.status().message()));
+  }
 }
 
 std::string Daemon::renderMetrics() {

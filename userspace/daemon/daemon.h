@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -46,13 +47,17 @@ struct DaemonOptions {
 // duration for /readyz, /metrics and `meshctl status`. Runs on the updater thread.
 class ObservedSink : public state::LbStateSink {
  public:
-  ObservedSink(state::LbStateSink& inner, telemetry::Readiness& readiness)
-      : inner_(inner), readiness_(readiness) {}
+  // `after` runs after each successful apply (e.g. ending the connections of
+  // removed backends).
+  ObservedSink(state::LbStateSink& inner, telemetry::Readiness& readiness,
+               std::function<void()> after = nullptr)
+      : inner_(inner), readiness_(readiness), after_(std::move(after)) {}
   absl::Status apply(const state::DesiredLbState& desired) override;
 
  private:
   state::LbStateSink& inner_;
   telemetry::Readiness& readiness_;
+  std::function<void()> after_;
 };
 
 class Daemon;
@@ -92,6 +97,9 @@ class Daemon : public api::MeshdControl {
   // Programs attached right now (0 on error).
   int attachedPrograms();
   absl::Status ready();
+  // Ends the connections of backends taken out of frontends that ask for it
+  // (TrafficPolicy draining.terminateConnections); runs after each apply.
+  void terminateRemovedConnections();
   std::string renderMetrics();
 
   DaemonOptions options_;

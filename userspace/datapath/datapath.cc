@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -46,7 +47,8 @@ std::vector<MapRef> mapsOf(struct mesh* s) {
           {"mesh_udp_rev", s->maps.mesh_udp_rev},
           {"mesh_stats", s->maps.mesh_stats},
           {"mesh_svc_state", s->maps.mesh_svc_state},
-          {"mesh_rate_client", s->maps.mesh_rate_client}};
+          {"mesh_rate_client", s->maps.mesh_rate_client},
+          {"mesh_drain", s->maps.mesh_drain}};
 }
 
 std::vector<ProgRef> progsOf(struct mesh* s) {
@@ -189,6 +191,20 @@ absl::Status Datapath::load() {
     }
   }
   adopted_ = reused > 0;
+
+  // drain.bpf.c needs bpf_sock_destroy (6.5+); without it everything else
+  // still loads and terminateConnections() says what is missing.
+  if (btf* vmlinux = btf__load_vmlinux_btf();
+      vmlinux == nullptr ||
+      btf__find_by_name_kind(vmlinux, "bpf_sock_destroy", BTF_KIND_FUNC) < 0) {
+    terminate_unavailable_ =
+        "this kernel has no bpf_sock_destroy kfunc (Linux 6.5+ with BTF), so connections to "
+        "removed backends cannot be ended at once; they drain instead";
+    bpf_program__set_autoload(skel_->progs.mesh_drain_tcp, false);
+    btf__free(vmlinux);
+  } else {
+    btf__free(vmlinux);
+  }
 
   int ret = mesh::load(skel_);
   if (ret != 0) {

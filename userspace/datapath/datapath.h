@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "datapath/bpf_lb_maps.h"
 #include "datapath/map_writer.h"
 #include "nlohmann/json.hpp"
@@ -91,6 +92,16 @@ class Datapath {
   // unknown names; mesh_sock (per-socket storage) cannot be listed.
   absl::StatusOr<nlohmann::json> dumpMap(std::string_view name);
 
+  // The hard cut for removed backends (TrafficPolicy
+  // draining.terminateConnections): destroys every TCP connection steered to
+  // one of the (svc_id, backend_id) pairs, in each network namespace of the
+  // processes under the attached cgroup (drain.bpf.c). Returns how many
+  // sockets were destroyed. FailedPrecondition naming the missing kernel
+  // feature when the kernel cannot destroy sockets. (drain.cc)
+  absl::StatusOr<uint64_t> terminateConnections(absl::Span<const mesh_drain_key> pairs);
+  // Empty when terminateConnections() works on this kernel, else why not.
+  const std::string& terminateUnavailable() const { return terminate_unavailable_; }
+
  private:
   explicit Datapath(DatapathConfig config) : config_(std::move(config)) {}
   absl::Status load();
@@ -99,6 +110,7 @@ class Datapath {
   struct mesh* skel_ = nullptr;
   std::unique_ptr<BpfLbMaps> maps_;
   bool adopted_ = false;
+  std::string terminate_unavailable_;
 };
 
 }  // namespace meshd::datapath

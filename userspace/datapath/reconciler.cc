@@ -190,6 +190,8 @@ struct Reconciler::Plan {
   // New ids whose kernel state still holds a previous owner's counters.
   std::vector<uint32_t> reset_backend_states;
   std::vector<uint32_t> reset_svc_states;
+  // (service, backend) pairs whose connections are to be ended at once.
+  std::vector<mesh_drain_key> terminate;
   uint64_t new_slot_keys = 0;
 };
 
@@ -396,6 +398,14 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
       weights[i] = fe.backends[i].weight;
       ids[i] = backendId(BackendKey{fe.backends[i].address, fe.backends[i].port, proto});
     }
+    if (cur != nullptr && fe.terminate_removed) {
+      const absl::flat_hash_set<uint32_t> kept(ids.begin(), ids.end());
+      for (const mesh_slot& old : cur->slots) {
+        if (old.backend_id != 0 && !kept.contains(old.backend_id)) {
+          plan.terminate.push_back({svc_id, old.backend_id});
+        }
+      }
+    }
     const std::vector<AliasEntry> alias = buildAliasTable(weights);
     next.slots.resize(n);
     for (uint32_t i = 0; i < n; ++i) {
@@ -489,6 +499,11 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     }
     if (rec.maglev != nullptr) plan.del_maglev.push_back(rec.svc.svc_id);
     plan.freed_svc_ids.push_back(rec.svc.svc_id);
+    if (rec.frontend.has_value() && rec.frontend->terminate_removed) {
+      for (const mesh_slot& old : rec.slots) {
+        if (old.backend_id != 0) plan.terminate.push_back({rec.svc.svc_id, old.backend_id});
+      }
+    }
   }
 
   // 5. Leftovers adoption found (see adopt()). A leftover service entry whose key
@@ -615,6 +630,11 @@ absl::Status Reconciler::releaseDrained() {
   return absl::OkStatus();
 }
 
+std::vector<mesh_drain_key> Reconciler::takeTerminations() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(pending_terminations_, {});
+}
+
 size_t Reconciler::drainingBackends() const {
   absl::MutexLock lock(&mu_);
   return draining_backend_ids_.size();
@@ -707,6 +727,8 @@ void Reconciler::commitPlan(Plan& plan) {
   }
   for (const auto& [key, uses] : plan.want) backends_[key].refs = uses;
 
+  pending_terminations_.insert(pending_terminations_.end(), plan.terminate.begin(),
+                               plan.terminate.end());
   svc_ids_.take(plan.new_svc_ids);
   svc_ids_.take(plan.draining_svc_ids);
   draining_svc_ids_.insert(plan.draining_svc_ids.begin(), plan.draining_svc_ids.end());

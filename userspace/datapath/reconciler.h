@@ -90,6 +90,10 @@ class Reconciler : public state::LbStateSink {
   // Backend and service ids waiting for their live connections to close
   // before they may be reused (see draining_backend_ids_).
   size_t drainingBackends() const;
+  // (svc_id, backend_id) pairs that applies since the last call took out of a
+  // frontend with terminate_removed set: their open connections are to be
+  // ended (Datapath::terminateConnections). Clears the list.
+  std::vector<mesh_drain_key> takeTerminations();
   size_t drainingServices() const;
 
  private:
@@ -186,6 +190,7 @@ class Reconciler : public state::LbStateSink {
   // service never inherits a predecessor's connections (limits stay exact).
   std::set<uint32_t> draining_backend_ids_ ABSL_GUARDED_BY(mu_);
   std::set<uint32_t> draining_svc_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<mesh_drain_key> pending_terminations_ ABSL_GUARDED_BY(mu_);
   // Set when a write failed part-way: the picture may not match the maps.
   bool needs_resync_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;

@@ -548,7 +548,13 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
   const json* spec = d.getObject(doc, "", "spec", true);
   if (!spec) return out;
-  d.allowOnly(*spec, "spec", {"targetRef", "loadBalancer", "connectionLimits"});
+  d.allowOnly(*spec, "spec", {"targetRef", "loadBalancer", "connectionLimits", "draining"});
+  if (const json* dr = d.getObject(*spec, "spec", "draining", false)) {
+    d.allowOnly(*dr, "spec.draining", {"terminateConnections"});
+    if (auto v = d.getBool(*dr, "spec.draining", "terminateConnections")) {
+      out.terminate_removed = *v;
+    }
+  }
   if (const json* cl = d.getObject(*spec, "spec", "connectionLimits", false)) {
     // Unset = unlimited. 2^24 bounds what a node could hold open (and catches
     // a mistyped extra digit); 0 is rejected rather than meaning "refuse all".

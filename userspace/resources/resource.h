@@ -147,6 +147,7 @@ struct TrafficPolicySpec {
   uint32_t max_connections_per_backend = 0;
   state::ConnectRate connect_rate;         // spec.connectionLimits.connectRate
   state::ConnectRate client_connect_rate;  // spec.connectionLimits.connectRatePerClient
+  bool terminate_removed = false;          // spec.draining.terminateConnections
 };
 
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);

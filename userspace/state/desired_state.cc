@@ -80,6 +80,7 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.max_connections_per_backend = policy->max_connections_per_backend;
           f.connect_rate = policy->connect_rate;
           f.client_connect_rate = policy->client_connect_rate;
+          f.terminate_removed = policy->terminate_removed;
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {

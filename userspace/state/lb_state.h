@@ -54,7 +54,10 @@ struct Frontend {
   uint32_t max_connections_per_backend = 0;  // live TCP connections per backend; 0 = no limit
   ConnectRate connect_rate;                  // whole frontend, node-wide
   ConnectRate client_connect_rate;           // each client workload (cgroup) of the frontend
-  std::vector<Backend> backends;             // ready endpoints only, sorted by (address, port)
+  // A backend leaving the frontend: its connections are ended at once (true)
+  // rather than left to finish (false, the default).
+  bool terminate_removed = false;
+  std::vector<Backend> backends;  // ready endpoints only, sorted by (address, port)
 
   friend bool operator==(const Frontend&, const Frontend&) = default;
 };
