@@ -133,6 +133,10 @@ Cgroup::Cgroup() {
   mkdir(path_.c_str(), 0755);
 }
 
+Cgroup::Cgroup(const Cgroup* parent) : path_(parent->path() + "/" + uniqueName("pod")) {
+  mkdir(path_.c_str(), 0755);
+}
+
 Cgroup::~Cgroup() {
   killAll();
   for (int i = 0; i < 200; ++i) {

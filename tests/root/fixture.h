@@ -57,6 +57,8 @@ class Netns {
 class Cgroup {
  public:
   Cgroup();
+  // A leaf under `parent` (e.g. one pod of a node). Destroy it before the parent.
+  explicit Cgroup(const Cgroup* parent);
   ~Cgroup();
   Cgroup(const Cgroup&) = delete;
   Cgroup& operator=(const Cgroup&) = delete;
