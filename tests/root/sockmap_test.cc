@@ -112,11 +112,18 @@ std::string sendStream(int fd, uint64_t seed, size_t n) {
   return "";
 }
 
-// Reads to EOF; the checksum text, or the error after what was read.
+// Reads to EOF; the checksum text, or the error after what was read. Waits
+// in poll() before each read, as event-loop applications do: a read()
+// blocked on a spliced socket can return EAGAIN when it is woken without
+// data (a KNOWN KERNEL DIFFERENCE, see ResetWakingABlockedReader... and
+// docs/design/0002), which a duplex transfer with a writer thread on the
+// same socket triggers.
 std::string readToEof(int fd) {
   Fnv f;
   std::vector<char> buf(64 << 10);
   for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, -1) < 0 && errno != EINTR) return "poll " + errText(errno);
     ssize_t r = read(fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return absl::StrCat(f.text(), " then ", errText(errno));
