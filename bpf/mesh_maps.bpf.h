@@ -129,6 +129,50 @@ MESH_MAP struct {
 	__type(value, __u8);
 } mesh_drain SEC(".maps");
 
+/* Runtime switches (struct mesh_config at key 0). Written by meshd at start
+ * and whenever a switch changes; read by sockops. Fixed size 1. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_config);
+} mesh_config SEC(".maps");
+
+/* Local TCP sockets whose bytes sk_msg may splice to their peer
+ * (mesh_sockmap.bpf.h). Written by sockops at ESTABLISHED (and by meshd's
+ * start-up probe, which removes its own entries); the kernel removes a socket
+ * when it is close()d or reaches TCP_CLOSE (RST, timeout). The value is the
+ * socket (a cookie when read from userspace). mesh_sk_msg is attached to it.
+ * Sized by DatapathConfig.max_sockmap_sockets (two per spliced connection). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_sock_key);
+	__type(value, __u64);
+} mesh_sockhash SEC(".maps");
+
+/* Steered client sockets waiting for their server to be established:
+ * key = the client's own mesh_sock_key. Written by sockops at
+ * ACTIVE_ESTABLISHED, consumed (deleted) at the server's
+ * PASSIVE_ESTABLISHED; entries of clients whose server is not on this node
+ * age out (LRU). Same size as mesh_sockhash. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_sock_key);
+	__type(value, __u32);
+} mesh_sockmap_pending SEC(".maps");
+
+/* Set by meshd before load: 0 when the kernel has no SOCKHASH/SK_MSG
+ * support. Then mesh_sockhash is created as a plain hash that nothing uses,
+ * and the verifier drops the sockmap code as dead (the value is known at
+ * load: .rodata is frozen). */
+#ifdef MESH_MAPS_DEFINE
+const volatile __u8 mesh_sockmap_supported = 1;
+#else
+extern const volatile __u8 mesh_sockmap_supported;
+#endif
+
 /* Counters by reason (enum mesh_stat), per CPU. Written by BPF, summed by
  * meshd. Fixed size MESH_STAT_MAX. */
 MESH_MAP struct {

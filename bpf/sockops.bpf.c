@@ -10,11 +10,16 @@
  *                                        if the SYN left but it never
  *                                        ESTABLISHED
  *
+ *   PASSIVE_ESTABLISHED_CB (any socket)  sockmap: join mesh_sockhash when the
+ *                                        client is steered and local
+ *                                        (mesh_sockmap.bpf.h)
+ *
  * Every path out of a connection ends in tcp_set_state(TCP_CLOSE) (FIN,
  * RST, connect failure, the owning process killed: the kernel closes its
  * sockets) or in close() (release.bpf.c), so a reservation cannot leak.
  */
 #include "mesh_conn.bpf.h"
+#include "mesh_sockmap.bpf.h"
 
 static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 {
@@ -40,6 +45,10 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk;
 	__u32 op = skops->op;
 
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		mesh_sockmap_passive(skops);
+		return 1;
+	}
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
@@ -62,6 +71,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			st->flags |= MESH_SOCK_F_ESTABLISHED;
 			mesh_count(MESH_STAT_SOCK_ESTABLISHED);
 		}
+		mesh_sockmap_active(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] is the old state, args[1] the new one. */

@@ -3,7 +3,8 @@
 # tests, the root suite (real BPF in the real kernel; it never skips), the lab smoke
 # test, the unit tests again under ASan/UBSan, a bounded libFuzzer run of each parser
 # (MESHD_FUZZ_SECONDS per target, default 15; 0 skips it), and the benchmark suite's quick
-# mode (scripts/bench.sh --quick; output under the build dir, never docs/). Must run as root. Ends with "N passed, N failed" over every ctest test, the format
+# mode (scripts/bench.sh --quick) and the sockmap benchmark's (scripts/bench-sockmap.sh
+# --quick), both with output under the build dir, never docs/. Must run as root. Ends with "N passed, N failed" over every ctest test, the format
 # check, the smoke test and the bench step; exits non-zero on any failure.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -141,6 +142,14 @@ if MESHD_BENCH_SKIP_BUILD=1 bash "$REPO/scripts/bench.sh" --quick; then
   passed=$((passed + 1))
 else
   echo "FAIL: scripts/bench.sh --quick (see above; logs in the temp dir it names)"
+  failed=$((failed + 1))
+fi
+
+step "sockmap bench quick (scripts/bench-sockmap.sh --quick: 3 variants x 2 s, output in the build dir)"
+if bash "$REPO/scripts/bench-sockmap.sh" --quick; then
+  passed=$((passed + 1))
+else
+  echo "FAIL: scripts/bench-sockmap.sh --quick (see above)"
   failed=$((failed + 1))
 fi
 

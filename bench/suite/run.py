@@ -216,7 +216,10 @@ def main():
                 f"topology exists): another bench.sh, or a leftover of a killed one. If it "
                 f"is a leftover: MESHLAB_ID={LAB_IDS[k]} lab/meshlab down, then retry.")
             return 1
-    labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir) for k in kinds}
+    # meshd-l4 is the plain L4 path: meshd's sockmap splice (on by default since
+    # --sockmap=auto) is measured apart, by scripts/bench-sockmap.sh.
+    labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir,
+                   env={"MESHLAB_SOCKMAP": "off"} if k == "meshd" else {}) for k in kinds}
     # Adjacent runs share the machine's state best: order by workload and placement, with
     # the variants side by side, and repeat that whole sequence R times.
     order = sorted(cells, key=lambda c: (ws.index(c[2]), V.PLACEMENTS.index(c[1]),

@@ -103,11 +103,11 @@ struct mesh_svc {
 /* Per-service counters, written only by BPF (atomic adds).
  * Map: mesh_svc_state (ARRAY indexed by svc_id). */
 struct mesh_svc_state {
-	__s64 live_conns;      /* TCP connections reserved through this service */
-	__u64 refused_service; /* refused: max_conns reached */
-	__u64 refused_backend; /* refused: every backend tried was at its limit */
-	__u64 rerouted;	       /* a backend at its limit was skipped for another */
-	__u64 refused_rate;    /* refused: the service's connect-rate bucket was empty */
+	__s64 live_conns;	   /* TCP connections reserved through this service */
+	__u64 refused_service;	   /* refused: max_conns reached */
+	__u64 refused_backend;	   /* refused: every backend tried was at its limit */
+	__u64 rerouted;		   /* a backend at its limit was skipped for another */
+	__u64 refused_rate;	   /* refused: the service's connect-rate bucket was empty */
 	__u64 refused_client_rate; /* refused: the client's connect-rate bucket was empty */
 	__u64 refused_ejected;	   /* refused: every backend tried was ejected */
 	__s64 ejected;		   /* backends ejected now that count against this service */
@@ -147,9 +147,9 @@ struct mesh_backend {
 /* Per-backend counters, written only by BPF (atomic adds), read by meshd.
  * Map: mesh_backend_state (ARRAY indexed by backend id). */
 struct mesh_backend_state {
-	__s64 live_conns;	/* TCP sockets counted at connect, not yet closed */
-	__u64 total_conns;	/* connects (TCP) / first sends (UDP) steered here */
-	__u64 connect_failures; /* TCP connects that closed before ESTABLISHED */
+	__s64 live_conns;	    /* TCP sockets counted at connect, not yet closed */
+	__u64 total_conns;	    /* connects (TCP) / first sends (UDP) steered here */
+	__u64 connect_failures;	    /* TCP connects that closed before ESTABLISHED */
 	__u32 consecutive_failures; /* failed connects since the last success */
 	__u32 times_ejected;	    /* ejections so far (multiplies the ejection time) */
 	__u64 ejected_until_ns;	    /* bpf_ktime_get_ns() clock; 0 = not ejected */
@@ -206,6 +206,32 @@ struct mesh_udp_rev {
 	__u8 _pad;
 };
 
+/* mesh_config.flags */
+#define MESH_CONFIG_F_SOCKMAP 0x1 /* sockops adds local socket pairs to mesh_sockhash */
+
+/* Runtime switches, written by meshd (switchable while programs run).
+ * Map: mesh_config (ARRAY, one entry at key 0). */
+struct mesh_config {
+	__u32 flags; /* MESH_CONFIG_F_* */
+	__u32 _pad;
+};
+
+/*
+ * A TCP socket by its own view of its connection. Map: mesh_sockhash
+ * (SOCKHASH) and mesh_sockmap_pending (LRU_HASH). The peer of a socket on
+ * this node is found by the reversed key (local <-> remote). v4-mapped IPv6
+ * (::ffff:a.b.c.d) is folded into IPv4, so an AF_INET6 client and an
+ * AF_INET server of one connection still produce mirror-image keys.
+ */
+struct mesh_sock_key {
+	__u32 local[4];	   /* network order */
+	__u32 remote[4];   /* network order */
+	__u16 local_port;  /* network order */
+	__u16 remote_port; /* network order */
+	__u8 family;	   /* MESH_AF_* */
+	__u8 _pad[3];
+};
+
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
 enum mesh_stat {
 	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */
@@ -235,7 +261,7 @@ enum mesh_stat {
 	MESH_STAT_SOCKMAP_ADDED,	 /* a local socket joined mesh_sockhash */
 	MESH_STAT_SOCKMAP_REDIRECTED,	 /* sk_msg: a message spliced to the local peer */
 	MESH_STAT_SOCKMAP_BYTES,	 /* sk_msg: bytes spliced to the local peer */
-	MESH_STAT_SOCKMAP_NO_PEER,	 /* sk_msg: no local peer socket, normal path */
+	MESH_STAT_SOCKMAP_NO_PEER,	 /* sk_msg: normal path (no local peer, or ordering) */
 	MESH_STAT_DRAIN_DESTROYED,	 /* socket of a removed backend destroyed (hard cut) */
 	MESH_STAT_MAX,
 };

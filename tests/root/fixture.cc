@@ -190,7 +190,7 @@ Cgroup::Cgroup() {
   mkdir(path_.c_str(), 0755);
 }
 
-Cgroup::Cgroup(const Cgroup& parent, const std::string& name) : path_(parent.path() + "/" + name) {
+Cgroup::Cgroup(const Cgroup* parent) : path_(parent->path() + "/" + uniqueName("pod")) {
   mkdir(path_.c_str(), 0755);
 }
 

@@ -57,9 +57,8 @@ class Netns {
 class Cgroup {
  public:
   Cgroup();
-  // A child of `parent` (e.g. a second pod under the cgroup a Datapath is
-  // attached to). Destroy it before the parent.
-  explicit Cgroup(const Cgroup& parent, const std::string& name);
+  // A leaf under `parent` (e.g. one pod of a node). Destroy it before the parent.
+  explicit Cgroup(const Cgroup* parent);
   ~Cgroup();
   Cgroup(const Cgroup&) = delete;
   Cgroup& operator=(const Cgroup&) = delete;

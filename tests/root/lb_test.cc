@@ -432,8 +432,8 @@ TEST_F(LimitsRootTest, ClientConnectRateIsPerPodAndRefills) {
   fe.client_connect_rate = {1, 3};
   d.frontends.push_back(fe);
   ASSERT_TRUE(rec_->apply(d).ok());
-  Cgroup pod_a(*cgroup_, "pod-a");
-  Cgroup pod_b(*cgroup_, "pod-b");
+  Cgroup pod_a(cgroup_.get());
+  Cgroup pod_b(cgroup_.get());
   const std::string ok = kBackends[0] + ":8080";
   auto dial = [&](const Cgroup& pod, int n) {
     auto out =

@@ -94,6 +94,13 @@ std::map<std::string, Layout> cppLayouts() {
        {sizeof(mesh_udp_rev),
         {MEMBER(mesh_udp_rev, vip), MEMBER(mesh_udp_rev, vip_port), MEMBER(mesh_udp_rev, family),
          MEMBER(mesh_udp_rev, _pad)}}},
+      {"mesh_config",
+       {sizeof(mesh_config), {MEMBER(mesh_config, flags), MEMBER(mesh_config, _pad)}}},
+      {"mesh_sock_key",
+       {sizeof(mesh_sock_key),
+        {MEMBER(mesh_sock_key, local), MEMBER(mesh_sock_key, remote),
+         MEMBER(mesh_sock_key, local_port), MEMBER(mesh_sock_key, remote_port),
+         MEMBER(mesh_sock_key, family), MEMBER(mesh_sock_key, _pad)}}},
   };
 }
 

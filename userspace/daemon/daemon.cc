@@ -81,11 +81,19 @@ absl::Status Daemon::init() {
   config.max_services = options_.max_services;
   config.max_backends = options_.max_backends;
   config.max_slots = options_.max_slots;
+  config.sockmap = options_.sockmap;
   auto datapath = datapath::Datapath::open(config);
   if (!datapath.ok()) return withContext(datapath.status(), "loading the BPF datapath");
   datapath_ = std::move(*datapath);
   spdlog::info("{} BPF programs and maps under {}", datapath_->adopted() ? "adopted" : "created",
                pinDir());
+  if (const datapath::SockmapState& sm = datapath_->sockmap();
+      sm.active || sm.mode == datapath::SockmapMode::kOff) {
+    spdlog::info("sockmap: {}", datapath::sockmapStatusText(sm));
+  } else {
+    spdlog::warn("sockmap: {}; local pod-to-pod bytes take the plain TCP path",
+                 datapath::sockmapStatusText(sm));
+  }
 
   // 4. The reconciler learns what the maps already hold.
   reconciler_ = std::make_unique<datapath::Reconciler>(datapath_->maps());
@@ -303,6 +311,11 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
   s["cgroup"] = cgroup_path_;
   s["pinDir"] = pinDir();
   s["programsAttached"] = readiness_.snapshot().programs_attached;
+  {
+    absl::MutexLock lock(&datapath_mu_);
+    s["sockmap"] = datapath::sockmapStatusText(datapath_->sockmap());
+    s["sockmapMode"] = std::string(datapath::sockmapModeName(datapath_->sockmap().mode));
+  }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;
   for (const auto& fv : views) {

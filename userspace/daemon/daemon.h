@@ -41,6 +41,7 @@ struct DaemonOptions {
   uint32_t max_services = 65536;
   uint32_t max_backends = 131072;
   uint32_t max_slots = 262144;
+  datapath::SockmapMode sockmap = datapath::SockmapMode::kAuto;
 };
 
 // Passes each desired state to the reconciler and records the outcome and its

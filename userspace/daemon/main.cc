@@ -52,6 +52,12 @@ int run(int argc, char** argv) {
   app.add_option("--max-slots", o.max_slots, "Capacity of mesh_slots (backends of all services)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1u << 26));
+  std::string sockmap = "auto";
+  app.add_option("--sockmap", sockmap,
+                 "Splice local pod-to-pod TCP with sockmap: auto (probe, use when it works), "
+                 "on (fail to start without it), off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -64,6 +70,8 @@ int run(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }
+
+  o.sockmap = *meshd::datapath::parseSockmapMode(sockmap);  // checked by CLI11 above
 
   if (version) {
     std::cout << "meshd " << MESHD_VERSION << "\n";

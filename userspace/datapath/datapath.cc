@@ -48,9 +48,14 @@ std::vector<MapRef> mapsOf(struct mesh* s) {
           {"mesh_stats", s->maps.mesh_stats},
           {"mesh_svc_state", s->maps.mesh_svc_state},
           {"mesh_rate_client", s->maps.mesh_rate_client},
-          {"mesh_drain", s->maps.mesh_drain}};
+          {"mesh_drain", s->maps.mesh_drain},
+          {"mesh_config", s->maps.mesh_config},
+          {"mesh_sockhash", s->maps.mesh_sockhash},
+          {"mesh_sockmap_pending", s->maps.mesh_sockmap_pending}};
 }
 
+// The programs attached to the cgroup (the sk_msg program is attached to
+// mesh_sockhash instead: Datapath::attachSkMsg).
 std::vector<ProgRef> progsOf(struct mesh* s) {
   return {{s->progs.mesh_connect4, &s->links.mesh_connect4},
           {s->progs.mesh_connect6, &s->links.mesh_connect6},
@@ -63,6 +68,10 @@ std::vector<ProgRef> progsOf(struct mesh* s) {
           {s->progs.mesh_sockops, &s->links.mesh_sockops},
           {s->progs.mesh_sock_release, &s->links.mesh_sock_release}};
 }
+
+// BPF_LINK_TYPE_SOCKMAP (Linux 6.10) and the kernel's sockmap link info, which
+// the system's <linux/bpf.h> (older than the running kernel) may lack.
+constexpr uint32_t kLinkTypeSockmap = 14;
 
 std::string resetHint(const DatapathConfig& c) {
   return absl::StrCat("to start over, stop meshd and remove the pins with `rm -r ", c.pin_root, "/",
@@ -163,11 +172,24 @@ absl::Status Datapath::load() {
         Size{skel_->maps.mesh_backends, c.max_backends},
         Size{skel_->maps.mesh_backend_state, c.max_backends},
         Size{skel_->maps.mesh_udp_rev, c.max_udp_flows},
-        Size{skel_->maps.mesh_rate_client, c.max_rate_clients}}) {
+        Size{skel_->maps.mesh_rate_client, c.max_rate_clients},
+        Size{skel_->maps.mesh_sockhash, c.max_sockmap_sockets},
+        Size{skel_->maps.mesh_sockmap_pending, c.max_sockmap_sockets}}) {
     int ret = bpf_map__set_max_entries(s.map, s.n);
     if (ret != 0) {
       return errnoError(-ret, absl::StrCat("sizing map ", bpf_map__name(s.map), " to ", s.n));
     }
+  }
+
+  // A kernel without sockmap could not create mesh_sockhash nor load
+  // mesh_sk_msg: make the map a plain hash nothing uses and tell the programs
+  // (.rodata, so the verifier drops the sockmap code as dead).
+  sockmap_supported_ = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, nullptr) == 1 &&
+                       libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_MSG, nullptr) == 1;
+  if (!sockmap_supported_) {
+    skel_->rodata->mesh_sockmap_supported = 0;
+    bpf_map__set_type(skel_->maps.mesh_sockhash, BPF_MAP_TYPE_HASH);
+    bpf_program__set_autoload(skel_->progs.mesh_sk_msg, false);
   }
 
   const std::string dir = instanceDir();
@@ -253,6 +275,8 @@ absl::Status Datapath::load() {
     }
   }
 
+  if (sockmap_supported_) RETURN_IF_ERROR(attachSkMsg());
+
   LbMapFds fds;
   fds.services = bpf_map__fd(skel_->maps.mesh_services);
   fds.slots = bpf_map__fd(skel_->maps.mesh_slots);
@@ -265,6 +289,103 @@ absl::Status Datapath::load() {
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;
   maps_ = std::make_unique<BpfLbMaps>(fds);
+  return startSockmap();
+}
+
+absl::Status Datapath::attachSkMsg() {
+  bpf_program* prog = skel_->progs.mesh_sk_msg;
+  const int map_fd = bpf_map__fd(skel_->maps.mesh_sockhash);
+  const std::string pin = absl::StrCat(instanceDir(), "/links/", bpf_program__name(prog));
+  if (fs::exists(pin)) {
+    bpf_link* link = bpf_link__open(pin.c_str());
+    if (link == nullptr) return errnoError(errno, absl::StrCat("opening pinned link ", pin));
+    skel_->links.mesh_sk_msg = link;
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) != 0) {
+      return errnoError(errno, absl::StrCat("reading pinned link ", pin));
+    }
+    if (info.type != kLinkTypeSockmap) {
+      return absl::FailedPreconditionError(absl::StrCat("pinned link ", pin, " has type ",
+                                                        info.type, ", not a sockmap link; ",
+                                                        resetHint(config_)));
+    }
+    int ret = bpf_link__update_program(link, prog);
+    if (ret != 0) {
+      return errnoError(-ret, absl::StrCat("switching pinned link ", pin, " to the new program"));
+    }
+    return absl::OkStatus();
+  }
+  // A link (Linux 6.10+) can be pinned, listed and updated like the cgroup
+  // links. Older kernels: a plain attachment, which lives as long as the
+  // (pinned) map; a restarted meshd attaching again replaces it (a sockmap
+  // holds one sk_msg program), so it never runs twice.
+  ScopedFd link_fd(bpf_link_create(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, nullptr));
+  if (link_fd.valid()) {
+    if (bpf_obj_pin(link_fd.get(), pin.c_str()) != 0) {
+      return errnoError(errno, absl::StrCat("pinning link ", pin));
+    }
+    bpf_link* link = bpf_link__open(pin.c_str());
+    if (link == nullptr) return errnoError(errno, absl::StrCat("opening pinned link ", pin));
+    skel_->links.mesh_sk_msg = link;
+    return absl::OkStatus();
+  }
+  if (bpf_prog_attach(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, 0) != 0) {
+    return errnoError(errno, "attaching mesh_sk_msg to mesh_sockhash (BPF_SK_MSG_VERDICT)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::writeConfigFlags(uint32_t flags) {
+  mesh_config cfg{};
+  cfg.flags = flags;
+  const uint32_t zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.mesh_config), &zero, &cfg, BPF_ANY) != 0) {
+    return errnoError(errno, "writing mesh_config");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::startSockmap() {
+  sockmap_ = SockmapState{};
+  sockmap_.mode = config_.sockmap;
+  // Off until the probe passed: sockops must not insert meanwhile.
+  RETURN_IF_ERROR(writeConfigFlags(0));
+  if (config_.sockmap == SockmapMode::kOff) return absl::OkStatus();
+  absl::Status probe;
+  if (!sockmap_supported_) {
+    probe = absl::FailedPreconditionError(
+        "the kernel has no BPF_MAP_TYPE_SOCKHASH or BPF_PROG_TYPE_SK_MSG (it needs "
+        "CONFIG_BPF_STREAM_PARSER=y)");
+  } else {
+    probe =
+        probeSockmap(bpf_map__fd(skel_->maps.mesh_sockhash), [this]() -> absl::StatusOr<uint64_t> {
+          ASSIGN_OR_RETURN(std::vector<uint64_t> stats, maps_->readStats());
+          return stats[MESH_STAT_SOCKMAP_BYTES];
+        });
+  }
+  if (!probe.ok()) {
+    sockmap_.reason = std::string(probe.message());
+    if (config_.sockmap == SockmapMode::kOn) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("sockmap is unavailable and --sockmap=on requires it: ", sockmap_.reason,
+                       " (use --sockmap=auto to run without the fast path)"));
+    }
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(writeConfigFlags(MESH_CONFIG_F_SOCKMAP));
+  sockmap_.active = true;
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::setSockmapActive(bool active) {
+  if (active && !sockmap_supported_) {
+    return absl::FailedPreconditionError(
+        "the kernel has no BPF_MAP_TYPE_SOCKHASH or BPF_PROG_TYPE_SK_MSG");
+  }
+  RETURN_IF_ERROR(writeConfigFlags(active ? MESH_CONFIG_F_SOCKMAP : 0));
+  sockmap_.active = active;
+  if (active) sockmap_.reason.clear();
   return absl::OkStatus();
 }
 
@@ -297,7 +418,9 @@ absl::Status Datapath::removePins(const std::string& pin_root, const std::string
 
 absl::StatusOr<std::vector<ProgramInfo>> Datapath::programs() {
   std::vector<ProgramInfo> out;
-  for (const ProgRef& p : progsOf(skel_)) {
+  std::vector<ProgRef> progs = progsOf(skel_);
+  if (sockmap_supported_) progs.push_back({skel_->progs.mesh_sk_msg, &skel_->links.mesh_sk_msg});
+  for (const ProgRef& p : progs) {
     ProgramInfo pi;
     pi.name = bpf_program__name(p.prog);
     const char* at = libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(p.prog));
@@ -338,7 +461,7 @@ absl::StatusOr<std::vector<MapInfo>> Datapath::mapInfo() {
       ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
       mi.entries = static_cast<int64_t>(all.backends.size());
     } else if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH ||
-               info.type == BPF_MAP_TYPE_HASH_OF_MAPS) {
+               info.type == BPF_MAP_TYPE_HASH_OF_MAPS || info.type == BPF_MAP_TYPE_SOCKHASH) {
       ASSIGN_OR_RETURN(uint64_t n, mapops::countEntries(fd, m.name));
       mi.entries = static_cast<int64_t>(n);
     }
@@ -447,6 +570,20 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
     ASSIGN_OR_RETURN(std::vector<uint64_t> stats, maps_->readStats());
     out = json::object();
     for (uint32_t i = 0; i < stats.size(); ++i) out[std::string(statName(i))] = stats[i];
+  } else if (name == "mesh_sockhash") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_sockhash), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      mesh_sock_key k;
+      uint64_t cookie = 0;
+      std::memcpy(&k, raw.key(i), sizeof(k));
+      std::memcpy(&cookie, raw.value(i), std::min<size_t>(sizeof(cookie), raw.value_size));
+      out.push_back({{"local", addrText(k.family, k.local)},
+                     {"local_port", ntohs(k.local_port)},
+                     {"remote", addrText(k.family, k.remote)},
+                     {"remote_port", ntohs(k.remote_port)},
+                     {"family", familyName(k.family)},
+                     {"socket_cookie", cookie}});
+    }
   } else if (name == "mesh_sock") {
     return absl::InvalidArgumentError(
         "mesh_sock is per-socket storage: the kernel cannot list it (see mesh_backend_state for "
@@ -456,7 +593,7 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
         absl::StrCat("no map named \"", name,
                      "\"; maps: mesh_services, mesh_slots, mesh_backends, "
                      "mesh_backend_state, mesh_svc_state, mesh_maglev, mesh_udp_rev, mesh_stats, "
-                     "mesh_sock"));
+                     "mesh_sockhash, mesh_sock"));
   }
   return out;
 }

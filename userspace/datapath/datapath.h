@@ -2,7 +2,8 @@
 // subtree, with maps and links pinned so the kernel path outlives meshd.
 //
 //   <pin_root>/<instance>/<map>          every map of the object
-//   <pin_root>/<instance>/links/<prog>   one cgroup link per program
+//   <pin_root>/<instance>/links/<prog>   one cgroup link per program, and the
+//                                        sk_msg link on mesh_sockhash
 //
 // open() on a host where these pins exist adopts them: the maps are reused
 // as they are (entries and counters survive) and each pinned link is switched
@@ -21,6 +22,7 @@
 #include "absl/types/span.h"
 #include "datapath/bpf_lb_maps.h"
 #include "datapath/map_writer.h"
+#include "datapath/sockmap.h"
 #include "nlohmann/json.hpp"
 
 struct mesh;  // the bpftool skeleton (mesh.skel.h)
@@ -36,6 +38,10 @@ struct DatapathConfig {
   uint32_t max_slots = 262144;
   uint32_t max_udp_flows = 65536;     // mesh_udp_rev (LRU: old flows age out)
   uint32_t max_rate_clients = 65536;  // mesh_rate_client (LRU: idle clients age out)
+  // mesh_sockhash and mesh_sockmap_pending: two entries per spliced connection.
+  // When full, new connections simply take the plain path.
+  uint32_t max_sockmap_sockets = 65536;
+  SockmapMode sockmap = SockmapMode::kAuto;
 };
 
 struct ProgramInfo {
@@ -68,6 +74,10 @@ class Datapath {
   // when pinned maps do not match this build or config (the message says how
   // to reset them), and with the libbpf/kernel errno otherwise. Run preflight()
   // first for friendlier errors about the host.
+  // Then the sockmap fast path per config.sockmap: off, or probed
+  // (probeSockmap) and switched on when the probe passes. In mode on a failed
+  // probe or a kernel without sockmap fails open() with FailedPrecondition;
+  // in mode auto it only leaves the fast path off (see sockmap()).
   static absl::StatusOr<DatapathPtr> open(const DatapathConfig& config);
 
   // Detaches the instance's pinned links (also for a process still holding
@@ -83,6 +93,11 @@ class Datapath {
   // True when open() found this instance's pinned maps and reused them.
   bool adopted() const { return adopted_; }
   const DatapathConfig& config() const { return config_; }
+  // The fast path's state after open() (or the last setSockmapActive()).
+  const SockmapState& sockmap() const { return sockmap_; }
+  // Switches sockops' insertion into mesh_sockhash (mesh_config) at run time.
+  // FailedPrecondition when the kernel cannot splice; errno of the map write.
+  absl::Status setSockmapActive(bool active);
   std::string instanceDir() const;
 
   absl::StatusOr<std::vector<ProgramInfo>> programs();
@@ -105,12 +120,17 @@ class Datapath {
  private:
   explicit Datapath(DatapathConfig config) : config_(std::move(config)) {}
   absl::Status load();
+  absl::Status attachSkMsg();
+  absl::Status startSockmap();
+  absl::Status writeConfigFlags(uint32_t flags);
 
   DatapathConfig config_;
   struct mesh* skel_ = nullptr;
   std::unique_ptr<BpfLbMaps> maps_;
   bool adopted_ = false;
   std::string terminate_unavailable_;
+  bool sockmap_supported_ = true;  // the kernel has SOCKHASH and SK_MSG
+  SockmapState sockmap_;
 };
 
 }  // namespace meshd::datapath
