@@ -282,37 +282,40 @@ TEST_F(DatapathRootTest, V4MappedAddressesOnIpv6SocketsAreSteered) {
             "10.0.1.1:8080|::ffff:10.96.0.54:53");
 }
 
+// In a pod: one unconnected sendto(VIP)/recvfrom() (sendmsg + recvmsg hooks)
+// and one connected UDP socket (connect + getpeername hooks). Returns two
+// lines "<backend identity>|<address the app saw>".
+std::string udpExchange(const std::string& vip_addr, uint16_t port) {
+  std::string r;
+  socklen_t len;
+  sockaddr_storage vip = sockaddrOf(vip_addr, port, &len);
+  int fd = socket(vip.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sendto(fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&vip), len);
+  char buf[128] = {0};
+  sockaddr_storage from{};
+  socklen_t flen = sizeof(from);
+  ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &flen);
+  r += n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno);
+  close(fd);
+  fd = socket(vip.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&vip), len) != 0) return r + "\n" + errText(errno);
+  send(fd, "q", 1, 0);
+  n = recv(fd, buf, sizeof(buf) - 1, 0);
+  sockaddr_storage peer{};
+  socklen_t plen = sizeof(peer);
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+  r += "\n" + (n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(peer)) : errText(errno));
+  close(fd);
+  return r;
+}
+
 TEST_F(DatapathRootTest, UdpSendtoAndConnectedUdpSeeTheVip) {
   addService(1, "10.96.0.53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
              {{1, "10.0.1.1", 8080}, {2, "10.0.1.2", 8080}});
-  auto out = inPod([] {
-    std::string r;
-    socklen_t len;
-    sockaddr_storage vip = sockaddrOf("10.96.0.53", 53, &len);
-    // Unconnected: sendto(VIP), recvfrom() must name the VIP (recvmsg4).
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    timeval tv{2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sendto(fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&vip), len);
-    char buf[128] = {0};
-    sockaddr_storage from{};
-    socklen_t flen = sizeof(from);
-    ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &flen);
-    r += n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno);
-    close(fd);
-    // Connected: connect(VIP) (connect4), send, recv, getpeername.
-    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, reinterpret_cast<sockaddr*>(&vip), len) != 0) return r + "\n" + errText(errno);
-    send(fd, "q", 1, 0);
-    n = recv(fd, buf, sizeof(buf) - 1, 0);
-    sockaddr_storage peer{};
-    socklen_t plen = sizeof(peer);
-    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
-    r += "\n" + (n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(peer)) : errText(errno));
-    close(fd);
-    return r;
-  });
+  auto out = inPod([] { return udpExchange("10.96.0.53", 53); });
   ASSERT_TRUE(out.ok()) << out.status();
   std::vector<std::string> lines = absl::StrSplit(*out, '\n');
   ASSERT_EQ(lines.size(), 2u) << *out;
@@ -321,6 +324,26 @@ TEST_F(DatapathRootTest, UdpSendtoAndConnectedUdpSeeTheVip) {
     ASSERT_EQ(f.size(), 2u) << line;
     EXPECT_TRUE(f[0] == "10.0.1.1:8080" || f[0] == "10.0.1.2:8080") << f[0];
     EXPECT_EQ(f[1], "10.96.0.53:53");
+  }
+  auto stats = dp_->maps().readStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)[MESH_STAT_SENDMSG_REWRITTEN], 1u);
+  EXPECT_EQ((*stats)[MESH_STAT_RECVMSG_REWRITTEN], 1u);
+}
+
+// The same over IPv6: sendmsg6, recvmsg6, connect6 and getpeername6.
+TEST_F(DatapathRootTest, Udp6SendtoAndConnectedUdpSeeTheVip) {
+  addService(1, "fd00:96::53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
+             {{1, "fd00:1::1", 8080}, {2, "fd00:1::2", 8080}});
+  auto out = inPod([] { return udpExchange("fd00:96::53", 53); });
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::vector<std::string> lines = absl::StrSplit(*out, '\n');
+  ASSERT_EQ(lines.size(), 2u) << *out;
+  for (const auto& line : lines) {
+    std::vector<std::string> f = absl::StrSplit(line, '|');
+    ASSERT_EQ(f.size(), 2u) << line;
+    EXPECT_TRUE(f[0] == "fd00:1::1:8080" || f[0] == "fd00:1::2:8080") << f[0];
+    EXPECT_EQ(f[1], "fd00:96::53:53");
   }
   auto stats = dp_->maps().readStats();
   ASSERT_TRUE(stats.ok());
