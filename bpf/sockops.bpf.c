@@ -3,18 +3,24 @@
  * sockops.bpf.c - connection state for sockets connect.bpf.c steered (and
  * reserved a live connection for, mesh_conn.bpf.h).
  *
- *   TCP_CONNECT_CB (SYN about to leave)  SYN_SENT; ask for STATE_CB
- *   ACTIVE_ESTABLISHED_CB                ESTABLISHED
+ *   TCP_CONNECT_CB (SYN about to leave)  SYN_SENT; ask for STATE_CB, RTO_CB
+ *                                        and RTT_CB
+ *   ACTIVE_ESTABLISHED_CB                ESTABLISHED; the backend's failure
+ *                                        run ends (mesh_outlier.bpf.h)
+ *   RTT_CB (each ACK with an RTT sample) SRTT into the backend's EWMA
+ *   RTO_CB                               rto_events++; an RTO storm is a
+ *                                        failure of the backend
  *   STATE_CB, new state TCP_CLOSE        release the reservation (if close()
  *                                        has not already); connect_failures++
- *                                        if the SYN left but it never
- *                                        ESTABLISHED
+ *                                        and a failure of the backend if the
+ *                                        SYN left but it never ESTABLISHED
  *
  * Every path out of a connection ends in tcp_set_state(TCP_CLOSE) (FIN,
  * RST, connect failure, the owning process killed: the kernel closes its
  * sockets) or in close() (release.bpf.c), so a reservation cannot leak.
  */
 #include "mesh_conn.bpf.h"
+#include "mesh_outlier.bpf.h"
 
 static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 {
@@ -26,6 +32,7 @@ static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 		if (bs)
 			__sync_fetch_and_add(&bs->connect_failures, 1);
 		mesh_count(MESH_STAT_SOCK_CONNECT_FAILED);
+		mesh_outlier_failure(st);
 	}
 	st->flags &= ~(MESH_SOCK_F_SYN_SENT | MESH_SOCK_F_ESTABLISHED);
 	if (st->flags & MESH_SOCK_F_COUNTED)
@@ -41,7 +48,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	__u32 op = skops->op;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    op != BPF_SOCK_OPS_STATE_CB)
+	    op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_RTT_CB && op != BPF_SOCK_OPS_RTO_CB)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -54,14 +61,26 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		st->flags |= MESH_SOCK_F_SYN_SENT;
 		st->flags &= ~MESH_SOCK_F_ESTABLISHED;
+		/* RTT_CB from the start: the SYN-ACK is the first RTT sample,
+		 * and for short connections often the only one. */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						     BPF_SOCK_OPS_STATE_CB_FLAG);
+							 BPF_SOCK_OPS_STATE_CB_FLAG |
+							 BPF_SOCK_OPS_RTO_CB_FLAG |
+							 BPF_SOCK_OPS_RTT_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		if ((st->flags & MESH_SOCK_F_SYN_SENT) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
 			st->flags |= MESH_SOCK_F_ESTABLISHED;
 			mesh_count(MESH_STAT_SOCK_ESTABLISHED);
+			mesh_outlier_success(st);
 		}
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		/* srtt_us is the kernel's tp->srtt_us: 8 x the SRTT in us. */
+		mesh_outlier_rtt(st, skops->srtt_us >> 3);
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		mesh_outlier_rto(st, skops->args[0]);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] is the old state, args[1] the new one. */

@@ -26,7 +26,9 @@ constexpr uint32_t kMaxAdoptedGapId = 1u << 24;
 bool sameSvc(const mesh_svc& a, const mesh_svc& b) {
   return a.svc_id == b.svc_id && a.slot_count == b.slot_count && a.maglev_size == b.maglev_size &&
          a.algo == b.algo && a.flags == b.flags && a.max_conns == b.max_conns &&
-         a.max_conns_per_backend == b.max_conns_per_backend;
+         a.max_conns_per_backend == b.max_conns_per_backend &&
+         a.eject_consecutive == b.eject_consecutive && a.eject_base_ms == b.eject_base_ms &&
+         a.eject_max_ms == b.eject_max_ms && a.eject_max_percent == b.eject_max_percent;
 }
 
 bool sameSlot(const mesh_slot& a, const mesh_slot& b) {
@@ -111,6 +113,15 @@ absl::Status validate(const state::Frontend& fe) {
           MESH_MAGLEV_MAX_SIZE, " and at least the number of backends (", fe.backends.size(), "); ",
           MESH_MAGLEV_DEFAULT_SIZE, " is the default"));
     }
+  }
+  const state::OutlierDetection& od = fe.outlier;
+  if (od.max_ejection_percent > 100 ||
+      (od.consecutive_failures != 0 &&
+       (od.base_ejection_ms == 0 || od.max_ejection_ms < od.base_ejection_ms))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        frontendName(fe), ": outlier detection needs maxEjectionPercent in 0..100 (got ",
+        od.max_ejection_percent, ") and 0 < baseEjectionTime <= maxEjectionTime (got ",
+        od.base_ejection_ms, " ms and ", od.max_ejection_ms, " ms)"));
   }
   for (const state::Backend& be : fe.backends) {
     if (!validFamily(be.address.family)) {
@@ -394,6 +405,10 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     next.svc.flags = MESH_SVC_F_NONE;
     next.svc.max_conns = fe.max_connections;
     next.svc.max_conns_per_backend = fe.max_connections_per_backend;
+    next.svc.eject_consecutive = fe.outlier.consecutive_failures;
+    next.svc.eject_base_ms = fe.outlier.base_ejection_ms;
+    next.svc.eject_max_ms = fe.outlier.max_ejection_ms;
+    next.svc.eject_max_percent = static_cast<__u8>(fe.outlier.max_ejection_percent);
     next.frontend = fe;
     next.seen = generation;
 
@@ -645,6 +660,10 @@ absl::StatusOr<std::vector<Reconciler::FrontendView>> Reconciler::describe() {
       view.frontend.maglev_table_size = rec->svc.maglev_size;
       view.frontend.max_connections = rec->svc.max_conns;
       view.frontend.max_connections_per_backend = rec->svc.max_conns_per_backend;
+      view.frontend.outlier.consecutive_failures = rec->svc.eject_consecutive;
+      view.frontend.outlier.base_ejection_ms = rec->svc.eject_base_ms;
+      view.frontend.outlier.max_ejection_ms = rec->svc.eject_max_ms;
+      view.frontend.outlier.max_ejection_percent = rec->svc.eject_max_percent;
     }
     ASSIGN_OR_RETURN(view.counters, maps_.readServiceState(rec->svc.svc_id));
     const uint32_t n = std::min<size_t>(rec->svc.slot_count, rec->slots.size());

@@ -78,6 +78,7 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.maglev_table_size = policy->maglev_table_size;
           f.max_connections = policy->max_connections;
           f.max_connections_per_backend = policy->max_connections_per_backend;
+          f.outlier = policy->outlier;
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {
