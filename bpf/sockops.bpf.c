@@ -63,10 +63,9 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		st->flags &= ~MESH_SOCK_F_ESTABLISHED;
 		/* RTT_CB from the start: the SYN-ACK is the first RTT sample,
 		 * and for short connections often the only one. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG |
-							 BPF_SOCK_OPS_RTO_CB_FLAG |
-							 BPF_SOCK_OPS_RTT_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(
+		    skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+			       BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		if ((st->flags & MESH_SOCK_F_SYN_SENT) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
