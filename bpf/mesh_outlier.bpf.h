@@ -10,7 +10,7 @@
  *   (SYN timeout, RST in SYN_SENT)       +-> consecutive_failures++ --> at
  *   RTO storm on an established conn   --+   svc.eject_consecutive: eject
  *   ACTIVE_ESTABLISHED                   ---> consecutive_failures = 0
- *   RTT_CB (srtt_us >> 3)                ---> srtt_ewma_us (EWMA 1/8)
+ *   RTT_CB (the connection's SRTT)       ---> srtt_ewma_us (EWMA 1/8)
  *
  *   connect()  ejected_until_ns > now: skipped like a full backend;
  *              0 < ejected_until_ns <= now: expired, cleared here (lazily)
@@ -164,7 +164,7 @@ static __always_inline void mesh_outlier_rtt(const struct mesh_sock_state *st, _
 	__u32 id = st->backend_id;
 	struct mesh_backend_state *bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
 
-	if (!bs)
+	if (!bs || srtt_us == 0) /* 0: no estimate yet (pre-6.10 first sample) */
 		return;
 	bs->srtt_ewma_us = mesh_ewma_fold(bs->srtt_ewma_us, srtt_us);
 	__sync_fetch_and_add(&bs->rtt_samples, 1);

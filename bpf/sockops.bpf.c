@@ -7,7 +7,7 @@
  *                                        and RTT_CB
  *   ACTIVE_ESTABLISHED_CB                ESTABLISHED; the backend's failure
  *                                        run ends (mesh_outlier.bpf.h)
- *   RTT_CB (each ACK with an RTT sample) SRTT into the backend's EWMA
+ *   RTT_CB (once per round trip)         SRTT into the backend's EWMA
  *   RTO_CB                               rto_events++; an RTO storm is a
  *                                        failure of the backend
  *   STATE_CB, new state TCP_CLOSE        release the reservation (if close()
@@ -46,6 +46,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	struct mesh_sock_state *st;
 	struct bpf_sock *sk;
 	__u32 op = skops->op;
+	__u32 srtt8;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_RTT_CB && op != BPF_SOCK_OPS_RTO_CB)
@@ -75,8 +76,18 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		}
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
-		/* srtt_us is the kernel's tp->srtt_us: 8 x the SRTT in us. */
-		mesh_outlier_rtt(st, skops->srtt_us >> 3);
+		/* The kernel calls this before it stores the new SRTT (8 x us):
+		 * args[1] has the updated value (6.10+); skops->srtt_us is the
+		 * previous one (0 before the first sample), used on older
+		 * kernels, where args are 0. */
+		srtt8 = skops->args[1];
+		/* Separate loads: clang would otherwise select between the two
+		 * field addresses, and the verifier rejects a computed ctx
+		 * offset. */
+		barrier_var(srtt8);
+		if (!srtt8)
+			srtt8 = skops->srtt_us;
+		mesh_outlier_rtt(st, srtt8 >> 3);
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
 		mesh_outlier_rto(st, skops->args[0]);
