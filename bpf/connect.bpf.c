@@ -66,16 +66,24 @@ static __always_inline void mesh_release_previous(struct bpf_sock_addr *ctx)
  * slots (from a random start) are all full or ejected is treated as such. */
 #define MESH_LIMIT_SCAN 64
 
-/* Why a backend cannot take a connection (mesh_reserve_backend). */
+/* Why a backend cannot take a connection (mesh_reserve_backend). Bit values:
+ * mesh_reserve accumulates FULL with `|`, not a branch, so the verifier sees
+ * one state per loop iteration rather than one per path taken. */
 enum mesh_skip {
-	MESH_SKIP_NONE = 0, /* reserved */
-	MESH_SKIP_FULL,	    /* at max_conns_per_backend */
-	MESH_SKIP_EJECTED,  /* ejected by outlier detection (mesh_outlier.bpf.h) */
+	MESH_SKIP_NONE = 0,    /* reserved */
+	MESH_SKIP_FULL = 1,    /* at max_conns_per_backend */
+	MESH_SKIP_EJECTED = 2, /* ejected by outlier detection (mesh_outlier.bpf.h) */
 };
 
-/* Reserves a live connection on backend `id` unless it is ejected or full. */
-static __always_inline enum mesh_skip mesh_reserve_backend(const struct mesh_svc *svc, __u32 id,
-							   __u64 now)
+/* Reserves a live connection on backend `id` unless it is ejected or full
+ * (limit: max_conns_per_backend). Returns an enum mesh_skip.
+ *
+ * A global (not inlined, not static) function: the verifier checks it once
+ * on its own, with scalar arguments. Inlined into the reroute loop of
+ * mesh_reserve, its branches (expiry compare-and-swap, limit undo) would be
+ * explored per iteration: 20x the instructions, near the 1M verifier limit
+ * for connect6. */
+__attribute__((noinline)) int mesh_reserve_backend(__u32 id, __u32 limit, __u64 now)
 {
 	struct mesh_backend_state *bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
 
@@ -83,7 +91,7 @@ static __always_inline enum mesh_skip mesh_reserve_backend(const struct mesh_svc
 		return MESH_SKIP_FULL;
 	if (mesh_outlier_ejected(bs, now))
 		return MESH_SKIP_EJECTED;
-	if (!mesh_reserve_one(&bs->live_conns, svc->max_conns_per_backend))
+	if (!mesh_reserve_one(&bs->live_conns, limit))
 		return MESH_SKIP_FULL;
 	return MESH_SKIP_NONE;
 }
@@ -103,7 +111,7 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 	__u32 svc_id = svc->svc_id, start, i, id;
 	struct mesh_slot_key sk = {.svc_id = svc->svc_id};
 	__u64 now = bpf_ktime_get_ns();
-	enum mesh_skip skip, first;
+	int skip, first;
 	struct mesh_svc_state *ss;
 	struct mesh_backend *cand;
 	struct mesh_slot *slot;
@@ -116,10 +124,10 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 		__sync_fetch_and_add(&ss->refused_service, 1);
 		return MESH_STAT_LIMIT_SERVICE;
 	}
-	first = mesh_reserve_backend(svc, *backend_id, now);
+	first = mesh_reserve_backend(*backend_id, svc->max_conns_per_backend, now);
 	if (first == MESH_SKIP_NONE)
 		return 0;
-	full = first == MESH_SKIP_FULL;
+	full = first & MESH_SKIP_FULL;
 
 	start = mesh_uniform(bpf_get_prandom_u32(), svc->slot_count);
 	for (i = 0; i < MESH_LIMIT_SCAN && i < svc->slot_count; i++) {
@@ -133,9 +141,8 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 		cand = bpf_map_lookup_elem(&mesh_backends, &id);
 		if (!cand || !(cand->flags & MESH_BACKEND_F_ACTIVE) || cand->family != family)
 			continue;
-		skip = mesh_reserve_backend(svc, id, now);
-		if (skip == MESH_SKIP_FULL)
-			full = 1;
+		skip = mesh_reserve_backend(id, svc->max_conns_per_backend, now);
+		full |= skip & MESH_SKIP_FULL;
 		if (skip != MESH_SKIP_NONE)
 			continue;
 		*be = cand;

@@ -88,8 +88,64 @@ static __always_inline struct mesh_svc *mesh_outlier_svc(const struct mesh_sock_
 	return svc;
 }
 
+/* Bound on the slots mesh_outlier_expire_svc() looks at (as connect's
+ * reroute scan). */
+#define MESH_EXPIRE_SCAN 64
+
+struct mesh_expire_scan {
+	__u32 svc_id;
+	__u32 cleared;
+	__u64 now;
+};
+
+/* bpf_loop callback: slot i of the service. */
+static long mesh_outlier_expire_slot(__u32 i, void *data)
+{
+	struct mesh_expire_scan *scan = data;
+	struct mesh_slot_key sk = {.svc_id = scan->svc_id, .slot = i};
+	struct mesh_backend_state *bs;
+	struct mesh_slot *slot;
+	__u32 id;
+
+	slot = bpf_map_lookup_elem(&mesh_slots, &sk);
+	if (!slot)
+		return 0;
+	id = slot->backend_id;
+	bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+	if (!bs || bs->ejected_until_ns == 0 || mesh_is_ejected(bs->ejected_until_ns, scan->now))
+		return 0;
+	if (!mesh_outlier_ejected(bs, scan->now))
+		scan->cleared++;
+	return 0;
+}
+
+/* Clears the ejections of `svc`'s backends whose time has passed and that no
+ * connect has cleared yet (an idle service). Returns how many it cleared.
+ * bpf_loop (5.17+): the verifier checks the body once, where an unrolled or
+ * bounded loop in sockops, inlined at each failure site, exceeds its budget. */
+static __always_inline __u32 mesh_outlier_expire_svc(const struct mesh_svc *svc, __u64 now)
+{
+	struct mesh_expire_scan scan = {.svc_id = svc->svc_id, .now = now};
+	__u32 n = svc->slot_count < MESH_EXPIRE_SCAN ? svc->slot_count : MESH_EXPIRE_SCAN;
+
+	bpf_loop(n, mesh_outlier_expire_slot, &scan, 0);
+	return scan.cleared;
+}
+
+/* Adds one to the service's ejected count unless that exceeds cap.
+ * Returns 1 when counted. */
+static __always_inline int mesh_outlier_count_one(struct mesh_svc_state *ss, __u32 cap)
+{
+	if (__sync_fetch_and_add(&ss->ejected, 1) + 1 > (__s64)cap) {
+		__sync_fetch_and_add(&ss->ejected, -1);
+		return 0;
+	}
+	return 1;
+}
+
 /* Ejects the backend on behalf of `svc` unless it is ejected already or the
- * service is at its cap (counted as skipped). */
+ * service is at its cap (counted as skipped). At the cap, ejections of the
+ * service that ended without a connect noticing are cleared first. */
 static __always_inline void mesh_outlier_eject(struct mesh_backend_state *bs,
 					       const struct mesh_svc *svc, __u64 now)
 {
@@ -104,8 +160,8 @@ static __always_inline void mesh_outlier_eject(struct mesh_backend_state *bs,
 		return;
 	}
 	cap = mesh_eject_cap(svc->eject_max_percent, svc->slot_count);
-	if (__sync_fetch_and_add(&ss->ejected, 1) + 1 > (__s64)cap) {
-		__sync_fetch_and_add(&ss->ejected, -1);
+	if (!mesh_outlier_count_one(ss, cap) &&
+	    !(cap && mesh_outlier_expire_svc(svc, now) && mesh_outlier_count_one(ss, cap))) {
 		__sync_val_compare_and_swap(&bs->ejected_until_ns, MESH_EJECT_CLAIMED, 0);
 		__sync_fetch_and_add(&ss->ejections_skipped, 1);
 		mesh_count(MESH_STAT_EJECTION_OVER_PERCENT);
@@ -185,6 +241,39 @@ static __always_inline void mesh_outlier_rto(const struct mesh_sock_state *st, _
 	 * as a whole (counted at close or ESTABLISHED). */
 	if ((st->flags & MESH_SOCK_F_ESTABLISHED) && retransmits + 1 == MESH_RTO_STORM)
 		mesh_outlier_failure(st);
+}
+
+/* Resets the outlier state and counters of a backend id that meshd freed
+ * (mesh_backend_forget, forget.bpf.c), so that a new backend given the id
+ * starts clean: an ejection still held is ended and its service's count given
+ * back. live_conns is left alone (connections still open to the removed
+ * backend decrement it when they close). Returns 0, or 1 when another CPU is
+ * in the middle of ejecting it (meshd retries). */
+static __always_inline int mesh_outlier_forget(struct mesh_backend_state *bs)
+{
+	__u64 until = bs->ejected_until_ns;
+	struct mesh_svc_state *ss;
+	__u32 svc_id;
+
+	if (until == MESH_EJECT_CLAIMED)
+		return 1;
+	if (until != 0) {
+		svc_id = bs->ejected_svc_id;
+		if (__sync_val_compare_and_swap(&bs->ejected_until_ns, until, 0) != until)
+			return 1;
+		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc_id);
+		if (ss)
+			__sync_fetch_and_add(&ss->ejected, -1);
+	}
+	bs->consecutive_failures = 0;
+	bs->times_ejected = 0;
+	bs->ejected_svc_id = 0;
+	bs->srtt_ewma_us = 0;
+	__sync_lock_test_and_set(&bs->rtt_samples, 0);
+	__sync_lock_test_and_set(&bs->rto_events, 0);
+	__sync_lock_test_and_set(&bs->total_conns, 0);
+	__sync_lock_test_and_set(&bs->connect_failures, 0);
+	return 0;
 }
 
 #endif /* MESH_OUTLIER_BPF_H */

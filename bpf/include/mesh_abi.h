@@ -103,11 +103,11 @@ struct mesh_svc {
 /* Per-service counters, written only by BPF (atomic adds).
  * Map: mesh_svc_state (ARRAY indexed by svc_id). */
 struct mesh_svc_state {
-	__s64 live_conns;      /* TCP connections reserved through this service */
-	__u64 refused_service; /* refused: max_conns reached */
-	__u64 refused_backend; /* refused: every backend tried was at its limit */
-	__u64 rerouted;	       /* a backend at its limit was skipped for another */
-	__u64 refused_rate;    /* refused: the service's connect-rate bucket was empty */
+	__s64 live_conns;	   /* TCP connections reserved through this service */
+	__u64 refused_service;	   /* refused: max_conns reached */
+	__u64 refused_backend;	   /* refused: every backend tried was at its limit */
+	__u64 rerouted;		   /* a backend at its limit was skipped for another */
+	__u64 refused_rate;	   /* refused: the service's connect-rate bucket was empty */
 	__u64 refused_client_rate; /* refused: the client's connect-rate bucket was empty */
 	__u64 refused_ejected;	   /* refused: every backend tried was ejected */
 	__s64 ejected;		   /* backends ejected now that count against this service */
@@ -147,9 +147,9 @@ struct mesh_backend {
 /* Per-backend counters, written only by BPF (atomic adds), read by meshd.
  * Map: mesh_backend_state (ARRAY indexed by backend id). */
 struct mesh_backend_state {
-	__s64 live_conns;	/* TCP sockets counted at connect, not yet closed */
-	__u64 total_conns;	/* connects (TCP) / first sends (UDP) steered here */
-	__u64 connect_failures; /* TCP connects that closed before ESTABLISHED */
+	__s64 live_conns;	    /* TCP sockets counted at connect, not yet closed */
+	__u64 total_conns;	    /* connects (TCP) / first sends (UDP) steered here */
+	__u64 connect_failures;	    /* TCP connects that closed before ESTABLISHED */
 	__u32 consecutive_failures; /* failed connects since the last success */
 	__u32 times_ejected;	    /* ejections so far (multiplies the ejection time) */
 	__u64 ejected_until_ns;	    /* bpf_ktime_get_ns() clock; 0 = not ejected */
@@ -196,6 +196,12 @@ struct mesh_udp_rev {
 	__u16 vip_port; /* network order */
 	__u8 family;
 	__u8 _pad;
+};
+
+/* Context of the mesh_backend_forget program (BPF_PROG_TYPE_SYSCALL, run by
+ * meshd with BPF_PROG_TEST_RUN when it frees a backend id). */
+struct mesh_backend_forget_ctx {
+	__u32 backend_id;
 };
 
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */

@@ -603,6 +603,62 @@ TEST_F(OutlierRootTest, RtoStormOnAnEstablishedConnectionIsAFailure) {
   EXPECT_EQ(serviceState().ejections, 1u);
 }
 
+// An ejected backend that leaves the service (its pod replaced, say) gives the
+// service's ejected count back at once (meshd runs mesh_backend_forget on the
+// freed id), and the next backend given that id starts clean.
+TEST_F(OutlierRootTest, RemovedEjectedBackendReleasesItsCountAndItsIdStartsClean) {
+  ASSERT_NO_FATAL_FAILURE(addBackend(false));
+  ASSERT_NO_FATAL_FAILURE(addBackend(true));
+  Frontend fe = frontend("10.96.1.7", LbAlgorithm::kRandom, {5, 60'000, 60'000, 50});
+  ASSERT_NO_FATAL_FAILURE(apply(fe));
+  EXPECT_EQ(dial("10.96.1.7", 40)["ERR:ECONNREFUSED"], 5);
+  ASSERT_EQ(serviceState().ejected, 1);
+
+  Frontend without = fe;
+  without.backends.erase(without.backends.begin());  // 10.0.20.2, the refusing one
+  ASSERT_NO_FATAL_FAILURE(apply(without));
+  EXPECT_EQ(serviceState().ejected, 0) << "the removed backend's ejection is over";
+
+  // Back with a listener: the same address gets the lowest free id again.
+  ASSERT_NO_FATAL_FAILURE(serveBackend(0));
+  ASSERT_NO_FATAL_FAILURE(apply(fe));
+  const mesh_backend_state st = backendState(0);
+  EXPECT_EQ(st.ejected_until_ns, 0u);
+  EXPECT_EQ(st.consecutive_failures, 0u);
+  EXPECT_EQ(st.times_ejected, 0u);
+  EXPECT_EQ(st.connect_failures, 0u);
+  EXPECT_EQ(st.total_conns, 0u);
+  auto counts = dial("10.96.1.7", 100);
+  EXPECT_GT(counts[id(0)], 20) << "it receives connections at once";
+  EXPECT_EQ(counts[id(0)] + counts[id(1)], 100);
+}
+
+// At maxEjectionPercent, an ejection whose time is over but that no connect
+// has cleared yet (nothing drew that backend since) does not block the next
+// one: the failing path clears it first.
+TEST_F(OutlierRootTest, ExpiredEjectionNobodyClearedDoesNotHoldTheCap) {
+  ASSERT_NO_FATAL_FAILURE(addBackend(false));
+  ASSERT_NO_FATAL_FAILURE(addBackend(false));
+  ASSERT_NO_FATAL_FAILURE(addBackend(true));
+  // Cap 1 (10% of 3). Backend 0 is nearly every pick: ejected first.
+  ASSERT_NO_FATAL_FAILURE(apply(
+      frontend("10.96.1.8", LbAlgorithm::kWeightedRandom, {5, 1'000, 1'000, 10}, {1000, 1, 1})));
+  dial("10.96.1.8", 10);
+  ASSERT_TRUE(mesh_is_ejected(backendState(0).ejected_until_ns, monotonicNs()));
+  ASSERT_NO_FATAL_FAILURE(waitEjectionOver(0, std::chrono::seconds(5)));
+  EXPECT_NE(backendState(0).ejected_until_ns, 0u) << "over, but not cleared yet";
+  // Now backend 1 is nearly every pick, and fails.
+  ASSERT_NO_FATAL_FAILURE(apply(
+      frontend("10.96.1.8", LbAlgorithm::kWeightedRandom, {5, 1'000, 1'000, 10}, {1, 1000, 1})));
+  dial("10.96.1.8", 10);
+  EXPECT_TRUE(mesh_is_ejected(backendState(1).ejected_until_ns, monotonicNs()));
+  const mesh_svc_state svc = serviceState();
+  EXPECT_EQ(svc.ejections, 2u);
+  EXPECT_EQ(svc.ejections_skipped, 0u);
+  EXPECT_EQ(svc.ejected, 1);
+  EXPECT_EQ(stat(MESH_STAT_EJECTION_EXPIRED), 1u);
+}
+
 // LeastLatency (p2c-ewma): three backends, one behind a link that delays
 // client -> backend packets by 20 ms. 300 sequential connections, each with
 // three request/response exchanges so that RTT samples exist. A uniform

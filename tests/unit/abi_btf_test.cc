@@ -91,6 +91,8 @@ std::map<std::string, Layout> cppLayouts() {
        {sizeof(mesh_udp_rev),
         {MEMBER(mesh_udp_rev, vip), MEMBER(mesh_udp_rev, vip_port), MEMBER(mesh_udp_rev, family),
          MEMBER(mesh_udp_rev, _pad)}}},
+      {"mesh_backend_forget_ctx",
+       {sizeof(mesh_backend_forget_ctx), {MEMBER(mesh_backend_forget_ctx, backend_id)}}},
   };
 }
 

@@ -37,12 +37,16 @@ struct ProgRef {
 
 // Every map and program, through the skeleton's fields (no name lookups).
 std::vector<MapRef> mapsOf(struct mesh* s) {
-  return {
-      {"mesh_services", s->maps.mesh_services},  {"mesh_slots", s->maps.mesh_slots},
-      {"mesh_backends", s->maps.mesh_backends},  {"mesh_backend_state", s->maps.mesh_backend_state},
-      {"mesh_maglev", s->maps.mesh_maglev},      {"mesh_sock", s->maps.mesh_sock},
-      {"mesh_udp_rev", s->maps.mesh_udp_rev},    {"mesh_stats", s->maps.mesh_stats},
-      {"mesh_svc_state", s->maps.mesh_svc_state}, {"mesh_rate_client", s->maps.mesh_rate_client}};
+  return {{"mesh_services", s->maps.mesh_services},
+          {"mesh_slots", s->maps.mesh_slots},
+          {"mesh_backends", s->maps.mesh_backends},
+          {"mesh_backend_state", s->maps.mesh_backend_state},
+          {"mesh_maglev", s->maps.mesh_maglev},
+          {"mesh_sock", s->maps.mesh_sock},
+          {"mesh_udp_rev", s->maps.mesh_udp_rev},
+          {"mesh_stats", s->maps.mesh_stats},
+          {"mesh_svc_state", s->maps.mesh_svc_state},
+          {"mesh_rate_client", s->maps.mesh_rate_client}};
 }
 
 std::vector<ProgRef> progsOf(struct mesh* s) {
@@ -241,6 +245,7 @@ absl::Status Datapath::load() {
   fds.maglev = bpf_map__fd(skel_->maps.mesh_maglev);
   fds.stats = bpf_map__fd(skel_->maps.mesh_stats);
   fds.svc_state = bpf_map__fd(skel_->maps.mesh_svc_state);
+  fds.forget_prog = bpf_program__fd(skel_->progs.mesh_backend_forget);
   fds.max_services = c.max_services;
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;
