@@ -652,6 +652,9 @@ TEST_F(OutlierRootTest, ExpiredEjectionNobodyClearedDoesNotHoldTheCap) {
   ASSERT_TRUE(mesh_is_ejected(backendState(0).ejected_until_ns, monotonicNs()));
   ASSERT_NO_FATAL_FAILURE(waitEjectionOver(0, std::chrono::seconds(5)));
   EXPECT_NE(backendState(0).ejected_until_ns, 0u) << "over, but not cleared yet";
+  // Backend 0 now serves: connects rerouted to it once backend 1 is ejected
+  // must not fail and hit the cap themselves.
+  ASSERT_NO_FATAL_FAILURE(serveBackend(0));
   // Now backend 1 joins and is nearly every pick, and fails.
   ASSERT_NO_FATAL_FAILURE(apply(
       frontend("10.96.1.8", LbAlgorithm::kWeightedRandom, {5, 1'000, 1'000, 10}, {1, 1000, 1})));
