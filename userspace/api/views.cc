@@ -296,6 +296,7 @@ absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources:
       weights.push_back(absl::StrCat(address.toString(), "=", weight));
     }
     row["weights"] = std::move(weights);
+    row["outlierDetection"] = outlierJson(spec->outlier);
     out.push_back(std::move(row));
   }
   return out;

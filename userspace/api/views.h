@@ -58,7 +58,9 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
                                    const ViewClock& clock);
 
 // TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
-// weights ("address=weight"). Resources of other kinds are skipped.
+// weights ("address=weight"), outlierDetection (enabled, consecutiveFailures,
+// baseEjectionTime, maxEjectionTime, maxEjectionPercent). Resources of other
+// kinds are skipped.
 absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
                                                     std::string_view ns, std::string_view name);
 

@@ -133,5 +133,23 @@ TEST(ViewsTest, ClaimedEjectionShowsAsEjecting) {
   EXPECT_TRUE(rows[0]["ejectedUntil"].is_null());
 }
 
+TEST(ViewsTest, PoliciesShowOutlierDetection) {
+  auto parsed = resources::parseFiles({resources::SourceFile{"p.yaml", R"(
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web}
+spec:
+  targetRef: {kind: Service, name: web}
+  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 1500ms}
+)"}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto rows = policiesView(*parsed, "", "");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0]["outlierDetection"].dump(),
+            R"({"enabled":true,"consecutiveFailures":3,"baseEjectionTime":"1s500ms",)"
+            R"("maxEjectionTime":"5m","maxEjectionPercent":10})");
+}
+
 }  // namespace
 }  // namespace meshd::api
