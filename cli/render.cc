@@ -181,7 +181,7 @@ std::string renderExplain(const Json& data) {
         absl::StrAppend(&outlier, "  EJECTED (",
                         left.is_string() ? left.get<std::string>() + " left" : "returning", ")");
       }
-      if (b.contains("consecutiveFailures")) {
+      if (b.value("consecutiveFailures", 0) > 0) {
         absl::StrAppend(&outlier, "  failures in a row ", b.value("consecutiveFailures", 0));
       }
       if (b.contains("srtt") && b["srtt"].is_string()) {
