@@ -41,7 +41,7 @@
  * once per stall. */
 #define MESH_RTO_STORM 3
 
-/* Whether backend `id` (state `bs`) is ejected now. An ejection whose time
+/* Whether the backend with state `bs` is ejected now. An ejection whose time
  * has passed is cleared here (compare-and-swap: one CPU wins, and only the
  * winner gives the service its count back and counts the return). */
 static __always_inline int mesh_outlier_ejected(struct mesh_backend_state *bs, __u64 now)
