@@ -12,10 +12,12 @@
  *
  * TCP: the connect-rate buckets admit it (mesh_rate.bpf.h), then the
  * connection is reserved here, within the service's and backend's limits
- * (mesh_conn.bpf.h), and released at TCP_CLOSE (sockops.bpf.c) or at
- * close() (release.bpf.c), whichever comes first.
+ * (mesh_conn.bpf.h) and never on an ejected backend (mesh_outlier.bpf.h),
+ * and released at TCP_CLOSE (sockops.bpf.c) or at close() (release.bpf.c),
+ * whichever comes first.
  */
 #include "mesh_conn.bpf.h"
+#include "mesh_outlier.bpf.h"
 #include "mesh_rate.bpf.h"
 #include "mesh_select.bpf.h"
 
@@ -61,27 +63,61 @@ static __always_inline void mesh_release_previous(struct bpf_sock_addr *ctx)
 		mesh_release(st);
 }
 
-/* Bound on the backends tried when the picked one is at its limit: the
- * verifier needs a constant, and a service whose first MESH_LIMIT_SCAN slots
- * (from a random start) are all full is treated as full. */
+/* Bound on the backends tried when the picked one is at its limit or ejected:
+ * the verifier needs a constant, and a service whose first MESH_LIMIT_SCAN
+ * slots (from a random start) are all full or ejected is treated as such. */
 #define MESH_LIMIT_SCAN 64
+
+/* Why a backend cannot take a connection (mesh_reserve_backend). Bit values:
+ * mesh_reserve accumulates FULL with `|`, not a branch, so the verifier sees
+ * one state per loop iteration rather than one per path taken. */
+enum mesh_skip {
+	MESH_SKIP_NONE = 0,    /* reserved */
+	MESH_SKIP_FULL = 1,    /* at max_conns_per_backend */
+	MESH_SKIP_EJECTED = 2, /* ejected by outlier detection (mesh_outlier.bpf.h) */
+};
+
+/* Reserves a live connection on backend `id` unless it is ejected or full
+ * (limit: max_conns_per_backend). Returns an enum mesh_skip.
+ *
+ * A global (not inlined, not static) function: the verifier checks it once
+ * on its own, with scalar arguments. Inlined into the reroute loop of
+ * mesh_reserve, its branches (expiry compare-and-swap, limit undo) would be
+ * explored per iteration: 20x the instructions, near the 1M verifier limit
+ * for connect6. */
+__attribute__((noinline)) int mesh_reserve_backend(__u32 id, __u32 limit, __u64 now)
+{
+	struct mesh_backend_state *bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
+
+	if (!bs)
+		return MESH_SKIP_FULL;
+	if (mesh_outlier_ejected(bs, now))
+		return MESH_SKIP_EJECTED;
+	if (!mesh_reserve_one(&bs->live_conns, limit))
+		return MESH_SKIP_FULL;
+	return MESH_SKIP_NONE;
+}
 
 /*
  * TCP: reserve a live connection on the service and on a backend, within
- * their limits. The picked backend first; when it is full, the next slots
- * from a random start (another eligible backend, "rerouted"). Returns 0 with
- * *be / *backend_id set to the backend that holds the reservation, or the
- * mesh_stat reason to refuse with.
+ * their limits, never on an ejected backend. The picked backend first; when
+ * it is full or ejected, the next slots from a random start (another eligible
+ * backend, "rerouted"). Returns 0 with *be / *backend_id set to the backend
+ * that holds the reservation, or the mesh_stat reason to refuse with:
+ * _LIMIT_BACKEND when any backend tried was full, _ALL_EJECTED when every one
+ * tried was ejected.
  */
 static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 					struct mesh_backend **be, __u32 *backend_id)
 {
 	__u32 svc_id = svc->svc_id, start, i, id;
 	struct mesh_slot_key sk = {.svc_id = svc->svc_id};
-	struct mesh_backend_state *bs;
+	__u64 now = bpf_ktime_get_ns();
+	int skip, first;
 	struct mesh_svc_state *ss;
 	struct mesh_backend *cand;
 	struct mesh_slot *slot;
+	int full;
 
 	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc_id);
 	if (!ss)
@@ -90,10 +126,10 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 		__sync_fetch_and_add(&ss->refused_service, 1);
 		return MESH_STAT_LIMIT_SERVICE;
 	}
-	id = *backend_id;
-	bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
-	if (bs && mesh_reserve_one(&bs->live_conns, svc->max_conns_per_backend))
+	first = mesh_reserve_backend(*backend_id, svc->max_conns_per_backend, now);
+	if (first == MESH_SKIP_NONE)
 		return 0;
+	full = first & MESH_SKIP_FULL;
 
 	start = mesh_uniform(bpf_get_prandom_u32(), svc->slot_count);
 	for (i = 0; i < MESH_LIMIT_SCAN && i < svc->slot_count; i++) {
@@ -107,18 +143,27 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 		cand = bpf_map_lookup_elem(&mesh_backends, &id);
 		if (!cand || !(cand->flags & MESH_BACKEND_F_ACTIVE) || cand->family != family)
 			continue;
-		bs = bpf_map_lookup_elem(&mesh_backend_state, &id);
-		if (!bs || !mesh_reserve_one(&bs->live_conns, svc->max_conns_per_backend))
+		skip = mesh_reserve_backend(id, svc->max_conns_per_backend, now);
+		full |= skip & MESH_SKIP_FULL;
+		if (skip != MESH_SKIP_NONE)
 			continue;
 		*be = cand;
 		*backend_id = id;
-		__sync_fetch_and_add(&ss->rerouted, 1);
-		mesh_count(MESH_STAT_LIMIT_REROUTED);
+		if (first == MESH_SKIP_EJECTED) {
+			mesh_count(MESH_STAT_EJECTED_SKIPPED);
+		} else {
+			__sync_fetch_and_add(&ss->rerouted, 1);
+			mesh_count(MESH_STAT_LIMIT_REROUTED);
+		}
 		return 0;
 	}
 	__sync_fetch_and_add(&ss->live_conns, -1);
-	__sync_fetch_and_add(&ss->refused_backend, 1);
-	return MESH_STAT_LIMIT_BACKEND;
+	if (full) {
+		__sync_fetch_and_add(&ss->refused_backend, 1);
+		return MESH_STAT_LIMIT_BACKEND;
+	}
+	__sync_fetch_and_add(&ss->refused_ejected, 1);
+	return MESH_STAT_ALL_EJECTED;
 }
 
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)

@@ -59,11 +59,30 @@ static __always_inline struct mesh_slot *mesh_weighted_slot(__u32 svc_id, __u32 
 	return bpf_map_lookup_elem(&mesh_slots, &sk);
 }
 
-static __always_inline __s64 mesh_live_conns(__u32 backend_id)
+/* Power of two choices between backends a and b (LeastConnections or
+ * p2c-ewma). A candidate that is ejected loses to one that is not, so the
+ * comparison does not favour an ejected backend for its empty live count
+ * (connect would then have to reroute at random). */
+static __always_inline __u32 mesh_p2c_choose(__u8 algo, __u32 a, __u32 b)
 {
-	struct mesh_backend_state *st = bpf_map_lookup_elem(&mesh_backend_state, &backend_id);
+	struct mesh_backend_state *sa = bpf_map_lookup_elem(&mesh_backend_state, &a);
+	struct mesh_backend_state *sb = bpf_map_lookup_elem(&mesh_backend_state, &b);
+	__u64 now;
+	int ea, eb;
 
-	return st ? st->live_conns : 0;
+	if (!sa || !sb)
+		return a;
+	now = bpf_ktime_get_ns();
+	ea = mesh_is_ejected(sa->ejected_until_ns, now);
+	eb = mesh_is_ejected(sb->ejected_until_ns, now);
+	if (ea != eb)
+		return ea ? b : a;
+	if (algo == MESH_LB_P2C_EWMA)
+		return mesh_p2c_ewma_prefer_a(sa->srtt_ewma_us, sa->live_conns, sb->srtt_ewma_us,
+					      sb->live_conns, bpf_get_prandom_u32())
+			   ? a
+			   : b;
+	return mesh_p2c_prefer_a(sa->live_conns, sb->live_conns) ? a : b;
 }
 
 /* Picks the backend id of a service by its algorithm. Returns 0 and sets *id,
@@ -87,6 +106,7 @@ static __always_inline int mesh_pick_backend_id(struct bpf_sock_addr *ctx,
 		*id = a->backend_id;
 		return 0;
 	case MESH_LB_LEAST_CONN:
+	case MESH_LB_P2C_EWMA:
 		a = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_a);
 		b = mesh_weighted_slot(svc->svc_id, svc->slot_count, &slot_b);
 		/* Two distinct candidates, else with two backends the busier
@@ -96,10 +116,7 @@ static __always_inline int mesh_pick_backend_id(struct bpf_sock_addr *ctx,
 			b = bpf_map_lookup_elem(&mesh_slots, &sk);
 		if (!a || !b)
 			return MESH_STAT_BACKEND_MISSING;
-		*id = mesh_p2c_prefer_a(mesh_live_conns(a->backend_id),
-					mesh_live_conns(b->backend_id))
-			  ? a->backend_id
-			  : b->backend_id;
+		*id = mesh_p2c_choose(svc->algo, a->backend_id, b->backend_id);
 		return 0;
 	case MESH_LB_MAGLEV:
 		/* The client key is the netns cookie: one per pod network

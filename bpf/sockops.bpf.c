@@ -3,12 +3,17 @@
  * sockops.bpf.c - connection state for sockets connect.bpf.c steered (and
  * reserved a live connection for, mesh_conn.bpf.h).
  *
- *   TCP_CONNECT_CB (SYN about to leave)  SYN_SENT; ask for STATE_CB
- *   ACTIVE_ESTABLISHED_CB                ESTABLISHED
+ *   TCP_CONNECT_CB (SYN about to leave)  SYN_SENT; ask for STATE_CB, RTO_CB
+ *                                        and RTT_CB
+ *   ACTIVE_ESTABLISHED_CB                ESTABLISHED; the backend's failure
+ *                                        run ends (mesh_outlier.bpf.h)
+ *   RTT_CB (once per round trip)         SRTT into the backend's EWMA
+ *   RTO_CB                               rto_events++; an RTO storm is a
+ *                                        failure of the backend
  *   STATE_CB, new state TCP_CLOSE        release the reservation (if close()
  *                                        has not already); connect_failures++
- *                                        if the SYN left but it never
- *                                        ESTABLISHED
+ *                                        and a failure of the backend if the
+ *                                        SYN left but it never ESTABLISHED
  *
  *   PASSIVE_ESTABLISHED_CB (any socket)  sockmap: join mesh_sockhash when the
  *                                        client is steered and local
@@ -19,6 +24,7 @@
  * sockets) or in close() (release.bpf.c), so a reservation cannot leak.
  */
 #include "mesh_conn.bpf.h"
+#include "mesh_outlier.bpf.h"
 #include "mesh_sockmap.bpf.h"
 
 static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
@@ -31,6 +37,7 @@ static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 		if (bs)
 			__sync_fetch_and_add(&bs->connect_failures, 1);
 		mesh_count(MESH_STAT_SOCK_CONNECT_FAILED);
+		mesh_outlier_failure(st);
 	}
 	st->flags &= ~(MESH_SOCK_F_SYN_SENT | MESH_SOCK_F_ESTABLISHED);
 	if (st->flags & MESH_SOCK_F_COUNTED)
@@ -44,13 +51,14 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	struct mesh_sock_state *st;
 	struct bpf_sock *sk;
 	__u32 op = skops->op;
+	__u32 srtt8;
 
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		mesh_sockmap_passive(skops);
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    op != BPF_SOCK_OPS_STATE_CB)
+	    op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_RTT_CB && op != BPF_SOCK_OPS_RTO_CB)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -63,15 +71,36 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		st->flags |= MESH_SOCK_F_SYN_SENT;
 		st->flags &= ~MESH_SOCK_F_ESTABLISHED;
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						     BPF_SOCK_OPS_STATE_CB_FLAG);
+		/* RTT_CB from the start: the SYN-ACK is the first RTT sample,
+		 * and for short connections often the only one. */
+		bpf_sock_ops_cb_flags_set(
+		    skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+			       BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		if ((st->flags & MESH_SOCK_F_SYN_SENT) && !(st->flags & MESH_SOCK_F_ESTABLISHED)) {
 			st->flags |= MESH_SOCK_F_ESTABLISHED;
 			mesh_count(MESH_STAT_SOCK_ESTABLISHED);
+			mesh_outlier_success(st);
 		}
 		mesh_sockmap_active(skops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		/* The kernel calls this before it stores the new SRTT (8 x us):
+		 * args[1] has the updated value (6.10+); skops->srtt_us is the
+		 * previous one (0 before the first sample), used on older
+		 * kernels, where args are 0. */
+		srtt8 = skops->args[1];
+		/* Separate loads: clang would otherwise select between the two
+		 * field addresses, and the verifier rejects a computed ctx
+		 * offset. */
+		barrier_var(srtt8);
+		if (!srtt8)
+			srtt8 = skops->srtt_us;
+		mesh_outlier_rtt(st, srtt8 >> 3);
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		mesh_outlier_rto(st, skops->args[0]);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] is the old state, args[1] the new one. */

@@ -30,10 +30,20 @@ const std::vector<Column>* columnsFor(std::string_view view) {
       {"MAX-PER-BACKEND", "maxConnectionsPerBackend"},
   };
   static const std::vector<Column> kBackends = {
-      {"NAMESPACE", "namespace"}, {"SERVICE", "service"},        {"FRONTEND", "frontend"},
-      {"BACKEND", "backend"},     {"WEIGHT", "weight"},          {"LIVE", "liveConnections"},
-      {"LIMIT", "limit"},         {"TOTAL", "totalConnections"}, {"FAILED", "connectFailures"},
-      {"NODE", "node"},           {"TARGET", "target"},
+      {"NAMESPACE", "namespace"},
+      {"SERVICE", "service"},
+      {"FRONTEND", "frontend"},
+      {"BACKEND", "backend"},
+      {"WEIGHT", "weight"},
+      {"LIVE", "liveConnections"},
+      {"LIMIT", "limit"},
+      {"TOTAL", "totalConnections"},
+      {"FAILED", "connectFailures"},
+      {"CONSEC-FAIL", "consecutiveFailures"},
+      {"EJECTED-FOR", "ejectedFor"},
+      {"SRTT", "srtt"},
+      {"NODE", "node"},
+      {"TARGET", "target"},
   };
   static const std::vector<Column> kPolicies = {
       {"NAMESPACE", "namespace"},
@@ -156,12 +166,40 @@ std::string renderExplain(const Json& data) {
                     e.value("refusedByConnectRate", uint64_t{0}), " refused), ",
                     rate(e["connectRatePerClient"]), " per client (",
                     e.value("refusedByClientConnectRate", uint64_t{0}), " refused)\n");
+    if (e.contains("outlierDetection")) {
+      const Json& od = e["outlierDetection"];
+      if (od.value("enabled", false)) {
+        absl::StrAppend(&out, "  outliers:    eject after ", od.value("consecutiveFailures", 0),
+                        " failed connects in a row for ", od.value("baseEjectionTime", ""),
+                        " x times ejected (at most ", od.value("maxEjectionTime", ""), "), up to ",
+                        od.value("maxEjectionPercent", 0), "% of backends (at least one)\n");
+      } else {
+        absl::StrAppend(&out, "  outliers:    detection off\n");
+      }
+      absl::StrAppend(&out, "  ejections:   ", e.value("ejectedNow", int64_t{0}), " ejected now, ",
+                      e.value("ejections", uint64_t{0}), " made, ",
+                      e.value("ejectionsSkipped", uint64_t{0}),
+                      " not made at maxEjectionPercent; refused with every backend tried ejected: ",
+                      e.value("refusedAllEjected", uint64_t{0}), "\n");
+    }
     absl::StrAppend(&out, "  backends:\n");
     for (const Json& b : e["backends"]) {
+      std::string outlier;
+      if (b.value("ejected", false)) {
+        const Json& left = b["ejectedFor"];
+        absl::StrAppend(&outlier, "  EJECTED (",
+                        left.is_string() ? left.get<std::string>() + " left" : "returning", ")");
+      }
+      if (b.value("consecutiveFailures", 0) > 0) {
+        absl::StrAppend(&outlier, "  failures in a row ", b.value("consecutiveFailures", 0));
+      }
+      if (b.contains("srtt") && b["srtt"].is_string()) {
+        absl::StrAppend(&outlier, "  srtt ", b["srtt"].get<std::string>());
+      }
       absl::StrAppend(&out, "    ", b.value("backend", ""), "  live ",
                       b.value("liveConnections", int64_t{0}), "/", limit(b["limit"]),
                       b.value("atLimit", false) ? "  FULL" : "", "  connect failures ",
-                      b.value("connectFailures", uint64_t{0}), "\n");
+                      b.value("connectFailures", uint64_t{0}), outlier, "\n");
     }
     std::vector<std::string> node;
     for (const auto& [reason, n] : e["nodeWideRefusals"].items())

@@ -232,6 +232,12 @@ struct mesh_sock_key {
 	__u8 _pad[3];
 };
 
+/* Context of the mesh_backend_forget program (BPF_PROG_TYPE_SYSCALL, run by
+ * meshd with BPF_PROG_TEST_RUN when it frees a backend id). */
+struct mesh_backend_forget_ctx {
+	__u32 backend_id;
+};
+
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
 enum mesh_stat {
 	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */

@@ -388,6 +388,91 @@ TEST_F(DaemonRootTest, ConnectionLimitsFromYamlAndExplain) {
   EXPECT_EQ(counts["10.0.3.1:8080"] + counts["10.0.3.2:8080"], 4);
 }
 
+// Outlier detection from YAML to the kernel and back to the operator: a
+// backend address with no listener (RST) is ejected after three failures;
+// `meshctl get backends` and `meshctl explain` show it, with SRTT for the
+// healthy one. A policy with a bad percentage is rejected whole.
+TEST_F(DaemonRootTest, OutlierDetectionFromYamlShowsInGetBackendsAndExplain) {
+  ASSERT_TRUE(netns_->ip({"addr", "add", "10.0.3.3/32", "dev", "lo"}).ok());  // nothing listens
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  const std::string yaml = R"(apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+  - addresses: [10.0.3.1]
+  - addresses: [10.0.3.3]
+ports: [{port: 8080}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRef: {kind: Service, name: web}
+  loadBalancer: {algorithm: LeastLatency}
+  outlierDetection:
+    consecutiveFailures: 3
+    baseEjectionTime: 1m
+    maxEjectionPercent: 50
+)";
+  Result applied = meshctl({"apply", "-f", writeFile("web.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  auto counts = dialInPod(40);
+  EXPECT_EQ(counts["ERR:ECONNREFUSED"], 3);
+  EXPECT_EQ(counts["10.0.3.1:8080"], 37);
+
+  nlohmann::json backends = meshctlJson({"get", "backends", "web"});
+  ASSERT_EQ(backends.size(), 2u);
+  const nlohmann::json& good = backends[0];
+  const nlohmann::json& bad = backends[1];
+  ASSERT_EQ(bad["backend"], "10.0.3.3:8080");
+  EXPECT_EQ(bad["ejected"], true);
+  EXPECT_EQ(bad["consecutiveFailures"], 3);
+  EXPECT_EQ(bad["timesEjected"], 1);
+  EXPECT_TRUE(bad["ejectedFor"].is_string()) << bad;
+  EXPECT_TRUE(bad["ejectedUntil"].is_string()) << bad;
+  EXPECT_EQ(good["ejected"], false);
+  EXPECT_GT(good["rttSamples"].get<uint64_t>(), 0u);
+  EXPECT_GT(good["srttEwmaUs"].get<uint64_t>(), 0u);
+  Result table = meshctl({"get", "backends", "web"});
+  EXPECT_NE(table.out.find("CONSEC-FAIL"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("EJECTED-FOR"), std::string::npos) << table.out;
+
+  Result text = meshctl({"explain", "web"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("outliers:    eject after 3 failed connects in a row for 1m"),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("ejections:   1 ejected now, 1 made"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("10.0.3.3:8080  live 0/none  connect failures 3  EJECTED ("),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("admitting: 1 of 2 backends (1 ejected)"), std::string::npos) << text.out;
+
+  // Bad input: the whole apply is rejected, naming file, line, column and field.
+  nlohmann::json policies = meshctlJson({"get", "policies"});
+  std::string bad_yaml = yaml;
+  bad_yaml.replace(bad_yaml.find("maxEjectionPercent: 50"), 22, "maxEjectionPercent: 150");
+  Result rejected = meshctl({"apply", "-f", writeFile("bad.yaml", bad_yaml)});
+  EXPECT_EQ(rejected.exit_code, 1);
+  EXPECT_NE(rejected.err.find("bad.yaml:29:25: TrafficPolicy/default/web: "
+                              "spec.outlierDetection.maxEjectionPercent: maxEjectionPercent 150 "
+                              "is out of range [0, 100]"),
+            std::string::npos)
+      << rejected.err;
+  EXPECT_EQ(meshctlJson({"get", "policies"}), policies);
+}
+
 TEST_F(DaemonRootTest, MeshctlSaysWhenMeshdIsNotRunning) {
   Result r = meshctl({"status"});
   EXPECT_EQ(r.exit_code, 1);

@@ -101,6 +101,8 @@ std::map<std::string, Layout> cppLayouts() {
         {MEMBER(mesh_sock_key, local), MEMBER(mesh_sock_key, remote),
          MEMBER(mesh_sock_key, local_port), MEMBER(mesh_sock_key, remote_port),
          MEMBER(mesh_sock_key, family), MEMBER(mesh_sock_key, _pad)}}},
+      {"mesh_backend_forget_ctx",
+       {sizeof(mesh_backend_forget_ctx), {MEMBER(mesh_backend_forget_ctx, backend_id)}}},
   };
 }
 

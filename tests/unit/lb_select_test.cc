@@ -211,6 +211,104 @@ TEST(LbSelectTest, P2cAvoidsSlowBackend) {
   EXPECT_LT(p2c_share, 0.20);
 }
 
+// ---- p2c-ewma (MESH_LB_P2C_EWMA) ---------------------------------------------
+
+TEST(LbSelectTest, EwmaFoldsOneEighth) {
+  EXPECT_EQ(mesh_ewma_fold(0, 800), 800u) << "first sample taken as is";
+  EXPECT_EQ(mesh_ewma_fold(0, 0), 1u) << "0 means no sample: a sample never stores 0";
+  EXPECT_EQ(mesh_ewma_fold(800, 1600), 900u);   // + (1600 - 800) / 8
+  EXPECT_EQ(mesh_ewma_fold(1600, 800), 1500u);  // - (1600 - 800) / 8
+  EXPECT_EQ(mesh_ewma_fold(1, 0), 1u);
+  EXPECT_EQ(mesh_ewma_fold(0xffffffffu, 0xffffffffu), 0xffffffffu) << "no overflow";
+  // Converges on a steady sample: after 80 folds of 20 ms from 100 us
+  // ((7/8)^80 x 19900 < 1) it is within the 8 us dead band (differences below
+  // 8 do not move it).
+  uint32_t e = 100;
+  for (int i = 0; i < 80; ++i) e = mesh_ewma_fold(e, 20000);
+  EXPECT_GE(e, 20000u - 8);
+  EXPECT_LE(e, 20000u);
+}
+
+TEST(LbSelectTest, P2cEwmaScoresLatencyTimesLoad) {
+  const uint32_t no_explore = 1;  // rnd % MESH_P2C_EWMA_EXPLORE != 0
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(1000, 0, 2000, 0, no_explore));
+  EXPECT_FALSE(mesh_p2c_ewma_prefer_a(2000, 0, 1000, 0, no_explore));
+  // 1000 x (3 + 1) = 4000 > 2000 x (0 + 1): the slower idle one wins.
+  EXPECT_FALSE(mesh_p2c_ewma_prefer_a(1000, 3, 2000, 0, no_explore));
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(1000, 1, 2000, 0, no_explore)) << "ties go to a";
+  // No sample yet: scored with the other's EWMA, i.e. on live counts alone.
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(0, 0, 5000, 1, no_explore));
+  EXPECT_FALSE(mesh_p2c_ewma_prefer_a(0, 2, 5000, 1, no_explore));
+  EXPECT_FALSE(mesh_p2c_ewma_prefer_a(5000, 2, 0, 1, no_explore));
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(0, 1, 0, 1, no_explore)) << "neither: least-connections";
+  EXPECT_FALSE(mesh_p2c_ewma_prefer_a(0, 2, 0, 1, no_explore));
+  // Exploration takes a whatever the scores.
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(100000, 50, 1, 0, 0));
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(100000, 50, 1, 0, MESH_P2C_EWMA_EXPLORE * 7));
+  // Extreme values neither overflow nor wrap: negative live counts as 0.
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(0xffffffffu, INT64_MAX, 0xffffffffu, INT64_MAX, 1));
+  EXPECT_TRUE(mesh_p2c_ewma_prefer_a(1000, -5, 1000, 0, 1));
+  EXPECT_EQ(mesh_p2c_ewma_score(0xffffffffu, INT64_MAX),
+            0xffffffffull * (static_cast<uint64_t>(MESH_P2C_LIVE_CLAMP) + 1));
+}
+
+// Three equal-weight backends, one 20x slower, no connection held (live 0):
+// drawn as MESH_LB_P2C_EWMA in bpf/mesh_select.bpf.h, the slow one wins only
+// through exploration, when it is the first candidate: 1/3 x 1/32 = 1.04%.
+// Over 300k picks the binomial sd is 0.018 points; +-0.2 is 11 sd.
+TEST(LbSelectTest, P2cEwmaSendsFewConnectionsToASlowBackend) {
+  const std::vector<uint32_t> w(3, 1);
+  const auto table = buildAliasTable(w);
+  const uint32_t ewma[] = {21000, 1000, 1000};
+  std::mt19937 rng(5);
+  constexpr int kDraws = 300000;
+  int slow = 0;
+  for (int i = 0; i < kDraws; ++i) {
+    const uint32_t a = weightedPick(table, rng);
+    const uint32_t b = p2cSecond(table, a, rng);
+    slow += (mesh_p2c_ewma_prefer_a(ewma[a], 0, ewma[b], 0, rng()) ? a : b) == 0;
+  }
+  EXPECT_NEAR(100.0 * slow / kDraws, 100.0 / 3 / MESH_P2C_EWMA_EXPLORE, 0.2);
+}
+
+// ---- outlier detection arithmetic ------------------------------------------
+
+TEST(LbSelectTest, EjectCapIsAPercentOfSlotsButAtLeastOne) {
+  struct Case {
+    uint32_t percent, slots, cap;
+  };
+  const Case cases[] = {
+      {10, 3, 1},  // floor(0.3) -> at least one
+      {10, 10, 1},
+      {10, 19, 1},
+      {10, 20, 2},
+      {25, 4, 1},
+      {50, 4, 2},
+      {100, 4, 4},
+      {0, 100, 0},  // 0%: nothing is ever ejected
+      {100, 0, 1},  // no slots: the cap is moot (nothing to connect to)
+      {255, 4, 4},  // clamped to 100
+      {100, 0xffffffffu, 0xffffffffu},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(mesh_eject_cap(c.percent, c.slots), c.cap) << c.percent << "% of " << c.slots;
+  }
+}
+
+TEST(LbSelectTest, EjectDurationGrowsWithTimesEjectedUpToTheCap) {
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 300000, 1), 30'000'000'000ull);
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 300000, 2), 60'000'000'000ull);
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 300000, 10), 300'000'000'000ull);
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 300000, 11), 300'000'000'000ull);
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 300000, 0xffffffffu), 300'000'000'000ull);
+  EXPECT_EQ(mesh_eject_duration_ns(30000, 0, 3), 90'000'000'000ull) << "max 0: no cap";
+  EXPECT_EQ(mesh_eject_duration_ns(2000, 300000, 0), 2'000'000'000ull) << "0 counts as 1";
+  EXPECT_TRUE(mesh_is_ejected(100, 99));
+  EXPECT_FALSE(mesh_is_ejected(100, 100)) << "returns at ejected_until";
+  EXPECT_FALSE(mesh_is_ejected(0, 5));
+  EXPECT_TRUE(mesh_is_ejected(MESH_EJECT_CLAIMED, UINT64_MAX - 1)) << "being ejected";
+}
+
 }  // namespace
 // GCRA connect-rate bucket (mesh_gcra_admit), driven as mesh_rate.bpf.h does:
 // one stored arrival time, 0 = refused and nothing stored.

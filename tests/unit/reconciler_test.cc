@@ -215,6 +215,57 @@ TEST_F(ReconcilerTest, ConnectionLimitsAreWrittenToTheServiceEntryOnly) {
   EXPECT_EQ(s.client_rate_burst, 3u);
 }
 
+// Outlier detection lives in the service entry too: defaults on a frontend
+// with no policy, and a change rewrites that entry only. adopt() restores it.
+TEST_F(ReconcilerTest, OutlierDetectionIsWrittenToTheServiceEntryOnly) {
+  ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
+  auto web = maps_.service(svcKey("10.96.0.1", 80));
+  EXPECT_EQ(web->eject_consecutive, 5u);
+  EXPECT_EQ(web->eject_base_ms, 30'000u);
+  EXPECT_EQ(web->eject_max_ms, 300'000u);
+  EXPECT_EQ(web->eject_max_percent, 10u);
+  maps_.resetCounts();
+  auto d = twoFrontends();
+  d.frontends[0].outlier = state::OutlierDetection{3, 2'000, 8'000, 25};
+  d.frontends[1].algorithm = state::LbAlgorithm::kLeastLatency;
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_THAT(maps_.log(), ElementsAre(Op::kUpdateServices));
+  EXPECT_EQ(maps_.count(Op::kUpdateServices).entries, 2u);
+  web = maps_.service(svcKey("10.96.0.1", 80));
+  EXPECT_EQ(web->eject_consecutive, 3u);
+  EXPECT_EQ(web->eject_base_ms, 2'000u);
+  EXPECT_EQ(web->eject_max_ms, 8'000u);
+  EXPECT_EQ(web->eject_max_percent, 25u);
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.2", 443))->algo, MESH_LB_P2C_EWMA);
+
+  // Turned off: eject_consecutive 0.
+  d.frontends[0].outlier.consecutive_failures = 0;
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->eject_consecutive, 0u);
+
+  // A restarted meshd sees the settings in the maps and rewrites nothing.
+  Reconciler again(maps_);
+  ASSERT_TRUE(again.adopt().ok());
+  auto views = again.describe();
+  ASSERT_TRUE(views.ok());
+  EXPECT_EQ((*views)[0].frontend.outlier, (state::OutlierDetection{0, 2'000, 8'000, 25}));
+  maps_.resetCounts();
+  ASSERT_TRUE(again.apply(d).ok());
+  EXPECT_EQ(maps_.count(Op::kUpdateServices).entries, 0u);
+}
+
+TEST_F(ReconcilerTest, InvalidOutlierDetectionWritesNothing) {
+  auto d = twoFrontends();
+  d.frontends[0].outlier.max_ejection_percent = 101;
+  auto status = rec_.apply(d);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("maxEjectionPercent"));
+  d = twoFrontends();
+  d.frontends[1].outlier.max_ejection_ms = d.frontends[1].outlier.base_ejection_ms - 1;
+  EXPECT_EQ(rec_.apply(d).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(maps_.totalCalls(), 0u);
+}
+
 TEST_F(ReconcilerTest, AddingBackendWritesOneBackendTheSlotsAndTheService) {
   ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
   const auto api_before = *maps_.service(svcKey("10.96.0.2", 443));

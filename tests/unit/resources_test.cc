@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_split.h"
@@ -331,11 +332,89 @@ INSTANTIATE_TEST_SUITE_P(
         BadInputCase{"UnknownAlgorithm", std::string(kPolicyHead) + "    algorithm: RoundRobin\n",
                      "f.yaml:8:16: TrafficPolicy/default/web: spec.loadBalancer.algorithm: "
                      "unknown algorithm \"RoundRobin\""},
-        BadInputCase{"PolicyUnknownFieldForLater",
+        BadInputCase{"OutlierUnknownField",
                      std::string(kPolicyHead) + "    algorithm: Random\n" +
                          "  outlierDetection: {consecutiveErrors: 5}\n",
-                     "f.yaml:9:3: TrafficPolicy/default/web: spec.outlierDetection: unknown "
-                     "field"},
+                     "f.yaml:9:22: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.consecutiveErrors: unknown field (allowed here: "
+                     "enabled, consecutiveFailures, baseEjectionTime, maxEjectionTime, "
+                     "maxEjectionPercent)"},
+        BadInputCase{"OutlierPercentOver100",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {maxEjectionPercent: 150}\n",
+                     "f.yaml:9:42: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.maxEjectionPercent: maxEjectionPercent 150 is out of "
+                     "range [0, 100]"},
+        BadInputCase{"OutlierPercentNegative",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {maxEjectionPercent: -1}\n",
+                     "spec.outlierDetection.maxEjectionPercent: maxEjectionPercent -1 is out of "
+                     "range [0, 100]"},
+        BadInputCase{"OutlierConsecutiveZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {consecutiveFailures: 0}\n",
+                     "f.yaml:9:43: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.consecutiveFailures: consecutiveFailures 0 is out of "
+                     "range [1, 1000] (use enabled: false to turn detection off)"},
+        BadInputCase{"OutlierConsecutiveTooMany",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {consecutiveFailures: 1001}\n",
+                     "spec.outlierDetection.consecutiveFailures: consecutiveFailures 1001 is out "
+                     "of range [1, 1000]"},
+        BadInputCase{"OutlierDurationNoUnit",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection:\n"
+                         "    baseEjectionTime: \"30\"\n",
+                     "f.yaml:10:23: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.baseEjectionTime: \"30\" is not a duration (a number "
+                     "and a unit ns, us, ms, s, m or h, e.g. \"30s\", \"1m30s\" or \"250ms\")"},
+        BadInputCase{"OutlierDurationNumber",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection:\n"
+                         "    baseEjectionTime: 30\n",
+                     "f.yaml:10:23: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.baseEjectionTime: expected a duration such as "
+                     "\"30s\", \"1m30s\" or \"250ms\", got an integer (30)"},
+        BadInputCase{"OutlierDurationGarbage",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {maxEjectionTime: 5 minutes}\n",
+                     "spec.outlierDetection.maxEjectionTime: \"5 minutes\" is not a duration"},
+        BadInputCase{"OutlierDurationNegative",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {baseEjectionTime: -30s}\n",
+                     "spec.outlierDetection.baseEjectionTime: \"-30s\" is not a duration"},
+        BadInputCase{"OutlierDurationZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {baseEjectionTime: 0s}\n",
+                     "spec.outlierDetection.baseEjectionTime: baseEjectionTime 0s is out of range "
+                     "[1ms, 24h]"},
+        BadInputCase{"OutlierDurationSubMillisecond",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {baseEjectionTime: 1500us}\n",
+                     "spec.outlierDetection.baseEjectionTime: \"1500us\" is not a whole number "
+                     "of milliseconds"},
+        BadInputCase{"OutlierDurationTooLong",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {maxEjectionTime: 25h}\n",
+                     "spec.outlierDetection.maxEjectionTime: maxEjectionTime 25h is out of range "
+                     "[1ms, 24h]"},
+        BadInputCase{"OutlierMaxBelowBase",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection:\n"
+                         "    baseEjectionTime: 1m\n"
+                         "    maxEjectionTime: 30s\n",
+                     "f.yaml:11:22: TrafficPolicy/default/web: "
+                     "spec.outlierDetection.maxEjectionTime: 30s is shorter than "
+                     "baseEjectionTime (1m)"},
+        BadInputCase{"OutlierEnabledNotBool",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {enabled: \"yes\"}\n",
+                     "spec.outlierDetection.enabled: expected true or false, got a string "
+                     "(\"yes\")"},
+        BadInputCase{"UnknownAlgorithmListsLeastLatency",
+                     std::string(kPolicyHead) + "    algorithm: P2CEWMA\n",
+                     "spec.loadBalancer.algorithm: unknown algorithm \"P2CEWMA\" (use Random, "
+                     "WeightedRandom, Maglev, LeastConnections or LeastLatency)"},
         BadInputCase{"UnknownKind",
                      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
                      "f.yaml:2:7: Deployment/default/web: kind: unknown kind \"Deployment\""},
@@ -579,6 +658,51 @@ TEST(Helpers, NamesAndPrimes) {
   EXPECT_TRUE(isIanaServiceName("http-alt"));
   EXPECT_FALSE(isIanaServiceName("8080"));
   EXPECT_FALSE(isIanaServiceName("a--b"));
+}
+
+// Go's time.ParseDuration syntax, as Kubernetes durations are written.
+TEST(Helpers, ParseDuration) {
+  struct Case {
+    const char* text;
+    std::optional<int64_t> ns;
+  };
+  const Case cases[] = {
+      {"0", 0},
+      {"30s", 30'000'000'000},
+      {"1m30s", 90'000'000'000},
+      {"250ms", 250'000'000},
+      {"1.5h", 5'400'000'000'000},
+      {"2h45m", 9'900'000'000'000},
+      {".5s", 500'000'000},
+      {"1.s", 1'000'000'000},
+      {"100us", 100'000},
+      {"100\u00b5s", 100'000},  // micro sign
+      {"100\u03bcs", 100'000},  // Greek mu
+      {"7ns", 7},
+      {"1h1m1s1ms", 3'661'001'000'000},
+      {"0s", 0},
+      {"", std::nullopt},
+      {"30", std::nullopt},    // no unit
+      {"s", std::nullopt},     // no number
+      {".s", std::nullopt},    // no digit
+      {"-30s", std::nullopt},  // signs are rejected
+      {"+30s", std::nullopt},
+      {"30 s", std::nullopt},      // no spaces
+      {"30sec", std::nullopt},     // unknown unit
+      {"1d", std::nullopt},        // Go has no days
+      {"3000000h", std::nullopt},  // beyond 2^63 ns
+      {"99999999999999999999s", std::nullopt},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(parseDuration(c.text), c.ns) << "\"" << c.text << "\"";
+  }
+  EXPECT_EQ(formatDurationMs(0), "0s");
+  EXPECT_EQ(formatDurationMs(250), "250ms");
+  EXPECT_EQ(formatDurationMs(30'000), "30s");
+  EXPECT_EQ(formatDurationMs(90'000), "1m30s");
+  EXPECT_EQ(formatDurationMs(300'000), "5m");
+  EXPECT_EQ(formatDurationMs(86'400'000), "24h");
+  EXPECT_EQ(formatDurationMs(3'661'001), "1h1m1s1ms");
 }
 
 }  // namespace

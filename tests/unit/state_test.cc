@@ -180,6 +180,38 @@ TEST(DesiredState, PolicyAlgorithmOrderDedupFamiliesAndHeadless) {
   EXPECT_EQ(*again, *desired);
 }
 
+// spec.outlierDetection reaches the frontend; absent means the defaults
+// (5 failures, 30 s, 300 s, 10%), enabled: false turns detection off, and an
+// unset maxEjectionTime is 300 s or baseEjectionTime, whichever is larger.
+TEST(DesiredState, OutlierDetectionDefaultsAndPolicy) {
+  auto policy = [](const std::string& svc, const std::string& od) {
+    return "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: " + svc +
+           "}\nspec:\n  targetRef: {kind: Service, name: " + svc + "}\n" + od;
+  };
+  std::string yaml =
+      service("a", "10.96.0.1", 80) + "---\n" + service("b", "10.96.0.2", 80) + "---\n" +
+      service("c", "10.96.0.3", 80) + "---\n" + service("d", "10.96.0.4", 80) + "---\n" +
+      policy("b",
+             "  loadBalancer: {algorithm: LeastLatency}\n"
+             "  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 2s,\n"
+             "                     maxEjectionTime: 1m30s, maxEjectionPercent: 25}\n") +
+      "---\n" + policy("c", "  outlierDetection: {enabled: false, maxEjectionPercent: 0}\n") +
+      "---\n" + policy("d", "  outlierDetection: {baseEjectionTime: 10m}\n");
+  auto desired = computeDesiredState(setOf(parse(yaml)));
+  ASSERT_TRUE(desired.ok()) << desired.status();
+  ASSERT_THAT(desired->frontends, SizeIs(4));
+  const state::OutlierDetection& a = desired->frontends[0].outlier;
+  EXPECT_EQ(a.consecutive_failures, 5u) << "no policy: defaults";
+  EXPECT_EQ(a.base_ejection_ms, 30'000u);
+  EXPECT_EQ(a.max_ejection_ms, 300'000u);
+  EXPECT_EQ(a.max_ejection_percent, 10u);
+  EXPECT_EQ(desired->frontends[1].algorithm, LbAlgorithm::kLeastLatency);
+  EXPECT_EQ(desired->frontends[1].outlier, (state::OutlierDetection{3, 2'000, 90'000, 25}));
+  EXPECT_EQ(desired->frontends[2].outlier.consecutive_failures, 0u) << "enabled: false";
+  EXPECT_EQ(desired->frontends[2].outlier.max_ejection_percent, 0u);
+  EXPECT_EQ(desired->frontends[3].outlier, (state::OutlierDetection{5, 600'000, 600'000, 10}));
+}
+
 TEST(DesiredState, MaglevDefaultsTableSize) {
   std::string yaml = service("a", "10.96.0.9", 80) +
                      "---\napiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\n"

@@ -151,8 +151,9 @@ grpc::Status MeshdService::Get(grpc::ServerContext*, const v1::GetRequest* req,
   if (what == "services" || what == "backends") {
     auto frontends = control_.frontends();
     if (!frontends.ok()) return toGrpc(frontends.status());
-    view = what == "services" ? servicesView(*frontends, req->namespace_(), req->name())
-                              : backendsView(*frontends, req->namespace_(), req->name());
+    view = what == "services"
+               ? servicesView(*frontends, req->namespace_(), req->name())
+               : backendsView(*frontends, req->namespace_(), req->name(), ViewClock::now());
   } else if (what == "explain") {
     if (req->name().empty()) {
       return toGrpc(absl::InvalidArgumentError("explain needs a service name"));
@@ -161,7 +162,7 @@ grpc::Status MeshdService::Get(grpc::ServerContext*, const v1::GetRequest* req,
     if (!frontends.ok()) return toGrpc(frontends.status());
     auto stats = control_.bpf("dump", "mesh_stats");
     if (!stats.ok()) return toGrpc(stats.status());
-    view = explainView(*frontends, req->namespace_(), req->name(), *stats);
+    view = explainView(*frontends, req->namespace_(), req->name(), *stats, ViewClock::now());
   } else if (what == "policies" || what == "endpointslices" || what == "resources") {
     auto all = control_.resources();
     if (!all.ok()) return toGrpc(all.status());

@@ -1,8 +1,14 @@
 #include "api/views.h"
 
 #include <arpa/inet.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "mesh_lb.h"
 
 namespace meshd::api {
 namespace {
@@ -45,7 +51,99 @@ void addLimits(const datapath::Reconciler::FrontendView& fv, nlohmann::ordered_j
   row["refusedByClientConnectRate"] = fv.counters.refused_client_rate;
 }
 
+// A backend's ejection as the kernel sees it at clock.monotonic_ns: an
+// ejection whose time has passed is over (connect() clears it lazily).
+struct Ejection {
+  bool ejected = false;
+  bool claimed = false;  // a CPU is between deciding and writing the time
+  uint64_t left_ns = 0;
+};
+
+Ejection ejectionOf(const mesh_backend_state& c, const ViewClock& clock) {
+  Ejection e;
+  e.ejected = mesh_is_ejected(c.ejected_until_ns, clock.monotonic_ns) != 0;
+  e.claimed = c.ejected_until_ns == MESH_EJECT_CLAIMED;
+  if (e.ejected && !e.claimed) e.left_ns = c.ejected_until_ns - clock.monotonic_ns;
+  return e;
+}
+
+// "850ms", "12.3s", "4m05s": a time span at the precision an operator reads.
+std::string spanText(uint64_t ns) {
+  const uint64_t ms = ns / 1'000'000;
+  if (ms < 1000) return absl::StrCat(ms, "ms");
+  if (ms < 60'000) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1fs", static_cast<double>(ms) / 1000);
+    return buf;
+  }
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%" PRIu64 "m%02" PRIu64 "s", ms / 60'000, ms / 1000 % 60);
+  return buf;
+}
+
+// An SRTT EWMA in microseconds as "85us", "1.25ms", "20.4ms", "312ms".
+std::string srttText(uint32_t us) {
+  if (us < 1000) return absl::StrCat(us, "us");
+  char buf[32];
+  const double ms = us / 1000.0;
+  std::snprintf(buf, sizeof(buf), ms < 10 ? "%.2fms" : ms < 100 ? "%.1fms" : "%.0fms", ms);
+  return buf;
+}
+
+// Unix time in ns as RFC 3339 UTC with milliseconds.
+std::string rfc3339(int64_t unix_ns) {
+  const time_t secs = static_cast<time_t>(unix_ns / 1'000'000'000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
+                t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                static_cast<int>(unix_ns / 1'000'000 % 1000));
+  return buf;
+}
+
+// The outlier-detection and latency fields of one backend (get backends, explain).
+void addOutlier(const datapath::Reconciler::BackendView& b, const ViewClock& clock,
+                nlohmann::ordered_json& row) {
+  const Ejection e = ejectionOf(b.counters, clock);
+  row["consecutiveFailures"] = b.counters.consecutive_failures;
+  row["ejected"] = e.ejected;
+  row["ejectedFor"] = !e.ejected  ? nlohmann::ordered_json(nullptr)
+                      : e.claimed ? nlohmann::ordered_json("ejecting")
+                                  : nlohmann::ordered_json(spanText(e.left_ns));
+  row["ejectedUntil"] =
+      e.ejected && !e.claimed
+          ? nlohmann::ordered_json(rfc3339(clock.realtime_ns + static_cast<int64_t>(e.left_ns)))
+          : nlohmann::ordered_json(nullptr);
+  row["ejectedUntilNs"] = b.counters.ejected_until_ns;
+  row["timesEjected"] = b.counters.times_ejected;
+  row["srtt"] = b.counters.srtt_ewma_us == 0
+                    ? nlohmann::ordered_json(nullptr)
+                    : nlohmann::ordered_json(srttText(b.counters.srtt_ewma_us));
+  row["srttEwmaUs"] = b.counters.srtt_ewma_us;
+  row["rttSamples"] = b.counters.rtt_samples;
+  row["rtoEvents"] = b.counters.rto_events;
+}
+
+// spec.outlierDetection as applied, in the TrafficPolicy's own terms.
+nlohmann::ordered_json outlierJson(const state::OutlierDetection& od) {
+  return {{"enabled", od.consecutive_failures != 0},
+          {"consecutiveFailures", od.consecutive_failures},
+          {"baseEjectionTime", resources::formatDurationMs(od.base_ejection_ms)},
+          {"maxEjectionTime", resources::formatDurationMs(od.max_ejection_ms)},
+          {"maxEjectionPercent", od.max_ejection_percent}};
+}
+
 }  // namespace
+
+ViewClock ViewClock::now() {
+  timespec mono{};
+  timespec real{};
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  clock_gettime(CLOCK_REALTIME, &real);
+  return ViewClock{static_cast<uint64_t>(mono.tv_sec) * 1'000'000'000 + mono.tv_nsec,
+                   static_cast<int64_t>(real.tv_sec) * 1'000'000'000 + real.tv_nsec};
+}
 
 std::string hostPort(const IpAddress& address, uint16_t port) {
   if (address.isV4()) return absl::StrCat(address.toString(), ":", port);
@@ -76,13 +174,14 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
 }
 
 nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
-                                   std::string_view name,
-                                   const nlohmann::ordered_json& node_stats) {
+                                   std::string_view name, const nlohmann::ordered_json& node_stats,
+                                   const ViewClock& clock) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   nlohmann::ordered_json node = nlohmann::ordered_json::object();
   for (const char* reason :
        {"no_backend", "backend_missing", "family_mismatch", "maglev_missing", "limit_service",
-        "limit_backend", "limit_rerouted", "rate_service", "rate_client"}) {
+        "limit_backend", "limit_rerouted", "all_ejected", "ejected_skipped", "ejection",
+        "ejection_over_percent", "ejection_expired", "rto", "rate_service", "rate_client"}) {
     if (node_stats.is_object() && node_stats.contains(reason)) node[reason] = node_stats[reason];
   }
   for (const auto& fv : frontends) {
@@ -94,33 +193,61 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
     row["frontend"] = absl::StrCat(hostPort(f.vip, f.port), "/", protocolText(f.protocol));
     row["algorithm"] = std::string(resources::algorithmName(f.algorithm));
     addLimits(fv, row);
+    row["outlierDetection"] = outlierJson(f.outlier);
+    row["ejectedNow"] = fv.counters.ejected;
+    row["ejections"] = fv.counters.ejections;
+    row["ejectionsSkipped"] = fv.counters.ejections_skipped;
+    row["refusedAllEjected"] = fv.counters.refused_ejected;
     nlohmann::ordered_json backends = nlohmann::ordered_json::array();
     size_t full = 0;
+    size_t ejected = 0;
+    size_t unusable = 0;
+    uint64_t first_return_ns = UINT64_MAX;
     for (const auto& b : fv.backends) {
       const bool at_limit = f.max_connections_per_backend != 0 &&
                             b.counters.live_conns >= int64_t{f.max_connections_per_backend};
+      const Ejection e = ejectionOf(b.counters, clock);
       full += at_limit;
-      backends.push_back({{"backend", hostPort(b.address, b.port)},
-                          {"liveConnections", b.counters.live_conns},
-                          {"limit", limitJson(f.max_connections_per_backend)},
-                          {"atLimit", at_limit},
-                          {"connectFailures", b.counters.connect_failures}});
+      ejected += e.ejected;
+      unusable += at_limit || e.ejected;
+      if (e.ejected && !e.claimed) first_return_ns = std::min(first_return_ns, e.left_ns);
+      nlohmann::ordered_json br = {{"backend", hostPort(b.address, b.port)},
+                                   {"liveConnections", b.counters.live_conns},
+                                   {"limit", limitJson(f.max_connections_per_backend)},
+                                   {"atLimit", at_limit},
+                                   {"connectFailures", b.counters.connect_failures}};
+      addOutlier(b, clock, br);
+      backends.push_back(std::move(br));
     }
     row["backends"] = std::move(backends);
+    const std::string refuse = "; connect() fails with ECONNREFUSED";
     std::string verdict;
     if (fv.backends.empty()) {
       verdict = "refusing: the service has no ready backend (connect() fails with ECONNREFUSED)";
     } else if (f.protocol != state::Protocol::kTcp) {
-      verdict = "admitting: connection limits apply to TCP only";
+      verdict = "admitting: connection limits and outlier detection apply to TCP only";
     } else if (f.max_connections != 0 && fv.counters.live_conns >= int64_t{f.max_connections}) {
       verdict = absl::StrCat("refusing: at maxConnections (", fv.counters.live_conns, "/",
-                             f.max_connections, "); connect() fails with ECONNREFUSED");
+                             f.max_connections, ")", refuse);
+    } else if (ejected == fv.backends.size()) {
+      verdict = absl::StrCat("refusing: every backend is ejected by outlier detection (",
+                             f.outlier.consecutive_failures, " failed connects in a row)",
+                             first_return_ns != UINT64_MAX ? absl::StrCat("; the first returns in ",
+                                                                          spanText(first_return_ns))
+                                                           : "",
+                             refuse);
     } else if (full == fv.backends.size()) {
       verdict = absl::StrCat("refusing: every backend is at maxConnectionsPerBackend (",
-                             f.max_connections_per_backend, "); connect() fails with ECONNREFUSED");
-    } else if (full > 0) {
-      verdict = absl::StrCat("admitting: ", full, " of ", fv.backends.size(),
-                             " backends are full and skipped for ones with room");
+                             f.max_connections_per_backend, ")", refuse);
+    } else if (unusable == fv.backends.size()) {
+      verdict = absl::StrCat("refusing: ", full, " backends are at maxConnectionsPerBackend and ",
+                             ejected, " are ejected by outlier detection", refuse);
+    } else if (unusable > 0) {
+      std::string why;
+      if (full > 0) absl::StrAppend(&why, full, " full");
+      if (ejected > 0) absl::StrAppend(&why, why.empty() ? "" : ", ", ejected, " ejected");
+      verdict = absl::StrCat("admitting: ", unusable, " of ", fv.backends.size(), " backends (",
+                             why, ") are skipped for ones with room");
     } else {
       verdict = "admitting";
     }
@@ -132,7 +259,7 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
 }
 
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
-                                    std::string_view name) {
+                                    std::string_view name, const ViewClock& clock) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& fv : frontends) {
     const state::Frontend& f = fv.frontend;
@@ -150,6 +277,7 @@ nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_
       row["limit"] = limitJson(f.max_connections_per_backend);
       row["totalConnections"] = b.counters.total_conns;
       row["connectFailures"] = b.counters.connect_failures;
+      addOutlier(b, clock, row);
       row["node"] = b.node;
       row["target"] = b.target;
       row["backendId"] = b.id;
@@ -178,6 +306,7 @@ absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources:
       weights.push_back(absl::StrCat(address.toString(), "=", weight));
     }
     row["weights"] = std::move(weights);
+    row["outlierDetection"] = outlierJson(spec->outlier);
     out.push_back(std::move(row));
   }
   return out;

@@ -19,6 +19,14 @@ namespace meshd::api {
 
 using FrontendViews = std::vector<datapath::Reconciler::FrontendView>;
 
+// The two clocks views need to show kernel times: mesh_backend_state's
+// ejected_until_ns is on the bpf_ktime_get_ns() clock (CLOCK_MONOTONIC).
+struct ViewClock {
+  uint64_t monotonic_ns = 0;  // CLOCK_MONOTONIC now
+  int64_t realtime_ns = 0;    // CLOCK_REALTIME now (Unix time)
+  static ViewClock now();
+};
+
 // "10.0.0.1:80", "[fd00::1]:80"
 std::string hostPort(const IpAddress& address, uint16_t port);
 
@@ -29,21 +37,30 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
                                     std::string_view name);
 
 // One entry per (frontend, backend): namespace, service, frontend ("vip:port/TCP"),
-// backend ("addr:port"), weight, liveConnections, totalConnections,
-// connectFailures, node, target, backendId.
+// backend ("addr:port"), weight, liveConnections, limit, totalConnections,
+// connectFailures, consecutiveFailures, ejected (bool), ejectedFor (time left as
+// text, null when not ejected), ejectedUntil (RFC 3339 UTC or null),
+// ejectedUntilNs (raw, CLOCK_MONOTONIC; 0 = not ejected), timesEjected, srtt
+// (EWMA as text, null before the first sample), srttEwmaUs, rttSamples,
+// rtoEvents, node, target, backendId.
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
-                                    std::string_view name);
+                                    std::string_view name, const ViewClock& clock);
 
 // `meshctl explain SERVICE`: per frontend, whether new connections are admitted
 // and, if not, why: limits, live counts, refusals by reason (service limit,
-// backend limits), reroutes, each backend's live count against its limit, and a
-// one-line verdict. `node_stats` is mesh_stats as dumped (name -> count); its
-// node-wide refusal reasons are attached to every entry.
+// backend limits, every backend ejected), reroutes, outlier detection settings
+// and ejections (made, skipped at maxEjectionPercent, ejected now), each
+// backend's live count against its limit and its ejection, and a one-line
+// verdict. `node_stats` is mesh_stats as dumped (name -> count); its node-wide
+// refusal and ejection reasons are attached to every entry.
 nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
-                                   std::string_view name, const nlohmann::ordered_json& node_stats);
+                                   std::string_view name, const nlohmann::ordered_json& node_stats,
+                                   const ViewClock& clock);
 
 // TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
-// weights ("address=weight"). Resources of other kinds are skipped.
+// weights ("address=weight"), outlierDetection (enabled, consecutiveFailures,
+// baseEjectionTime, maxEjectionTime, maxEjectionPercent). Resources of other
+// kinds are skipped.
 absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources::Resource>& all,
                                                     std::string_view ns, std::string_view name);
 

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/scoped_fd.h"
@@ -102,8 +103,29 @@ absl::Status BpfLbMaps::deleteBackends(absl::Span<const uint32_t> ids) {
     if (id < fds_.max_backends) in_range.push_back(id);  // others cannot exist
   }
   auto backends = zeroed<mesh_backend>(in_range);
-  // mesh_backend_state is deliberately kept: see LbMapWriter::deleteBackends.
-  return updatePairs<uint32_t, mesh_backend>(fds_.backends, "mesh_backends", backends);
+  RETURN_IF_ERROR((updatePairs<uint32_t, mesh_backend>(fds_.backends, "mesh_backends", backends)));
+  // mesh_backend_state is reset by the kernel, not overwritten: see
+  // LbMapWriter::deleteBackends.
+  for (uint32_t id : in_range) RETURN_IF_ERROR(forgetBackend(id));
+  return absl::OkStatus();
+}
+
+absl::Status BpfLbMaps::forgetBackend(uint32_t id) {
+  if (fds_.forget_prog < 0) return absl::OkStatus();
+  mesh_backend_forget_ctx ctx{id};
+  // A return of 1: another CPU is between deciding to eject it and writing the
+  // time, a few instructions. Retry briefly; give up quietly after that (the
+  // id keeps that one ejection, which ends by itself).
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+    if (bpf_prog_test_run_opts(fds_.forget_prog, &opts) != 0) {
+      return errnoError(errno, absl::StrCat("resetting the state of backend id ", id,
+                                            " (running mesh_backend_forget)"));
+    }
+    if (opts.retval == 0) break;
+    std::this_thread::yield();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BpfLbMaps::updateServices(absl::Span<const std::pair<mesh_svc_key, mesh_svc>> batch) {

@@ -16,9 +16,10 @@ struct LbMapFds {
   int slots = -1;
   int backends = -1;
   int backend_state = -1;
-  int maglev = -1;     // HASH_OF_MAPS: svc_id -> inner ARRAY of backend ids
-  int stats = -1;      // PERCPU_ARRAY indexed by enum mesh_stat
-  int svc_state = -1;  // ARRAY svc_id -> mesh_svc_state
+  int maglev = -1;       // HASH_OF_MAPS: svc_id -> inner ARRAY of backend ids
+  int stats = -1;        // PERCPU_ARRAY indexed by enum mesh_stat
+  int svc_state = -1;    // ARRAY svc_id -> mesh_svc_state
+  int forget_prog = -1;  // mesh_backend_forget (BPF_PROG_TYPE_SYSCALL), run by deleteBackends
   uint32_t max_services = 0;
   uint32_t max_slots = 0;
   uint32_t max_backends = 0;
@@ -30,6 +31,8 @@ class BpfLbMaps : public LbMapWriter {
 
   absl::StatusOr<LbMapContents> readAll() override;
   absl::Status updateBackends(absl::Span<const std::pair<uint32_t, mesh_backend>> batch) override;
+  // Zeroes the mesh_backends entries, then runs mesh_backend_forget for each
+  // id (see LbMapWriter::deleteBackends).
   absl::Status deleteBackends(absl::Span<const uint32_t> ids) override;
   absl::Status updateServices(absl::Span<const std::pair<mesh_svc_key, mesh_svc>> batch) override;
   absl::Status deleteServices(absl::Span<const mesh_svc_key> keys) override;
@@ -55,6 +58,8 @@ class BpfLbMaps : public LbMapWriter {
   absl::StatusOr<std::vector<uint32_t>> readMaglevTable(uint32_t svc_id);
 
  private:
+  absl::Status forgetBackend(uint32_t id);
+
   LbMapFds fds_;
 };
 

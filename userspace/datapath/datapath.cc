@@ -285,6 +285,7 @@ absl::Status Datapath::load() {
   fds.maglev = bpf_map__fd(skel_->maps.mesh_maglev);
   fds.stats = bpf_map__fd(skel_->maps.mesh_stats);
   fds.svc_state = bpf_map__fd(skel_->maps.mesh_svc_state);
+  fds.forget_prog = bpf_program__fd(skel_->progs.mesh_backend_forget);
   fds.max_services = c.max_services;
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;

@@ -36,11 +36,14 @@ class LbMapWriter {
   // Fails with ResourceExhausted when a map is full (naming the map and its size).
   virtual absl::Status updateBackends(
       absl::Span<const std::pair<uint32_t, mesh_backend>> batch) = 0;
-  // Marks array entries inactive (zeroes them). Their mesh_backend_state is left
-  // alone: connections still open to a removed backend decrement live_conns when
-  // they close, so zeroing it would drive the count negative. The reconciler
-  // reuses an id only once its live count is 0 (draining), and resets its
-  // state then (resetBackendStates).
+  // Marks array entries inactive (zeroes them) and has the kernel reset their
+  // mesh_backend_state except live_conns (mesh_backend_forget, atomically: an
+  // ejection still held ends and its service's ejected count is given back;
+  // failures, SRTT and the other counters start from 0 for the next backend
+  // given the id). live_conns is left alone: connections still open to a
+  // removed backend decrement it when they close, so zeroing it would drive
+  // the count negative. The reconciler reuses an id only once its live count
+  // is 0 (draining), and zeroes whatever is left then (resetBackendStates).
   virtual absl::Status deleteBackends(absl::Span<const uint32_t> ids) = 0;
   virtual absl::Status updateServices(
       absl::Span<const std::pair<mesh_svc_key, mesh_svc>> batch) = 0;

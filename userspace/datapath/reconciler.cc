@@ -27,7 +27,9 @@ constexpr uint32_t kMaxAdoptedGapId = 1u << 24;
 bool sameSvc(const mesh_svc& a, const mesh_svc& b) {
   return a.svc_id == b.svc_id && a.slot_count == b.slot_count && a.maglev_size == b.maglev_size &&
          a.algo == b.algo && a.flags == b.flags && a.max_conns == b.max_conns &&
-         a.max_conns_per_backend == b.max_conns_per_backend;
+         a.max_conns_per_backend == b.max_conns_per_backend &&
+         a.eject_consecutive == b.eject_consecutive && a.eject_base_ms == b.eject_base_ms &&
+         a.eject_max_ms == b.eject_max_ms && a.eject_max_percent == b.eject_max_percent;
 }
 
 bool sameSlot(const mesh_slot& a, const mesh_slot& b) {
@@ -112,6 +114,15 @@ absl::Status validate(const state::Frontend& fe) {
           MESH_MAGLEV_MAX_SIZE, " and at least the number of backends (", fe.backends.size(), "); ",
           MESH_MAGLEV_DEFAULT_SIZE, " is the default"));
     }
+  }
+  const state::OutlierDetection& od = fe.outlier;
+  if (od.max_ejection_percent > 100 ||
+      (od.consecutive_failures != 0 &&
+       (od.base_ejection_ms == 0 || od.max_ejection_ms < od.base_ejection_ms))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        frontendName(fe), ": outlier detection needs maxEjectionPercent in 0..100 (got ",
+        od.max_ejection_percent, ") and 0 < baseEjectionTime <= maxEjectionTime (got ",
+        od.base_ejection_ms, " ms and ", od.max_ejection_ms, " ms)"));
   }
   for (const state::Backend& be : fe.backends) {
     if (!validFamily(be.address.family)) {
@@ -423,6 +434,10 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     next.svc.rate_burst = fe.connect_rate.burst;
     next.svc.client_rate_per_sec = fe.client_connect_rate.per_second;
     next.svc.client_rate_burst = fe.client_connect_rate.burst;
+    next.svc.eject_consecutive = fe.outlier.consecutive_failures;
+    next.svc.eject_base_ms = fe.outlier.base_ejection_ms;
+    next.svc.eject_max_ms = fe.outlier.max_ejection_ms;
+    next.svc.eject_max_percent = static_cast<__u8>(fe.outlier.max_ejection_percent);
     next.frontend = fe;
     next.seen = generation;
 
@@ -766,6 +781,10 @@ absl::StatusOr<std::vector<Reconciler::FrontendView>> Reconciler::describe() {
       view.frontend.connect_rate = {rec->svc.rate_per_sec, rec->svc.rate_burst};
       view.frontend.client_connect_rate = {rec->svc.client_rate_per_sec,
                                            rec->svc.client_rate_burst};
+      view.frontend.outlier.consecutive_failures = rec->svc.eject_consecutive;
+      view.frontend.outlier.base_ejection_ms = rec->svc.eject_base_ms;
+      view.frontend.outlier.max_ejection_ms = rec->svc.eject_max_ms;
+      view.frontend.outlier.max_ejection_percent = rec->svc.eject_max_percent;
     }
     ASSIGN_OR_RETURN(view.counters, maps_.readServiceState(rec->svc.svc_id));
     const uint32_t n = std::min<size_t>(rec->svc.slot_count, rec->slots.size());

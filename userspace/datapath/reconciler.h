@@ -50,7 +50,8 @@ class Reconciler : public state::LbStateSink {
   // connect() racing with the apply, even inside a batch, always finds the slots,
   // alias targets, table entries and backends its service entry points at.
   // Returns InvalidArgument (bad address, duplicate frontend, weight out of
-  // 1..10000, Maglev size not a prime in [backends, MESH_MAGLEV_MAX_SIZE]) or
+  // 1..10000, Maglev size not a prime in [backends, MESH_MAGLEV_MAX_SIZE],
+  // outlier detection percent over 100 or ejection times out of order) or
   // ResourceExhausted (the result, counting old and new entries that coexist
   // during the update, exceeds a map's capacity) before writing anything.
   // On a write error returns it, prefixed with what was being written; the maps

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <optional>
@@ -21,6 +22,11 @@ constexpr int64_t kMaxConnectionLimit = 1 << 24;
 // Connects a second (and bucket size) a connect-rate bucket may allow: far above what
 // one node can open, low enough that the kernel's nanosecond arithmetic cannot overflow.
 constexpr int64_t kMaxConnectRate = 1000000;
+// Outlier detection bounds (decodeOutlierDetection). A threshold above 1000
+// failures in a row would never trip in practice; ejections are whole
+// milliseconds up to a day (mesh_svc holds u32 milliseconds).
+constexpr int64_t kMaxConsecutiveFailures = 1000;
+constexpr int64_t kMaxEjectionMs = 24 * 3'600'000;
 
 using json = nlohmann::json;
 
@@ -164,6 +170,39 @@ class Decoder {
     const json* v = get(obj, path, field, required);
     if (!v) return std::nullopt;
     return integer(*v, childPath(path, field), lo, hi, what);
+  }
+
+  // A duration string ("30s", "1m30s", "250ms") of whole milliseconds within
+  // [lo_ms, hi_ms]. Returns milliseconds.
+  std::optional<uint32_t> durationMs(const json& obj, absl::string_view path,
+                                     absl::string_view field, int64_t lo_ms, int64_t hi_ms) {
+    const json* v = get(obj, path, field, false);
+    if (!v) return std::nullopt;
+    const std::string fpath = childPath(path, field);
+    if (!v->is_string()) {
+      fail(fpath, absl::StrCat("expected a duration such as \"30s\", \"1m30s\" or \"250ms\", got ",
+                               describe(*v)));
+      return std::nullopt;
+    }
+    const std::string text = v->get<std::string>();
+    const std::optional<int64_t> ns = parseDuration(text);
+    if (!ns) {
+      fail(fpath, absl::StrCat("\"", text,
+                               "\" is not a duration (a number and a unit ns, us, ms, s, m or h, "
+                               "e.g. \"30s\", \"1m30s\" or \"250ms\")"));
+      return std::nullopt;
+    }
+    if (*ns % 1'000'000 != 0) {
+      fail(fpath, absl::StrCat("\"", text, "\" is not a whole number of milliseconds"));
+      return std::nullopt;
+    }
+    const int64_t ms = *ns / 1'000'000;
+    if (ms < lo_ms || ms > hi_ms) {
+      fail(fpath, absl::StrCat(field, " ", text, " is out of range [", formatDurationMs(lo_ms),
+                               ", ", formatDurationMs(hi_ms), "]"));
+      return std::nullopt;
+    }
+    return static_cast<uint32_t>(ms);
   }
 
   // A mapping of string -> string (labels, annotations, selector).
@@ -543,12 +582,54 @@ state::ConnectRate connectRate(Decoder& d, const json& limits, const std::string
   return out;
 }
 
+// spec.outlierDetection: absent fields keep the defaults (state::OutlierDetection).
+void decodeOutlierDetection(Decoder& d, const json& od, state::OutlierDetection& out) {
+  const std::string opath = "spec.outlierDetection";
+  d.allowOnly(od, opath,
+              {"enabled", "consecutiveFailures", "baseEjectionTime", "maxEjectionTime",
+               "maxEjectionPercent"});
+  const std::optional<bool> enabled = d.getBool(od, opath, "enabled");
+  if (const json* cf = d.get(od, opath, "consecutiveFailures", false);
+      cf && cf->is_number_integer() && cf->get<int64_t>() == 0) {
+    d.fail(childPath(opath, "consecutiveFailures"),
+           absl::StrCat("consecutiveFailures 0 is out of range [1, ", kMaxConsecutiveFailures,
+                        "] (use enabled: false to turn detection off)"));
+  } else if (auto v = d.getInt(od, opath, "consecutiveFailures", false, 1, kMaxConsecutiveFailures,
+                               "consecutiveFailures")) {
+    out.consecutive_failures = static_cast<uint32_t>(*v);
+  }
+  if (auto v = d.durationMs(od, opath, "baseEjectionTime", 1, kMaxEjectionMs)) {
+    out.base_ejection_ms = *v;
+  }
+  const std::optional<uint32_t> max_ms =
+      d.durationMs(od, opath, "maxEjectionTime", 1, kMaxEjectionMs);
+  if (max_ms) {
+    if (*max_ms < out.base_ejection_ms) {
+      d.fail(childPath(opath, "maxEjectionTime"),
+             absl::StrCat(formatDurationMs(*max_ms), " is shorter than baseEjectionTime (",
+                          formatDurationMs(out.base_ejection_ms), ")"));
+    }
+    out.max_ejection_ms = *max_ms;
+  } else {
+    // Envoy's rule: unset means 300 s or baseEjectionTime, whichever is larger.
+    out.max_ejection_ms = std::max(out.max_ejection_ms, out.base_ejection_ms);
+  }
+  if (auto v = d.getInt(od, opath, "maxEjectionPercent", false, 0, 100, "maxEjectionPercent")) {
+    out.max_ejection_percent = static_cast<uint32_t>(*v);
+  }
+  if (enabled.has_value() && !*enabled) out.consecutive_failures = 0;
+}
+
 TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   TrafficPolicySpec out;
   d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
   const json* spec = d.getObject(doc, "", "spec", true);
   if (!spec) return out;
-  d.allowOnly(*spec, "spec", {"targetRef", "loadBalancer", "connectionLimits", "draining"});
+  d.allowOnly(*spec, "spec",
+              {"targetRef", "loadBalancer", "connectionLimits", "outlierDetection", "draining"});
+  if (const json* od = d.getObject(*spec, "spec", "outlierDetection", false)) {
+    decodeOutlierDetection(d, *od, out.outlier);
+  }
   if (const json* dr = d.getObject(*spec, "spec", "draining", false)) {
     d.allowOnly(*dr, "spec.draining", {"terminateConnections"});
     if (auto v = d.getBool(*dr, "spec.draining", "terminateConnections")) {
@@ -599,7 +680,8 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   if (auto a = d.getString(*lb, lpath, "algorithm", false)) {
     bool found = false;
     for (auto algo : {state::LbAlgorithm::kRandom, state::LbAlgorithm::kWeightedRandom,
-                      state::LbAlgorithm::kMaglev, state::LbAlgorithm::kLeastConnections}) {
+                      state::LbAlgorithm::kMaglev, state::LbAlgorithm::kLeastConnections,
+                      state::LbAlgorithm::kLeastLatency}) {
       if (*a == algorithmName(algo)) {
         out.algorithm = algo;
         found = true;
@@ -608,7 +690,8 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
     if (!found) {
       d.fail(childPath(lpath, "algorithm"),
              absl::StrCat("unknown algorithm \"", *a,
-                          "\" (use Random, WeightedRandom, Maglev or LeastConnections)"));
+                          "\" (use Random, WeightedRandom, Maglev, LeastConnections or "
+                          "LeastLatency)"));
     }
   }
   const bool maglev = out.algorithm == state::LbAlgorithm::kMaglev;

@@ -1,5 +1,6 @@
 #include "resources/resource.h"
 
+#include <limits>
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
@@ -263,8 +264,84 @@ std::string algorithmName(state::LbAlgorithm a) {
       return "Maglev";
     case state::LbAlgorithm::kLeastConnections:
       return "LeastConnections";
+    case state::LbAlgorithm::kLeastLatency:
+      return "LeastLatency";
   }
   return "Unknown";
+}
+
+std::optional<int64_t> parseDuration(std::string_view text) {
+  if (text == "0") return 0;
+  if (text.empty()) return std::nullopt;
+  // Integer and fraction parts are kept exact (as Go does) up to 2^63 ns.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  struct Unit {
+    std::string_view name;
+    int64_t ns;
+  };
+  static constexpr Unit kUnits[] = {
+      {"ns", 1},         {"us", 1'000},        {"\u00b5s", 1'000},    {"\u03bcs", 1'000},
+      {"ms", 1'000'000}, {"s", 1'000'000'000}, {"m", 60'000'000'000}, {"h", 3'600'000'000'000},
+  };
+  int64_t total = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    // Number: digits, optionally '.' and more digits; at least one digit overall.
+    int64_t whole = 0;
+    bool digits = false;
+    bool overflow = false;
+    while (i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) {
+      if (whole > (kMax - 9) / 10) overflow = true;
+      if (!overflow) whole = whole * 10 + (text[i] - '0');
+      digits = true;
+      ++i;
+    }
+    int64_t frac = 0;
+    int64_t scale = 1;
+    if (i < text.size() && text[i] == '.') {
+      ++i;
+      while (i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) {
+        if (scale <= kMax / 10 / 10) {  // digits beyond ~17 places are below 1 ns anyway
+          frac = frac * 10 + (text[i] - '0');
+          scale *= 10;
+        }
+        digits = true;
+        ++i;
+      }
+    }
+    if (!digits || overflow) return std::nullopt;
+    size_t u = i;
+    while (u < text.size() && !absl::ascii_isdigit(static_cast<unsigned char>(text[u])) &&
+           text[u] != '.') {
+      ++u;
+    }
+    const std::string_view unit = text.substr(i, u - i);
+    const Unit* found = nullptr;
+    for (const Unit& k : kUnits) {
+      if (k.name == unit) found = &k;
+    }
+    if (found == nullptr) return std::nullopt;
+    i = u;
+    if (whole > kMax / found->ns) return std::nullopt;
+    int64_t part = whole * found->ns;
+    // frac / scale of the unit, in ns, rounded down (as Go does).
+    const long double f = static_cast<long double>(frac) * found->ns / scale;
+    part += static_cast<int64_t>(f);
+    if (part < 0 || total > kMax - part) return std::nullopt;
+    total += part;
+  }
+  return total;
+}
+
+std::string formatDurationMs(uint64_t ms) {
+  if (ms == 0) return "0s";
+  std::string out;
+  const uint64_t h = ms / 3'600'000, m = ms / 60'000 % 60, s = ms / 1000 % 60, rest = ms % 1000;
+  if (h != 0) absl::StrAppend(&out, h, "h");
+  if (m != 0) absl::StrAppend(&out, m, "m");
+  if (s != 0) absl::StrAppend(&out, s, "s");
+  if (rest != 0) absl::StrAppend(&out, rest, "ms");
+  return out;
 }
 
 std::string protocolName(state::Protocol p) { return p == state::Protocol::kUdp ? "UDP" : "TCP"; }

@@ -148,6 +148,8 @@ struct TrafficPolicySpec {
   state::ConnectRate connect_rate;         // spec.connectionLimits.connectRate
   state::ConnectRate client_connect_rate;  // spec.connectionLimits.connectRatePerClient
   bool terminate_removed = false;          // spec.draining.terminateConnections
+  // spec.outlierDetection (defaults when absent; enabled: false -> consecutive_failures 0).
+  state::OutlierDetection outlier;
 };
 
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);
@@ -160,6 +162,15 @@ bool isDns1123Label(std::string_view s);
 bool isDns1123Subdomain(std::string_view s);
 bool isIanaServiceName(std::string_view s);
 std::string algorithmName(state::LbAlgorithm a);
+// A duration in Go's time.ParseDuration syntax, as Kubernetes writes them:
+// one or more decimal numbers (fractions allowed) each with a unit ns, us (or
+// µs), ms, s, m or h, e.g. "30s", "1m30s", "1.5h", "250ms"; "0" alone is zero.
+// Signs are rejected (every duration here is positive). Returns nanoseconds,
+// or nullopt when the text is not such a duration or exceeds ~292 years.
+std::optional<int64_t> parseDuration(std::string_view text);
+// Milliseconds as the shortest Go-style text: 30000 -> "30s", 90000 -> "1m30s",
+// 250 -> "250ms", 0 -> "0s".
+std::string formatDurationMs(uint64_t ms);
 std::string protocolName(state::Protocol p);
 
 }  // namespace meshd::resources

@@ -81,6 +81,7 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.connect_rate = policy->connect_rate;
           f.client_connect_rate = policy->client_connect_rate;
           f.terminate_removed = policy->terminate_removed;
+          f.outlier = policy->outlier;
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {

@@ -19,6 +19,24 @@ enum class LbAlgorithm : uint8_t {
   kWeightedRandom = 1,
   kMaglev = 2,
   kLeastConnections = 3,
+  kLeastLatency = 4,  // p2c-ewma: two candidates, lower SRTT EWMA x (live + 1) wins
+};
+
+// Passive outlier detection of a frontend's backends (mesh_svc.eject_*), done
+// by the kernel. Defaults are Envoy's and Istio's (5 failures, 30 s, 10%) with
+// Envoy's 300 s cap on the ejection time.
+struct OutlierDetection {
+  static constexpr uint32_t kDefaultConsecutiveFailures = 5;
+  static constexpr uint32_t kDefaultBaseEjectionMs = 30'000;
+  static constexpr uint32_t kDefaultMaxEjectionMs = 300'000;
+  static constexpr uint32_t kDefaultMaxEjectionPercent = 10;
+
+  uint32_t consecutive_failures = kDefaultConsecutiveFailures;  // 0 = detection off
+  uint32_t base_ejection_ms = kDefaultBaseEjectionMs;  // x times ejected, at most max_ejection_ms
+  uint32_t max_ejection_ms = kDefaultMaxEjectionMs;
+  uint32_t max_ejection_percent = kDefaultMaxEjectionPercent;  // 0..100; 0 = eject nothing
+
+  friend bool operator==(const OutlierDetection&, const OutlierDetection&) = default;
 };
 
 // A connect-rate token bucket (TCP connects; per_second 0 = unlimited): holds up to
@@ -57,6 +75,7 @@ struct Frontend {
   // A backend leaving the frontend: its connections are ended at once (true)
   // rather than left to finish (false, the default).
   bool terminate_removed = false;
+  OutlierDetection outlier;       // TCP only: UDP gives no failure signal
   std::vector<Backend> backends;  // ready endpoints only, sorted by (address, port)
 
   friend bool operator==(const Frontend&, const Frontend&) = default;
