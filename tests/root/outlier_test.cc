@@ -469,6 +469,10 @@ TEST_F(OutlierRootTest, SynBlackHoleIsEjectedAndReturns) {
     timed_out += c == 'T';
   }
   close(done[0]);
+  // The dialers still run: their connects timed out half-open (SYN_SENT to
+  // TCP_CLOSE), which must have given every reservation back.
+  EXPECT_EQ(backendState(0).live_conns, 0) << "no count leaked by half-open timeouts";
+  EXPECT_EQ(serviceState().live_conns, 0);
   dialers.clear();
   EXPECT_GE(timed_out, 5) << "about 1 in 100 goes to the healthy backend";
   mesh_backend_state bad = backendState(0);
