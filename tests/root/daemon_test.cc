@@ -231,7 +231,10 @@ class DaemonRootTest : public ::testing::Test {
   pid_t meshd_pid_ = -1;
 };
 
-constexpr char kWebYaml[] = R"(apiVersion: v1
+// The web Service (10.96.0.30:80 -> :8080) with backends 10.0.3.1 and `second`,
+// and its TrafficPolicy: `policy` is the spec after targetRef.
+std::string webYaml(const std::string& second, const std::string& policy) {
+  return absl::StrCat(R"(apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
@@ -247,7 +250,8 @@ metadata:
 addressType: IPv4
 endpoints:
   - addresses: [10.0.3.1]
-  - addresses: [10.0.3.2]
+  - addresses: [)",
+                      second, R"(]
 ports: [{port: 8080}]
 ---
 apiVersion: meshd.io/v1alpha1
@@ -255,10 +259,14 @@ kind: TrafficPolicy
 metadata: {name: web, namespace: default}
 spec:
   targetRef: {kind: Service, name: web}
-  loadBalancer:
+)",
+                      policy);
+}
+
+const std::string kWebYaml = webYaml("10.0.3.2", R"(  loadBalancer:
     algorithm: WeightedRandom
     weights: [{address: 10.0.3.1, weight: 1}, {address: 10.0.3.2, weight: 3}]
-)";
+)");
 
 TEST_F(DaemonRootTest, KillNineKeepsVipWorkingAndRestartAdoptsThePins) {
   ASSERT_NO_FATAL_FAILURE(startMeshd());
@@ -356,7 +364,7 @@ spec:
 // connects are refused.
 TEST_F(DaemonRootTest, ConnectionLimitsFromYamlAndExplain) {
   ASSERT_NO_FATAL_FAILURE(startMeshd());
-  std::string yaml = std::string(kWebYaml) + "  connectionLimits: {maxConnectionsPerBackend: 2}\n";
+  std::string yaml = kWebYaml + "  connectionLimits: {maxConnectionsPerBackend: 2}\n";
   Result applied = meshctl({"apply", "-f", writeFile("web.yaml", yaml)});
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   Result text = meshctl({"explain", "web"});
@@ -395,36 +403,12 @@ TEST_F(DaemonRootTest, ConnectionLimitsFromYamlAndExplain) {
 TEST_F(DaemonRootTest, OutlierDetectionFromYamlShowsInGetBackendsAndExplain) {
   ASSERT_TRUE(netns_->ip({"addr", "add", "10.0.3.3/32", "dev", "lo"}).ok());  // nothing listens
   ASSERT_NO_FATAL_FAILURE(startMeshd());
-  const std::string yaml = R"(apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.30
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-endpoints:
-  - addresses: [10.0.3.1]
-  - addresses: [10.0.3.3]
-ports: [{port: 8080}]
----
-apiVersion: meshd.io/v1alpha1
-kind: TrafficPolicy
-metadata: {name: web, namespace: default}
-spec:
-  targetRef: {kind: Service, name: web}
-  loadBalancer: {algorithm: LeastLatency}
+  const std::string yaml = webYaml("10.0.3.3", R"(  loadBalancer: {algorithm: LeastLatency}
   outlierDetection:
     consecutiveFailures: 3
     baseEjectionTime: 1m
     maxEjectionPercent: 50
-)";
+)");
   Result applied = meshctl({"apply", "-f", writeFile("web.yaml", yaml)});
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   auto counts = dialInPod(40);

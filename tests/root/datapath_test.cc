@@ -312,43 +312,39 @@ std::string udpExchange(const std::string& vip_addr, uint16_t port) {
   return r;
 }
 
-TEST_F(DatapathRootTest, UdpSendtoAndConnectedUdpSeeTheVip) {
-  addService(1, "10.96.0.53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
-             {{1, "10.0.1.1", 8080}, {2, "10.0.1.2", 8080}});
-  auto out = inPod([] { return udpExchange("10.96.0.53", 53); });
+// Both exchanges of udpExchange() reached one of `backends` and showed the
+// application `vip`; each hook counted once.
+void expectUdpSeesVip(const absl::StatusOr<std::string>& out,
+                      const std::vector<std::string>& backends, const std::string& vip,
+                      Datapath& dp) {
   ASSERT_TRUE(out.ok()) << out.status();
   std::vector<std::string> lines = absl::StrSplit(*out, '\n');
   ASSERT_EQ(lines.size(), 2u) << *out;
   for (const auto& line : lines) {
     std::vector<std::string> f = absl::StrSplit(line, '|');
     ASSERT_EQ(f.size(), 2u) << line;
-    EXPECT_TRUE(f[0] == "10.0.1.1:8080" || f[0] == "10.0.1.2:8080") << f[0];
-    EXPECT_EQ(f[1], "10.96.0.53:53");
+    EXPECT_TRUE(f[0] == backends[0] || f[0] == backends[1]) << f[0];
+    EXPECT_EQ(f[1], vip);
   }
-  auto stats = dp_->maps().readStats();
+  auto stats = dp.maps().readStats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)[MESH_STAT_SENDMSG_REWRITTEN], 1u);
   EXPECT_EQ((*stats)[MESH_STAT_RECVMSG_REWRITTEN], 1u);
+}
+
+TEST_F(DatapathRootTest, UdpSendtoAndConnectedUdpSeeTheVip) {
+  addService(1, "10.96.0.53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
+             {{1, "10.0.1.1", 8080}, {2, "10.0.1.2", 8080}});
+  expectUdpSeesVip(inPod([] { return udpExchange("10.96.0.53", 53); }),
+                   {"10.0.1.1:8080", "10.0.1.2:8080"}, "10.96.0.53:53", *dp_);
 }
 
 // The same over IPv6: sendmsg6, recvmsg6, connect6 and getpeername6.
 TEST_F(DatapathRootTest, Udp6SendtoAndConnectedUdpSeeTheVip) {
   addService(1, "fd00:96::53", 53, MESH_PROTO_UDP, MESH_LB_RANDOM,
              {{1, "fd00:1::1", 8080}, {2, "fd00:1::2", 8080}});
-  auto out = inPod([] { return udpExchange("fd00:96::53", 53); });
-  ASSERT_TRUE(out.ok()) << out.status();
-  std::vector<std::string> lines = absl::StrSplit(*out, '\n');
-  ASSERT_EQ(lines.size(), 2u) << *out;
-  for (const auto& line : lines) {
-    std::vector<std::string> f = absl::StrSplit(line, '|');
-    ASSERT_EQ(f.size(), 2u) << line;
-    EXPECT_TRUE(f[0] == "fd00:1::1:8080" || f[0] == "fd00:1::2:8080") << f[0];
-    EXPECT_EQ(f[1], "fd00:96::53:53");
-  }
-  auto stats = dp_->maps().readStats();
-  ASSERT_TRUE(stats.ok());
-  EXPECT_EQ((*stats)[MESH_STAT_SENDMSG_REWRITTEN], 1u);
-  EXPECT_EQ((*stats)[MESH_STAT_RECVMSG_REWRITTEN], 1u);
+  expectUdpSeesVip(inPod([] { return udpExchange("fd00:96::53", 53); }),
+                   {"fd00:1::1:8080", "fd00:1::2:8080"}, "fd00:96::53:53", *dp_);
 }
 
 TEST_F(DatapathRootTest, LiveConnsFollowOpenCloseResetAndKill) {

@@ -46,29 +46,6 @@ std::string cgroup2Mount() {
   return m.ok() ? *m : "";
 }
 
-bool writeAll(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = write(fd, s.data() + off, s.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += n;
-  }
-  return true;
-}
-
-std::string readAll(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, n);
-  }
-  return out;
-}
-
 // In a freshly forked child: join the cgroup, then the netns. Returns "" or
 // the reason it failed.
 std::string enterPod(const Netns& netns, const Cgroup* cgroup) {
@@ -132,6 +109,29 @@ void sweepStale() {
 }
 
 }  // namespace
+
+bool writeAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = write(fd, s.data() + off, s.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+std::string readAll(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  return out;
+}
 
 bool rootSkipAllowed() {
   const char* v = std::getenv("MESHD_ALLOW_ROOT_SKIP");

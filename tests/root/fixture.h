@@ -32,6 +32,11 @@ namespace meshd::testing {
   } while (0)
 bool rootSkipAllowed();
 
+// write() all of s, retrying on EINTR and short writes. False on error or EOF.
+bool writeAll(int fd, const std::string& s);
+// read() until EOF (or an error); what was read.
+std::string readAll(int fd);
+
 // Runs argv (no shell) and waits. Error with the command line and exit status.
 absl::Status run(const std::vector<std::string>& argv);
 

@@ -51,6 +51,7 @@ using meshd::testing::Cgroup;
 using meshd::testing::Child;
 using meshd::testing::Netns;
 using meshd::testing::parseCounts;
+using meshd::testing::writeAll;
 using state::DesiredLbState;
 using state::Frontend;
 using state::LbAlgorithm;
@@ -61,17 +62,6 @@ uint64_t monotonicNs() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-bool writeAll(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = write(fd, s.data() + off, s.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += n;
-  }
-  return true;
 }
 
 // Reads up to and without '\n'; "" on EOF or error.

@@ -212,22 +212,25 @@ absl::StatusOr<mesh_svc_state> BpfLbMaps::readServiceState(uint32_t svc_id) {
   return st;
 }
 
-absl::Status BpfLbMaps::resetBackendStates(absl::Span<const uint32_t> ids) {
+// Zeroes the entries of ids (those below max_entries; others cannot exist).
+template <typename V>
+absl::Status resetEntries(int fd, absl::string_view map, absl::Span<const uint32_t> ids,
+                          uint32_t max_entries) {
   std::vector<uint32_t> in_range;
   for (uint32_t id : ids) {
-    if (id < fds_.max_backends) in_range.push_back(id);
+    if (id < max_entries) in_range.push_back(id);
   }
-  auto zero = zeroed<mesh_backend_state>(in_range);
-  return updatePairs<uint32_t, mesh_backend_state>(fds_.backend_state, "mesh_backend_state", zero);
+  auto zero = zeroed<V>(in_range);
+  return updatePairs<uint32_t, V>(fd, map, zero);
+}
+
+absl::Status BpfLbMaps::resetBackendStates(absl::Span<const uint32_t> ids) {
+  return resetEntries<mesh_backend_state>(fds_.backend_state, "mesh_backend_state", ids,
+                                          fds_.max_backends);
 }
 
 absl::Status BpfLbMaps::resetServiceStates(absl::Span<const uint32_t> ids) {
-  std::vector<uint32_t> in_range;
-  for (uint32_t id : ids) {
-    if (id < fds_.max_services) in_range.push_back(id);
-  }
-  auto zero = zeroed<mesh_svc_state>(in_range);
-  return updatePairs<uint32_t, mesh_svc_state>(fds_.svc_state, "mesh_svc_state", zero);
+  return resetEntries<mesh_svc_state>(fds_.svc_state, "mesh_svc_state", ids, fds_.max_services);
 }
 
 absl::StatusOr<std::vector<uint64_t>> BpfLbMaps::readStats() {

@@ -624,25 +624,22 @@ absl::StatusOr<std::vector<uint32_t>> Reconciler::freshIds(
 }
 
 absl::Status Reconciler::releaseDrained() {
-  for (auto it = draining_backend_ids_.begin(); it != draining_backend_ids_.end();) {
-    ASSIGN_OR_RETURN(mesh_backend_state st, maps_.readBackendState(*it));
-    if (st.live_conns > 0) {
-      ++it;
-      continue;
+  auto release = [](std::set<uint32_t>& draining, IdAllocator& alloc, auto read) -> absl::Status {
+    for (auto it = draining.begin(); it != draining.end();) {
+      ASSIGN_OR_RETURN(auto st, read(*it));
+      if (st.live_conns > 0) {
+        ++it;
+        continue;
+      }
+      alloc.release(*it);
+      it = draining.erase(it);
     }
-    backend_ids_.release(*it);
-    it = draining_backend_ids_.erase(it);
-  }
-  for (auto it = draining_svc_ids_.begin(); it != draining_svc_ids_.end();) {
-    ASSIGN_OR_RETURN(mesh_svc_state st, maps_.readServiceState(*it));
-    if (st.live_conns > 0) {
-      ++it;
-      continue;
-    }
-    svc_ids_.release(*it);
-    it = draining_svc_ids_.erase(it);
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(release(draining_backend_ids_, backend_ids_,
+                          [this](uint32_t id) { return maps_.readBackendState(id); }));
+  return release(draining_svc_ids_, svc_ids_,
+                 [this](uint32_t id) { return maps_.readServiceState(id); });
 }
 
 std::vector<mesh_drain_key> Reconciler::takeTerminations() {
