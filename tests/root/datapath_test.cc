@@ -253,40 +253,10 @@ TEST_F(DatapathRootTest, VipWithoutBackendsIsRefused) {
   EXPECT_EQ((*stats)[MESH_STAT_NO_BACKEND], 1u);
 }
 
-// Dual-stack clients (gRPC's C-core, Java) dial IPv4 through AF_INET6 sockets
-// as ::ffff:a.b.c.d. connect6 folds that into the IPv4 service, rewrites to the
-// IPv4 backend (v4-mapped), and getpeername6 / recvmsg6 show ::ffff:VIP.
-TEST_F(DatapathRootTest, V4MappedAddressesOnIpv6SocketsAreSteered) {
-  addService(1, "10.96.0.24", 80, MESH_PROTO_TCP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
-  addService(2, "10.96.0.54", 53, MESH_PROTO_UDP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
-  auto out = inPod([] {
-    std::string peer;
-    std::string r = tcpConnect("::ffff:10.96.0.24", 80, nullptr, &peer) + "|" + peer;
-    socklen_t len;
-    sockaddr_storage vip = sockaddrOf("::ffff:10.96.0.54", 53, &len);
-    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    timeval tv{2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sendto(fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&vip), len);
-    char buf[128] = {0};
-    sockaddr_storage from{};
-    socklen_t flen = sizeof(from);
-    ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &flen);
-    r += "\n" + (n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno));
-    close(fd);
-    return r;
-  });
-  ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(*out,
-            "10.0.1.1:8080|::ffff:10.96.0.24:80\n"
-            "10.0.1.1:8080|::ffff:10.96.0.54:53");
-}
-
-// In a pod: one unconnected sendto(VIP)/recvfrom() (sendmsg + recvmsg hooks)
-// and one connected UDP socket (connect + getpeername hooks). Returns two
-// lines "<backend identity>|<address the app saw>".
-std::string udpExchange(const std::string& vip_addr, uint16_t port) {
-  std::string r;
+// In a pod: sendto(VIP) on an unconnected UDP socket of the VIP's family and
+// recvfrom() the answer (sendmsg + recvmsg hooks). "<backend identity>|<source
+// the app saw>" or the error.
+std::string udpQuery(const std::string& vip_addr, uint16_t port) {
   socklen_t len;
   sockaddr_storage vip = sockaddrOf(vip_addr, port, &len);
   int fd = socket(vip.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -297,19 +267,48 @@ std::string udpExchange(const std::string& vip_addr, uint16_t port) {
   sockaddr_storage from{};
   socklen_t flen = sizeof(from);
   ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &flen);
-  r += n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno);
+  std::string r = n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(from)) : errText(errno);
   close(fd);
-  fd = socket(vip.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  return r;
+}
+
+// udpQuery(), then the same through a connected UDP socket (connect +
+// getpeername hooks). Two lines "<backend identity>|<address the app saw>".
+std::string udpExchange(const std::string& vip_addr, uint16_t port) {
+  std::string r = udpQuery(vip_addr, port);
+  socklen_t len;
+  sockaddr_storage vip = sockaddrOf(vip_addr, port, &len);
+  int fd = socket(vip.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   if (connect(fd, reinterpret_cast<sockaddr*>(&vip), len) != 0) return r + "\n" + errText(errno);
   send(fd, "q", 1, 0);
-  n = recv(fd, buf, sizeof(buf) - 1, 0);
+  char buf[128] = {0};
+  ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
   sockaddr_storage peer{};
   socklen_t plen = sizeof(peer);
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
   r += "\n" + (n > 0 ? absl::StrCat(std::string(buf, n - 1), "|", textOf(peer)) : errText(errno));
   close(fd);
   return r;
+}
+
+// Dual-stack clients (gRPC's C-core, Java) dial IPv4 through AF_INET6 sockets
+// as ::ffff:a.b.c.d. connect6 folds that into the IPv4 service, rewrites to the
+// IPv4 backend (v4-mapped), and getpeername6 / recvmsg6 show ::ffff:VIP.
+TEST_F(DatapathRootTest, V4MappedAddressesOnIpv6SocketsAreSteered) {
+  addService(1, "10.96.0.24", 80, MESH_PROTO_TCP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
+  addService(2, "10.96.0.54", 53, MESH_PROTO_UDP, MESH_LB_RANDOM, {{1, "10.0.1.1", 8080}});
+  auto out = inPod([] {
+    std::string peer;
+    std::string r = tcpConnect("::ffff:10.96.0.24", 80, nullptr, &peer) + "|" + peer;
+    r += "\n" + udpQuery("::ffff:10.96.0.54", 53);
+    return r;
+  });
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out,
+            "10.0.1.1:8080|::ffff:10.96.0.24:80\n"
+            "10.0.1.1:8080|::ffff:10.96.0.54:53");
 }
 
 // Both exchanges of udpExchange() reached one of `backends` and showed the
