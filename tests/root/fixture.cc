@@ -238,6 +238,31 @@ void Child::kill() {
   pid_ = -1;
 }
 
+absl::Status spawnTogether(const Netns& netns, const Cgroup* cgroup, int count,
+                           const std::function<void()>& fn, std::vector<Child>* children) {
+  int barrier[2];
+  if (pipe(barrier) != 0) return errnoError(errno, "pipe");
+  absl::Status result;
+  for (int i = 0; i < count && result.ok(); ++i) {
+    auto child = spawnInPod(netns, cgroup, [&fn, rd = barrier[0], wr = barrier[1]](int ready_fd) {
+      close(wr);
+      (void)!write(ready_fd, "O", 1);
+      char c;
+      (void)!read(rd, &c, 1);  // EOF when the parent closes its end: go
+      fn();
+      pause();
+    });
+    if (child.ok()) {
+      children->push_back(std::move(*child));
+    } else {
+      result = child.status();
+    }
+  }
+  close(barrier[0]);
+  close(barrier[1]);
+  return result;
+}
+
 absl::StatusOr<std::string> runInPod(const Netns& netns, const Cgroup* cgroup,
                                      const std::function<std::string()>& fn) {
   int p[2];

@@ -103,6 +103,12 @@ absl::StatusOr<std::string> runInPod(const Netns& netns, const Cgroup* cgroup,
 absl::StatusOr<Child> spawnInPod(const Netns& netns, const Cgroup* cgroup,
                                  const std::function<void(int ready_fd)>& fn);
 
+// Starts `count` pod processes that wait at a barrier until all of them are in
+// place, then run fn() at the same moment and pause. Appends them to *children
+// (also those started before a failure).
+absl::Status spawnTogether(const Netns& netns, const Cgroup* cgroup, int count,
+                           const std::function<void()>& fn, std::vector<Child>* children);
+
 // A TCP+UDP backend server in `netns` for every (address, port): accepted TCP
 // connections get "<address>:<port>\n" and are kept open until the peer
 // closes; each UDP datagram is answered with the same text.

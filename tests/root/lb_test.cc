@@ -262,27 +262,17 @@ class LimitsRootTest : public LbRootTest {
   // ECONNREFUSED. Returns when every attempt is accounted for in the kernel's
   // counters (live + refused == procs * each) or after 10 s.
   void connectConcurrently(const std::string& vip, int procs, int each) {
-    int barrier[2];
-    ASSERT_EQ(pipe(barrier), 0);
-    for (int p = 0; p < procs; ++p) {
-      auto child = meshd::testing::spawnInPod(
-          *netns_, cgroup_.get(), [vip, each, rd = barrier[0], wr = barrier[1]](int ready_fd) {
-            close(wr);
-            (void)!write(ready_fd, "O", 1);
-            char c;
-            (void)!read(rd, &c, 1);  // EOF when the parent closes its end: go
-            for (int i = 0; i < each; ++i) {
-              int fd = -1;  // left open: this process holds it
-              std::string id = tcpConnect(vip, 80, &fd);
-              if (id.rfind("ERR:", 0) == 0 && id != "ERR:ECONNREFUSED") _exit(1);
-            }
-            pause();
-          });
-      ASSERT_TRUE(child.ok()) << child.status();
-      holders_.push_back(std::move(*child));
-    }
-    close(barrier[0]);
-    close(barrier[1]);
+    ASSERT_TRUE(meshd::testing::spawnTogether(
+                    *netns_, cgroup_.get(), procs,
+                    [vip, each] {
+                      for (int i = 0; i < each; ++i) {
+                        int fd = -1;  // left open: this process holds it
+                        std::string id = tcpConnect(vip, 80, &fd);
+                        if (id.rfind("ERR:", 0) == 0 && id != "ERR:ECONNREFUSED") _exit(1);
+                      }
+                    },
+                    &holders_)
+                    .ok());
     for (int i = 0; i < 1000; ++i) {
       mesh_svc_state st = serviceCounters(vip);
       if (st.live_conns + static_cast<int64_t>(st.refused_service + st.refused_backend +

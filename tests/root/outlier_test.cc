@@ -488,23 +488,10 @@ TEST_F(OutlierRootTest, MaxEjectionPercentCapsEjections) {
   ASSERT_NO_FATAL_FAILURE(addBackend(true));
   ASSERT_NO_FATAL_FAILURE(
       apply(frontend("10.96.1.3", LbAlgorithm::kRandom, {5, 60'000, 60'000, 25})));
-  int barrier[2];
-  ASSERT_EQ(pipe(barrier), 0);
-  for (int p = 0; p < 4; ++p) {
-    auto child = meshd::testing::spawnInPod(
-        *client_, cgroup_.get(), [rd = barrier[0], wr = barrier[1]](int ready_fd) {
-          close(wr);
-          (void)!write(ready_fd, "O", 1);
-          char c;
-          (void)!read(rd, &c, 1);  // EOF when the parent closes its end: go
-          dialTalk("10.96.1.3", 40, 0, false);
-          pause();
-        });
-    ASSERT_TRUE(child.ok()) << child.status();
-    holders_.push_back(std::move(*child));
-  }
-  close(barrier[0]);
-  close(barrier[1]);
+  ASSERT_TRUE(
+      meshd::testing::spawnTogether(
+          *client_, cgroup_.get(), 4, [] { dialTalk("10.96.1.3", 40, 0, false); }, &holders_)
+          .ok());
   // 160 connects; done when every one is accounted for.
   for (int i = 0; i < 1000; ++i) {
     uint64_t total = 0;
