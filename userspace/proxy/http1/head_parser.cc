@@ -237,12 +237,14 @@ HeadParserBase::Known HeadParserBase::classify(std::string_view name) const {
       break;
     case 14:
       if (equalsLower(name, "content-length")) return Known::kContentLength;
+      if (equalsLower(name, "content_length")) return Known::kFramingLookalike;
       break;
     case 16:
       if (equalsLower(name, "proxy-connection")) return Known::kProxyConnection;
       break;
     case 17:
       if (equalsLower(name, "transfer-encoding")) return Known::kTransferEncoding;
+      if (equalsLower(name, "transfer_encoding")) return Known::kFramingLookalike;
       break;
     default:
       break;
@@ -442,6 +444,8 @@ ParseStatus RequestParser::endOfHead(std::string_view data) {
         ++upgrade;
         upgrade_i = i;
         break;
+      case Known::kFramingLookalike:
+        return fail(400, "field name spelled like a framing field with '_'");
       case Known::kExpect:
         // RFC 9110 §10.1.1: only 100-continue is defined; a server ignores Expect in
         // HTTP/1.0 requests.
@@ -596,6 +600,8 @@ ParseStatus ResponseParser::endOfHead(std::string_view data) {
     } else if (known_[i] == Known::kTransferEncoding) {
       ++te;
       te_i = i;
+    } else if (known_[i] == Known::kFramingLookalike) {
+      return fail(502, "upstream: field name spelled like a framing field with '_'");
     }
   }
   // Conflicts are upstream protocol errors even where the status says "no body": the

@@ -144,6 +144,9 @@ class HeadParserBase {
     kTe,
     kUpgrade,
     kExpect,
+    // transfer_encoding / content_length (any case): a backend that maps '_' to '-' (CGI
+    // does) would frame by a field the proxy ignored.
+    kFramingLookalike,
   };
 
   void resetBase();
