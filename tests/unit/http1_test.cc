@@ -387,6 +387,7 @@ TEST(Http1RequestTest, SmugglingTable) {
        kPost + "Connection: content-length\r\nContent-Length: 2\r\n\r\nhi", "len:2 ka"},
   };
   EXPECT_GE(cases.size(), 40u);
+  RecordProperty("smuggling_cases", static_cast<int>(cases.size()));
   checkCases(cases);
 }
 
@@ -444,6 +445,13 @@ TEST(Http1RequestTest, ResetParsesThePipelinedNextRequest) {
   EXPECT_EQ(p.head().method, "DELETE");
   EXPECT_EQ(p.head().authority, "b");
   EXPECT_EQ(first + p.headLength(), in.size());
+}
+
+TEST(Http1RequestTest, ShrunkBufferIsAnErrorNotACrash) {
+  RequestParser p;
+  ASSERT_EQ(p.parse("GET / HTTP/1.1\r\nHost: a"), ParseStatus::kNeedMore);
+  ASSERT_EQ(p.parse("GET"), ParseStatus::kError);
+  EXPECT_EQ(p.error().status, 400);
 }
 
 TEST(Http1RequestTest, ErrorReasonsNameTheProblem) {

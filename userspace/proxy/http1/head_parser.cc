@@ -130,6 +130,7 @@ ParseStatus HeadParserBase::fail(uint16_t status, std::string_view reason) {
 ParseStatus HeadParserBase::run(std::string_view data, uint16_t bad_status,
                                 uint16_t too_large_status) {
   if (status_ != ParseStatus::kNeedMore) return status_;
+  if (data.size() < scan_) return fail(bad_status, "parser misuse: buffer shorter than before");
   const size_t max = limits_.max_head_bytes;
   while (true) {
     // Only LFs that end a line within the limit count; a line ending past it means the
