@@ -605,6 +605,17 @@ TEST(Http1ResponseTest, ChunkedDecoderReportsUpstreamErrorsAs502) {
 // ---------------------------------------------------------------------------------------
 // No allocation per request: parsers and decoder reused across many requests.
 
+// The counter works: an allocation made while counting is seen (else the test below
+// could not fail).
+int* volatile g_escape = nullptr;
+TEST(Http1AllocationTest, CounterSeesAllocations) {
+  meshd::testing::startCountingAllocations();
+  g_escape = new int(7);
+  const size_t allocations = meshd::testing::stopCountingAllocations();
+  delete g_escape;
+  EXPECT_GE(allocations, 1u);
+}
+
 TEST(Http1AllocationTest, NoAllocationPerRequest) {
   const std::string get =
       "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc.ns.svc.cluster.local\r\n"
