@@ -134,8 +134,7 @@ void checkChunked(std::string_view in, const Limits& limits, uint8_t seed) {
   const BodyResult whole = runChunked(in, limits, nullptr);
   Splitter split{seed};
   const BodyResult pieces = runChunked(in, limits, &split);
-  check(whole.status == pieces.status && whole.data == pieces.data &&
-        whole.error == pieces.error);
+  check(whole.status == pieces.status && whole.data == pieces.data && whole.error == pieces.error);
   // The end of a body (and the position of an error) does not depend on the split.
   if (whole.status == ChunkedDecoder::Status::kDone) check(whole.consumed == pieces.consumed);
 }
@@ -165,12 +164,12 @@ void fuzzRequest(std::string_view input, const Limits& limits, uint8_t seed) {
       return s;
     };
   };
-  HeadResult whole =
-      runHead(input, nullptr, [&](std::string_view b) { return p1.parse(b); }, summarize(&p1));
+  HeadResult whole = runHead(
+      input, nullptr, [&](std::string_view b) { return p1.parse(b); }, summarize(&p1));
   whole.error = p1.error();
   Splitter split{seed};
-  HeadResult pieces =
-      runHead(input, &split, [&](std::string_view b) { return p2.parse(b); }, summarize(&p2));
+  HeadResult pieces = runHead(
+      input, &split, [&](std::string_view b) { return p2.parse(b); }, summarize(&p2));
   pieces.error = p2.error();
   check(sameHead(whole, pieces));
   if (whole.status == ParseStatus::kError) {
@@ -178,8 +177,7 @@ void fuzzRequest(std::string_view input, const Limits& limits, uint8_t seed) {
     check(s == 400 || s == 417 || s == 431 || s == 501 || s == 505);
     check(!whole.error.reason.empty());
   }
-  if (whole.status == ParseStatus::kDone &&
-      p1.head().framing.body == BodyKind::kChunked) {
+  if (whole.status == ParseStatus::kDone && p1.head().framing.body == BodyKind::kChunked) {
     checkChunked(input.substr(whole.head_length), limits, seed);
   }
 }
