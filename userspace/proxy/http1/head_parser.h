@@ -126,6 +126,8 @@ class HeadParserBase {
   const Limits& limits() const { return limits_; }
 
  protected:
+  ~HeadParserBase() = default;  // never deleted through the base
+
   struct FieldSpan {
     uint32_t name_off;
     uint32_t name_len;
@@ -192,9 +194,6 @@ class HeadParserBase {
   ParseStatus status_ = ParseStatus::kNeedMore;
   ParseError error_;
   ConnectionOptions connection_;
-
- protected:
-  ~HeadParserBase() = default;
 };
 
 }  // namespace detail
