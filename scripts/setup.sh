@@ -13,6 +13,8 @@ PACKAGES=(
   # userspace libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcli11-dev
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libabsl-dev libre2-dev
+  # the L7 proxy: HTTP/2 (nghttp2), io_uring (measured against epoll; docs/design/0003)
+  libnghttp2-dev liburing-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev sockperf iperf3
   # the lab: ip (netns, veth, bridge), sysctl, nsenter/flock
@@ -20,6 +22,8 @@ PACKAGES=(
   # the benchmark suite (scripts/bench.sh): comparison proxy, load generators, sidecar
   # redirection, gRPC workload and plots (Debian's /usr/bin/python3)
   haproxy wrk nghttp2-client nghttp2-server iptables python3-grpcio python3-protobuf
+  # L7 end-to-end tests: real HTTP/1.1 and HTTP/2 clients, gRPC stubs for the python client/server
+  curl python3-grpc-tools
   python3-matplotlib
 )
 
