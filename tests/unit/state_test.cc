@@ -353,6 +353,39 @@ TEST_F(ModelTest, FailingSinkLeavesModelAndStoreUnchanged) {
   EXPECT_EQ(storeFile(), before);
 }
 
+// Records the states it is told of, as (resource count, frontend count) pairs.
+class RecordingObserver : public ConfigObserver {
+ public:
+  void willApply(const ResourceSet& resources, const DesiredLbState& desired) override {
+    seen.emplace_back(resources.size(), desired.frontends.size());
+  }
+  std::vector<std::pair<size_t, size_t>> seen;
+};
+
+TEST_F(ModelTest, ObserverSeesEachNewStateBeforeTheSinkAndTheOldOneAfterAFailure) {
+  RecordingObserver observer;
+  model_->setObserver(&observer);
+  ASSERT_TRUE(model_->apply(parse(service("a", "10.96.0.1", 80)), false).ok());
+  ASSERT_THAT(observer.seen, SizeIs(1));
+  EXPECT_EQ(observer.seen[0], std::make_pair(size_t{1}, size_t{1}));
+  // Unchanged: nothing to tell.
+  ASSERT_TRUE(model_->apply(parse(service("a", "10.96.0.1", 80)), false).ok());
+  EXPECT_THAT(observer.seen, SizeIs(1));
+  // Dry run: nothing either.
+  ASSERT_TRUE(model_->apply(parse(service("b", "10.96.0.2", 80)), true).ok());
+  EXPECT_THAT(observer.seen, SizeIs(1));
+  // A failing sink: the candidate, then the state that stays.
+  sink_.fail_next = 1;
+  ASSERT_FALSE(model_->apply(parse(service("b", "10.96.0.2", 80)), false).ok());
+  ASSERT_THAT(observer.seen, SizeIs(3));
+  EXPECT_EQ(observer.seen[1], std::make_pair(size_t{2}, size_t{2}));
+  EXPECT_EQ(observer.seen[2], std::make_pair(size_t{1}, size_t{1}));
+  // Removal.
+  ASSERT_TRUE(model_->remove({{"Service", "default", "a"}}).ok());
+  ASSERT_THAT(observer.seen, SizeIs(4));
+  EXPECT_EQ(observer.seen[3], std::make_pair(size_t{0}, size_t{0}));
+}
+
 TEST_F(ModelTest, FailingStoreRestoresSinkAndLeavesModelUnchanged) {
   ASSERT_TRUE(model_->apply(parse(service("a", "10.96.0.1", 80)), false).ok());
   const DesiredLbState previous = model_->desired();

@@ -24,6 +24,7 @@ absl::Status Model::load() {
   resources_ = std::move(loaded);
   desired_ = std::move(desired);
   ++generation_;
+  if (observer_ != nullptr) observer_->willApply(resources_, desired_);
   if (absl::Status st = sink_.apply(desired_); !st.ok()) {
     return absl::Status(
         st.code(), absl::StrCat("loaded ", resources_.size(),
@@ -101,8 +102,15 @@ absl::StatusOr<std::vector<resources::ResourceKey>> Model::remove(
 
 absl::Status Model::commit(ResourceSet candidate, DesiredLbState desired, bool objects_changed) {
   const bool desired_changed = !(desired == desired_);
+  const bool observed = observer_ != nullptr && (desired_changed || objects_changed);
+  if (observed) observer_->willApply(candidate, desired);
+  // Puts the observer back to the current state after a failure.
+  auto restoreObserver = [&] {
+    if (observed) observer_->willApply(resources_, desired_);
+  };
   if (desired_changed) {
     if (absl::Status st = sink_.apply(desired); !st.ok()) {
+      restoreObserver();
       absl::Status restore = sink_.apply(desired_);
       if (!restore.ok()) {
         return absl::Status(st.code(), absl::StrCat(st.message(),
@@ -115,6 +123,7 @@ absl::Status Model::commit(ResourceSet candidate, DesiredLbState desired, bool o
   }
   if (objects_changed && store_ != nullptr) {
     if (absl::Status st = store_->save(candidate.toVector()); !st.ok()) {
+      restoreObserver();
       std::string msg =
           absl::StrCat("could not save to the store (nothing was applied): ", st.message());
       if (desired_changed) {

@@ -21,6 +21,16 @@
 
 namespace meshd::state {
 
+// Told of every state the datapath is about to be programmed with (the L7 proxy
+// builds its routing snapshot here, so it is in place before the kernel starts
+// redirecting a service to it), and of the state restored when programming failed.
+// Runs on the updater thread.
+class ConfigObserver {
+ public:
+  virtual ~ConfigObserver() = default;
+  virtual void willApply(const ResourceSet& resources, const DesiredLbState& desired) = 0;
+};
+
 class Model {
  public:
   // `store` may be null (no persistence); both must outlive the Model.
@@ -59,6 +69,9 @@ class Model {
   absl::StatusOr<std::vector<resources::ResourceKey>> remove(
       const std::vector<resources::ResourceKey>& keys);
 
+  // `observer` (may be null) must outlive the Model; set it before load().
+  void setObserver(ConfigObserver* observer) { observer_ = observer; }
+
   const ResourceSet& resources() const { return resources_; }
   const DesiredLbState& desired() const { return desired_; }
   // Increments on every change that took effect (apply, remove, load).
@@ -70,6 +83,7 @@ class Model {
 
   store::Store* store_;
   LbStateSink& sink_;
+  ConfigObserver* observer_ = nullptr;
   ResourceSet resources_;
   DesiredLbState desired_;
   uint64_t generation_ = 0;

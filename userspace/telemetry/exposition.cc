@@ -77,23 +77,48 @@ void ExpositionWriter::family(std::string_view name, std::string_view help, Metr
   assert(type != MetricType::kCounter || name.ends_with("_total"));
   current_ = std::string(name);
   absl::StrAppend(&out_, "# HELP ", current_, " ", escapeHelp(help), "\n");
-  absl::StrAppend(&out_, "# TYPE ", current_, " ",
-                  type == MetricType::kCounter ? "counter" : "gauge", "\n");
+  const char* type_name = type == MetricType::kCounter ? "counter"
+                          : type == MetricType::kGauge ? "gauge"
+                                                       : "histogram";
+  absl::StrAppend(&out_, "# TYPE ", current_, " ", type_name, "\n");
 }
 
 void ExpositionWriter::sample(const Labels& labels, double value) {
   assert(!current_.empty());
-  out_ += current_;
+  writeSample(current_, labels, nullptr, value);
+}
+
+void ExpositionWriter::histogram(const Labels& labels, const std::vector<double>& bounds,
+                                 const std::vector<uint64_t>& cumulative, double sum,
+                                 uint64_t count) {
+  assert(!current_.empty() && bounds.size() == cumulative.size());
+  const std::string bucket = current_ + "_bucket";
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    const std::string le = formatValue(bounds[i]);
+    writeSample(bucket, labels, &le, static_cast<double>(cumulative[i]));
+  }
+  const std::string inf = "+Inf";
+  writeSample(bucket, labels, &inf, static_cast<double>(count));
+  writeSample(current_ + "_sum", labels, nullptr, sum);
+  writeSample(current_ + "_count", labels, nullptr, static_cast<double>(count));
+}
+
+void ExpositionWriter::writeSample(std::string_view name, const Labels& labels,
+                                   const std::string* le, double value) {
+  out_ += name;
   if (!labels.empty()) {
     out_ += '{';
     bool first = true;
-    for (const auto& [name, label_value] : labels) {
-      assert(validLabelName(name));
+    for (const auto& [label_name, label_value] : labels) {
+      assert(validLabelName(label_name));
       if (!first) out_ += ',';
       first = false;
-      absl::StrAppend(&out_, name, "=\"", escapeLabelValue(label_value), "\"");
+      absl::StrAppend(&out_, label_name, "=\"", escapeLabelValue(label_value), "\"");
     }
+    if (le != nullptr) absl::StrAppend(&out_, first ? "" : ",", "le=\"", *le, "\"");
     out_ += '}';
+  } else if (le != nullptr) {
+    absl::StrAppend(&out_, "{le=\"", *le, "\"}");
   }
   absl::StrAppend(&out_, " ", formatValue(value), "\n");
 }

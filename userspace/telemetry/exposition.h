@@ -3,6 +3,7 @@
 // order they are added; each starts with its HELP and TYPE lines.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,7 +15,7 @@ namespace meshd::telemetry {
 inline constexpr std::string_view kExpositionContentType =
     "text/plain; version=0.0.4; charset=utf-8";
 
-enum class MetricType { kCounter, kGauge };
+enum class MetricType { kCounter, kGauge, kHistogram };
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
@@ -30,6 +31,12 @@ class ExpositionWriter {
   // names; label values are escaped here.
   void sample(const Labels& labels, double value);
   void sample(double value) { sample({}, value); }
+
+  // One histogram of the (kHistogram) family started last: a `_bucket` sample per
+  // upper bound with the cumulative count (`le` added after `labels`), the `+Inf`
+  // bucket (= count), then `_sum` and `_count`. `cumulative` has one count per bound.
+  void histogram(const Labels& labels, const std::vector<double>& bounds,
+                 const std::vector<uint64_t>& cumulative, double sum, uint64_t count);
 
   // The text so far. Ends with a newline when anything was written.
   const std::string& text() const { return out_; }
@@ -48,6 +55,9 @@ class ExpositionWriter {
   static bool validLabelName(std::string_view name);
 
  private:
+  void writeSample(std::string_view name, const Labels& labels, const std::string* le,
+                   double value);
+
   std::string out_;
   std::string current_;  // name of the family being written
 };
