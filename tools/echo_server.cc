@@ -226,11 +226,14 @@ void EchoServer::handleHttp(Conn& conn) {
     }
     if (!head->has_value()) return;  // need more bytes
     const RequestHead& req = **head;
+    // GET /headers also returns the request head as received (what a proxy forwarded).
+    const std::string received =
+        req.target == "/headers" ? conn.in.substr(0, req.headBytes) : std::string();
     conn.in.erase(0, req.headBytes);
     conn.bodyToSkip = req.contentLength;
     const std::string connection = req.keepAlive ? "keep-alive" : "close";
     if (req.method == "GET" || req.method == "HEAD") {
-      const std::string body = name_ + "\n";
+      const std::string body = name_ + "\n" + received;
       conn.out +=
           strCat("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ", body.size(),
                  "\r\nConnection: ", connection, "\r\n\r\n", req.method == "GET" ? body : "");

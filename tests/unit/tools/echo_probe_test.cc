@@ -91,6 +91,24 @@ TEST_F(EchoProbeTest, TcpEchoesBytesAfterName) {
   EXPECT_EQ(got, "pod-a\n" + payload);
 }
 
+TEST_F(EchoProbeTest, HttpHeadersPathReturnsTheHeadAsReceived) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  Endpoint ep = *Endpoint::fromHostPort("127.0.0.1", server_->httpPort());
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&ep.addr), ep.len), 0);
+  const std::string head =
+      "GET /headers HTTP/1.1\r\nHost: web\r\nX-Test: 1\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, n);
+  close(fd);
+  const std::string body = "pod-a\n" + head;
+  EXPECT_NE(got.find("Content-Length: " + std::to_string(body.size()) + "\r\n"), std::string::npos)
+      << got;
+  EXPECT_TRUE(got.ends_with("\r\n\r\n" + body)) << got;
+}
+
 TEST_F(EchoProbeTest, HoldKeepsConnectionsOpen) {
   ProbeOptions o = options(ProbeMode::kTcp, server_->tcpPort(), 5);
   o.hold = true;
