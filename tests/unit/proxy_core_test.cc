@@ -7,6 +7,8 @@
 #include <regex>
 #include <thread>
 
+#include "counting_new.h"
+#include "proxy/core/buffer.h"
 #include "proxy/core/proxy.h"
 #include "proxy/core/session.h"
 #include "proxy_test_util.h"
@@ -177,10 +179,13 @@ TEST_F(ProxyCoreTest, LargeContentLengthBodiesStreamBothWays) {
            "\r\n\r\n");
     c.send(body);
   });
+  const uint64_t growths_before = Buffer::growths();
   std::string buf;
   auto r = readResponse(c, buf);
   sender.join();
   ASSERT_TRUE(r.has_value());
+  // No buffer grew past its 64 KiB: the proxy stopped reading instead of queueing.
+  EXPECT_EQ(Buffer::growths(), growths_before);
   EXPECT_EQ(r->header("x-same"), "yes");
   EXPECT_EQ(r->body.size(), kSize);
   EXPECT_TRUE(r->body == body);
@@ -675,6 +680,180 @@ TEST_F(ProxyCoreTest, ClientLeavingMidBodyIsRecordedDC) {
   ASSERT_TRUE(observer_.waitFor(1));
   EXPECT_EQ(observer_.records()[0].flags, "DC");
   EXPECT_EQ(observer_.records()[0].code, 0);
+}
+
+TEST_F(ProxyCoreTest, PooledConnectionClosedByTheServerIsNotReused) {
+  // The upstream answers one request per connection and closes without saying so.
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    auto req = c.readRequest();
+    if (!req) return;
+    const std::string body = "ok:" + req->target;
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  });
+  router_.forwardTo(up.address());
+  ProxyOptions o;
+  o.workers = 1;
+  startProxy(o);
+  Socket c = client();
+  std::string buf;
+  c.send(get("/1"));
+  auto r1 = readResponse(c, buf);
+  ASSERT_TRUE(r1.has_value());
+  ASSERT_TRUE(up.waitConnectionsDone(1));  // its FIN is on the pooled socket now
+  c.send(get("/2"));
+  auto r2 = readResponse(c, buf);
+  ASSERT_TRUE(r2.has_value());
+  EXPECT_EQ(r2->status, 200);  // not 503 UC: a fresh connection carried it
+  EXPECT_EQ(r2->body, "ok:/2");
+  EXPECT_EQ(up.accepts(), 2);
+}
+
+TEST_F(ProxyCoreTest, IdlePooledConnectionsExpire) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  ProxyOptions o;
+  o.workers = 1;
+  o.upstream_idle_ms = 100;
+  startProxy(o);
+  Socket c = client();
+  std::string buf;
+  c.send(get("/1"));
+  ASSERT_TRUE(readResponse(c, buf).has_value());
+  // The proxy closes the idle pooled connection: the upstream's script sees EOF and ends.
+  EXPECT_TRUE(up.waitConnectionsDone(1));
+  c.send(get("/2"));
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "ok:/2");
+  EXPECT_EQ(up.accepts(), 2);
+}
+
+TEST_F(ProxyCoreTest, ManyClientsOverSeveralWorkers) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  ProxyOptions o;
+  o.workers = 3;
+  startProxy(o);
+  std::vector<Socket> clients;
+  for (int i = 0; i < 12; ++i) clients.push_back(client());
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < clients.size(); ++i) {
+      clients[i].send(get("/c" + std::to_string(i)));
+    }
+    for (size_t i = 0; i < clients.size(); ++i) {
+      std::string buf;
+      auto r = readResponse(clients[i], buf);
+      ASSERT_TRUE(r.has_value());
+      EXPECT_EQ(r->body, "ok:/c" + std::to_string(i));
+    }
+  }
+  EXPECT_EQ(proxy_->stats().accepted, 12u);
+  EXPECT_EQ(proxy_->stats().http, 12u);
+}
+
+// Allocation-free helpers for the counting test: fixed buffers and syscalls only.
+class CountingRouter : public Router {
+ public:
+  explicit CountingRouter(SocketAddress up) : up_(up) {}
+  void route(const RequestInfo&, RouteDecision& d) override {
+    d.upstream = up_;
+    d.cluster = "test/web:80";
+  }
+  bool routeConnection(const SocketAddress&, SocketAddress& upstream,
+                       std::string_view& cluster) override {
+    upstream = up_;
+    cluster = "test/web:80";
+    return true;
+  }
+
+ private:
+  SocketAddress up_;
+};
+
+class CountingObserver : public Observer {
+ public:
+  void onRequest(const RequestRecord& r) override {
+    if (r.response_code == 200) ok.fetch_add(1);
+  }
+  std::atomic<int> ok{0};
+};
+
+// Reads from `fd` until `heads` complete "\r\n\r\n" terminators and then `tail` more
+// bytes were seen. False on EOF/timeout.
+bool readHeads(int fd, int* state, int heads, size_t tail) {
+  char buf[4096];
+  int seen = 0;
+  size_t after = 0;
+  while (seen < heads || after < tail) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, testing::kIoTimeoutMs) <= 0) return false;
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    for (ssize_t i = 0; i < n; ++i) {
+      if (seen == heads) {
+        ++after;
+        continue;
+      }
+      const char ch = buf[i];
+      static constexpr char kEnd[] = "\r\n\r\n";
+      *state = ch == kEnd[*state] ? *state + 1 : (ch == '\r' ? 1 : 0);
+      if (*state == 4) {
+        *state = 0;
+        ++seen;
+      }
+    }
+  }
+  return true;
+}
+
+TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
+  // One raw upstream connection answering each head with a fixed response; one client
+  // connection; one worker. Nothing in the test allocates inside the counted window.
+  ScopedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  socklen_t len = loopback(0).toSockaddr(&ss);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  len = sizeof(ss);
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  const SocketAddress up = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  std::thread server([&listener] {
+    const int fd = ::accept(listener.get(), nullptr, nullptr);
+    if (fd < 0) return;
+    static constexpr std::string_view kResp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    int state = 0;
+    while (readHeads(fd, &state, 1, 0)) {
+      if (::send(fd, kResp.data(), kResp.size(), MSG_NOSIGNAL) <= 0) break;
+    }
+    ::close(fd);
+  });
+  CountingRouter router(up);
+  TestOriginalDst odst;
+  CountingObserver observer;
+  ProxyOptions o;
+  o.listen = loopback(0);
+  o.workers = 1;
+  auto proxy = Proxy::start(o, router, odst, &observer);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  Socket c = Socket::connectTo((*proxy)->port());
+  static constexpr std::string_view kReq =
+      "GET /items?page=2 HTTP/1.1\r\nHost: web\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n";
+  int state = 0;
+  auto once = [&] {
+    if (::send(c.fd(), kReq.data(), kReq.size(), MSG_NOSIGNAL) <= 0) return false;
+    return readHeads(c.fd(), &state, 1, 2);
+  };
+  int done = 0;
+  for (int i = 0; i < 200; ++i) done += once();  // warm-up: buffers, pool, vectors
+  meshd::testing::startCountingAllocations();
+  for (int i = 0; i < 2000; ++i) done += once();
+  const size_t allocations = meshd::testing::stopCountingAllocations();
+  EXPECT_EQ(done, 2200);
+  EXPECT_EQ(allocations, 0u);
+  c.close();
+  (*proxy)->stop();
+  server.join();
+  EXPECT_EQ(observer.ok.load(), 2200);
 }
 
 TEST(ProtocolDetectionTest, Classifies) {

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -38,6 +39,10 @@ class Buffer {
   }
   // Free bytes before `limit` is reached.
   size_t room(size_t limit) const { return size() >= limit ? 0 : limit - size(); }
+
+  // Times any Buffer in the process had to grow past its capacity (heads larger than a
+  // buffer). Bodies never make a buffer grow: tests check this to see backpressure held.
+  static uint64_t growths();
 
   // Reads at most `max` bytes from `fd` (one read(2)). Returns what read(2) returns.
   ssize_t readFrom(int fd, size_t max);

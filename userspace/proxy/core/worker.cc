@@ -38,6 +38,12 @@ void setNoDelay(int fd) {
 // ---------------------------------------------------------------------------------------
 // Buffer
 
+namespace {
+std::atomic<uint64_t> g_buffer_growths{0};
+}  // namespace
+
+uint64_t Buffer::growths() { return g_buffer_growths.load(std::memory_order_relaxed); }
+
 ssize_t Buffer::readFrom(int fd, size_t max) {
   reserveTail(max);
   const ssize_t n = ::read(fd, data_.get() + end_, max);
@@ -59,6 +65,7 @@ void Buffer::reserveTail(size_t n) {
     begin_ = 0;
     if (cap_ - end_ >= n) return;
   }
+  g_buffer_growths.fetch_add(1, std::memory_order_relaxed);
   const size_t cap = std::max(cap_ * 2, end_ + n);
   std::unique_ptr<char[]> bigger(new char[cap]);
   if (end_ > 0) std::memcpy(bigger.get(), data_.get(), end_);
