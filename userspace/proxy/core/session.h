@@ -1,0 +1,154 @@
+// Internal to meshd_proxy_core: one accepted downstream connection and its state machine.
+//
+//   accept ─► kDetect ──(upstream spoke first, or client bytes are not HTTP/1)──► kRaw
+//               │                                                   (opaque TCP relay)
+//               └──(client bytes start an HTTP/1 request line)──► kHttp
+//                        exchange: head ─► route ─► forward head + body ─► response
+//                        (101 / 2xx to CONNECT) ──► kRaw (tunnel)
+//
+// All work happens in drive(): read what each side has (bounded by the buffer limits),
+// advance the state machine, write what is queued; repeated while anything moves.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/net.h"
+#include "common/scoped_fd.h"
+#include "proxy/core/buffer.h"
+#include "proxy/core/proxy.h"
+#include "proxy/core/worker.h"
+#include "proxy/http1/chunked_decoder.h"
+#include "proxy/http1/head_parser.h"
+#include "proxy/http1/head_writer.h"
+
+namespace meshd::proxy {
+
+// What the first bytes of a connection are (see docs/design/0003, "Protocol detection").
+enum class Detected : uint8_t { kNeedMore, kHttp1, kOpaque };
+Detected detectProtocol(std::string_view first_bytes);
+
+class Session final : public EventHandler {
+ public:
+  Session(Worker& worker, int fd, const SocketAddress& peer, const SocketAddress& orig_dst,
+          std::string_view cluster, const SocketAddress& upstream);
+  ~Session();
+
+  // Starts the pre-connect to the connection's upstream (Router::routeConnection).
+  void start();
+  void onEvent(uint32_t events) override;
+  void drive();
+  // Timers (called about every 50 ms).
+  void sweep(uint64_t now_ms);
+  // Closes everything at once (worker shutdown).
+  void abort();
+
+  bool dead = false;
+  bool queued = false;
+  size_t index = 0;  // in Worker::sessions_
+
+ private:
+  enum class Mode : uint8_t { kDetect, kHttp, kRaw };
+  enum class Body : uint8_t { kNone, kLength, kChunked, kUntilClose };
+
+  // The HTTP/1.1 state: allocated when the connection turns out to be HTTP.
+  struct Http {
+    explicit Http(const http1::Limits& limits)
+        : request(limits), response(limits), request_chunks(limits), response_chunks(limits) {
+      response_chunks.setErrorStatus(502, 502);
+    }
+    http1::RequestParser request;
+    http1::ResponseParser response;
+    http1::ChunkedDecoder request_chunks;
+    http1::ChunkedDecoder response_chunks;
+    std::vector<http1::HeaderField> edited;  // request or response fields after edits
+    std::string scratch;                     // heads and chunk lines are written here first
+  };
+
+  bool readClient();
+  bool readUpstream();
+  bool flushClient();
+  bool flushUpstream();
+  bool step();
+  bool stepDetect();
+  bool stepRaw();
+  bool stepHttp();
+  void becomeHttp();
+  void becomeRaw();
+  bool beginExchange();
+  void resetExchange();  // fields of a new exchange; exchange_ = true
+  bool pumpRequestBody();
+  bool pumpResponse();
+  bool onResponseHead();
+  // Ends the exchange: records it, returns or closes the upstream, readies the next one.
+  void endExchange(bool keep_client);
+  // Answers from the proxy itself (errors, direct responses); ends the exchange.
+  void localReply(uint16_t status, std::string_view flags, std::string_view body,
+                  std::string_view location, bool keep_client);
+  // The upstream broke: answer `status` with `flags` if no response head was sent yet,
+  // else close the client (never a second response).
+  void upstreamFailed(uint16_t status, std::string_view flags, std::string_view body);
+  void record(std::string_view protocol);
+  void closeSoon();  // after what is queued for the client is written
+  void close();
+  void dropUpstream();
+  void applyEdits(absl::Span<const http1::HeaderField> in, absl::Span<const HeaderEdit> edits,
+                  bool drop_expect);
+
+  Worker& w_;
+  ScopedFd fd_;
+  SocketAddress peer_, orig_dst_, conn_upstream_;
+  std::string cluster_;        // Router::routeConnection's name, for opaque records
+  std::string orig_dst_text_;  // Host for HTTP/1.0 requests without one
+  Buffer in_;                  // client bytes not yet passed on
+  Buffer out_;                 // bytes for the client not yet written
+  UpstreamConn* up_ = nullptr;
+  std::unique_ptr<Http> http_;
+  Mode mode_ = Mode::kDetect;
+
+  bool readable_ = true;
+  bool writable_ = true;
+  bool eof_ = false;
+  bool error_ = false;
+  bool write_shut_ = false;
+  bool closing_ = false;    // write what is queued, then close
+  bool lingering_ = false;  // write side shut; draining the client's bytes before close
+  uint64_t linger_deadline_ms_ = 0;
+  uint64_t last_activity_ms_ = 0;
+  uint64_t head_deadline_ms_ = 0;  // request-headers timeout (0 = not running)
+
+  // The current exchange (HTTP) or relay (opaque, tunnel).
+  bool exchange_ = false;
+  bool tunnel_ = false;
+  bool recorded_ = false;
+  uint64_t start_us_ = 0;
+  uint64_t request_deadline_ms_ = 0;
+  uint64_t request_bytes_ = 0;
+  uint64_t response_bytes_ = 0;
+  uint16_t status_ = 0;
+  std::string_view flags_;
+  RouteDecision decision_;
+  SocketAddress upstream_addr_;
+  bool head_request_ = false;
+  bool client_http10_ = false;
+  bool client_keep_alive_ = false;
+  bool request_done_ = false;
+  Body request_body_ = Body::kNone;
+  uint64_t request_remaining_ = 0;
+  bool response_head_sent_ = false;
+  bool response_done_ = false;
+  Body response_body_ = Body::kNone;
+  bool response_rechunk_ = false;  // re-chunk the decoded body (false: HTTP/1.0 client)
+  uint64_t response_remaining_ = 0;
+  bool upstream_reused_ = false;  // retries (later) may resend on a fresh connection
+  http1::RequestContext response_context_;
+  char method_[24] = {};
+  size_t method_len_ = 0;
+  char request_id_[64] = {};
+  size_t request_id_len_ = 0;
+};
+
+}  // namespace meshd::proxy

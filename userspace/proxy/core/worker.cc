@@ -1,0 +1,432 @@
+#include "proxy/core/worker.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "common/status.h"
+#include "proxy/core/session.h"
+
+namespace meshd::proxy {
+namespace {
+
+// Timers (request, head, connect, idle) are checked this often; the granularity of every
+// timeout. A timer wheel can replace the scan when connection counts make it matter.
+constexpr uint64_t kSweepMs = 50;
+constexpr int kMaxEvents = 256;
+
+uint64_t monotonicUs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+void setNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Buffer
+
+namespace {
+std::atomic<uint64_t> g_buffer_growths{0};
+}  // namespace
+
+uint64_t Buffer::growths() { return g_buffer_growths.load(std::memory_order_relaxed); }
+
+ssize_t Buffer::readFrom(int fd, size_t max) {
+  reserveTail(max);
+  const ssize_t n = ::read(fd, data_.get() + end_, max);
+  if (n > 0) end_ += static_cast<size_t>(n);
+  return n;
+}
+
+ssize_t Buffer::writeTo(int fd) {
+  const ssize_t n = ::send(fd, data_.get() + begin_, size(), MSG_NOSIGNAL);
+  if (n > 0) consume(static_cast<size_t>(n));
+  return n;
+}
+
+void Buffer::reserveTail(size_t n) {
+  if (cap_ - end_ >= n) return;
+  if (begin_ > 0) {
+    std::memmove(data_.get(), data_.get() + begin_, size());
+    end_ -= begin_;
+    begin_ = 0;
+    if (cap_ - end_ >= n) return;
+  }
+  g_buffer_growths.fetch_add(1, std::memory_order_relaxed);
+  const size_t cap = std::max(cap_ * 2, end_ + n);
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (end_ > 0) std::memcpy(bigger.get(), data_.get(), end_);
+  data_ = std::move(bigger);
+  cap_ = cap;
+}
+
+// ---------------------------------------------------------------------------------------
+// UpstreamConn
+
+UpstreamConn::UpstreamConn(Worker& w, int fd_in, const SocketAddress& a, size_t in_capacity,
+                           size_t out_capacity)
+    : worker(w), fd(fd_in), addr(a), in(in_capacity), out(out_capacity) {}
+
+void UpstreamConn::onEvent(uint32_t events) {
+  if (dead) return;
+  if (connecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    connecting = false;
+    if (err == 0 && !(events & EPOLLERR)) {
+      connected_once = true;
+    } else {
+      failed = true;
+      error = err != 0 ? err : ECONNREFUSED;
+    }
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
+  if (events & EPOLLOUT) writable = true;
+  if (owner != nullptr) {
+    owner->drive();
+  } else {
+    worker.onPooledEvent(this);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker
+
+Worker::Worker(const ProxyOptions& options, Router& router, OriginalDst& original_dst,
+               Observer* observer, ScopedFd listener)
+    : options_(options),
+      router_(router),
+      original_dst_(original_dst),
+      observer_(observer),
+      listener_(std::move(listener)),
+      in_limit_(std::max(options.max_buffer_bytes, options.limits.max_head_bytes + 1)) {
+  listener_tag_.worker = this;
+  listener_tag_.listener = true;
+  wake_tag_.worker = this;
+  wake_tag_.listener = false;
+}
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::create(const ProxyOptions& options, Router& router,
+                                                       OriginalDst& original_dst,
+                                                       Observer* observer, ScopedFd listener) {
+  std::unique_ptr<Worker> w(
+      new Worker(options, router, original_dst, observer, std::move(listener)));
+  w->epoll_ = ScopedFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!w->epoll_.valid()) return errnoError(errno, "epoll_create1 for a proxy worker");
+  w->wake_ = ScopedFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!w->wake_.valid()) return errnoError(errno, "eventfd for a proxy worker");
+  epoll_event ev{};
+  ev.events = EPOLLIN;  // level-triggered: accept until EAGAIN each time anyway
+  ev.data.ptr = static_cast<EventHandler*>(&w->listener_tag_);
+  if (::epoll_ctl(w->epoll_.get(), EPOLL_CTL_ADD, w->listener_.get(), &ev) != 0) {
+    return errnoError(errno, "epoll_ctl ADD of the proxy listener");
+  }
+  ev.data.ptr = static_cast<EventHandler*>(&w->wake_tag_);
+  if (::epoll_ctl(w->epoll_.get(), EPOLL_CTL_ADD, w->wake_.get(), &ev) != 0) {
+    return errnoError(errno, "epoll_ctl ADD of the proxy worker's eventfd");
+  }
+  uint64_t seed[2];
+  if (::getrandom(seed, sizeof(seed), 0) != static_cast<ssize_t>(sizeof(seed))) {
+    return errnoError(errno, "getrandom for x-request-id generation");
+  }
+  w->rng_[0] = seed[0] | 1;
+  w->rng_[1] = seed[1];
+  return w;
+}
+
+Worker::~Worker() {
+  for (Session* s : sessions_) delete s;
+  for (auto& [addr, conns] : pool_) {
+    for (UpstreamConn* c : conns) delete c;
+  }
+  for (Session* s : dead_sessions_) delete s;
+  for (UpstreamConn* c : dead_upstreams_) delete c;
+}
+
+void Worker::requestStop() {
+  stop_requested_ = true;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
+}
+
+void Worker::updateClock() { now_us_ = monotonicUs(); }
+
+void Worker::run() {
+  epoll_event events[kMaxEvents];
+  updateClock();
+  last_sweep_ms_ = nowMs();
+  while (!stopping_ && !stop_requested_) {
+    int timeout = (sessions_.empty() && pooled_count_ == 0) ? -1 : static_cast<int>(kSweepMs);
+    if (!again_.empty()) timeout = 0;
+    const int n = ::epoll_wait(epoll_.get(), events, kMaxEvents, timeout);
+    updateClock();
+    for (int i = 0; i < n; ++i) {
+      static_cast<EventHandler*>(events[i].data.ptr)->onEvent(events[i].events);
+    }
+    if (!again_.empty()) {
+      again_batch_.clear();
+      again_batch_.swap(again_);
+      for (size_t i = 0; i < again_batch_.size(); ++i) {
+        Session* s = again_batch_[i];
+        if (s == nullptr) continue;  // closed meanwhile
+        s->queued = false;
+        s->drive();
+      }
+      again_batch_.clear();
+    }
+    if (nowMs() >= last_sweep_ms_ + kSweepMs) {
+      last_sweep_ms_ = nowMs();
+      sweep();
+    }
+    for (Session* s : dead_sessions_) delete s;
+    dead_sessions_.clear();
+    for (UpstreamConn* c : dead_upstreams_) delete c;
+    dead_upstreams_.clear();
+  }
+  // Shutdown: close everything this worker owns.
+  while (!sessions_.empty()) sessions_.back()->abort();
+  for (auto& [addr, conns] : pool_) {
+    for (UpstreamConn* c : conns) {
+      c->pooled = false;
+      destroy(c);
+    }
+    conns.clear();
+  }
+  pool_.clear();
+  for (Session* s : dead_sessions_) delete s;
+  dead_sessions_.clear();
+  for (UpstreamConn* c : dead_upstreams_) delete c;
+  dead_upstreams_.clear();
+  listener_.reset();
+}
+
+void Worker::acceptAll() {
+  while (true) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    const int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;  // EAGAIN, or EMFILE & co (level-triggered: retried on the next wakeup)
+    }
+    counters.accepted.fetch_add(1, std::memory_order_relaxed);
+    setNoDelay(fd);
+    const SocketAddress peer = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    const std::optional<SocketAddress> orig = original_dst_.lookup(fd, peer);
+    if (!orig.has_value()) {
+      counters.orig_dst_unknown.fetch_add(1, std::memory_order_relaxed);
+      ::close(fd);
+      continue;
+    }
+    SocketAddress upstream;
+    std::string_view cluster;
+    if (!router_.routeConnection(*orig, upstream, cluster)) {
+      counters.no_route.fetch_add(1, std::memory_order_relaxed);
+      ::close(fd);
+      continue;
+    }
+    auto* s = new Session(*this, fd, peer, *orig, cluster, upstream);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = static_cast<EventHandler*>(s);
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      delete s;  // closes fd
+      continue;
+    }
+    s->index = sessions_.size();
+    sessions_.push_back(s);
+    s->start();
+    s->drive();
+  }
+}
+
+UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
+  const int fd = ::socket(addr.ip.family == AF_INET6 ? AF_INET6 : AF_INET,
+                          SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *err = errno;
+    return nullptr;
+  }
+  setNoDelay(fd);
+  counters.upstream_connects.fetch_add(1, std::memory_order_relaxed);
+  sockaddr_storage ss;
+  const socklen_t len = addr.toSockaddr(&ss);
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    *err = errno;
+    ::close(fd);
+    return nullptr;
+  }
+  auto* c = new UpstreamConn(*this, fd, addr, in_limit_, options_.max_buffer_bytes);
+  c->connecting = rc != 0;
+  c->connected_once = rc == 0;
+  c->writable = rc == 0;
+  c->deadline_ms = nowMs() + options_.connect_timeout_ms;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = static_cast<EventHandler*>(c);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    *err = errno;
+    delete c;
+    return nullptr;
+  }
+  return c;
+}
+
+UpstreamConn* Worker::acquire(const SocketAddress& addr, int* err, bool* reused) {
+  *reused = false;
+  auto it = pool_.find(addr);
+  if (it != pool_.end()) {
+    std::vector<UpstreamConn*>& conns = it->second;
+    while (!conns.empty()) {
+      UpstreamConn* c = conns.back();
+      conns.pop_back();
+      --pooled_count_;
+      c->pooled = false;
+      bool alive = !c->failed && !c->eof && c->in.empty();
+      if (alive && !c->connecting) {
+        // A connection the server closed (or wrote to) while idle is never handed out:
+        // the event may not have been processed yet, so ask the socket.
+        char byte;
+        const ssize_t n = ::recv(c->fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+      }
+      if (alive) {
+        *reused = c->exchanges > 0;
+        if (!c->connecting) c->writable = true;
+        return c;
+      }
+      destroy(c);
+    }
+  }
+  return connect(addr, err);
+}
+
+void Worker::release(UpstreamConn* c) {
+  c->owner = nullptr;
+  if (c->dead || c->failed || c->eof || !c->in.empty() || !c->out.empty() || c->write_shut) {
+    destroy(c);
+    return;
+  }
+  c->pooled = true;
+  if (!c->connecting) c->deadline_ms = nowMs() + options_.upstream_idle_ms;
+  pool_[c->addr].push_back(c);
+  ++pooled_count_;
+}
+
+void Worker::onPooledEvent(UpstreamConn* c) {
+  // Idle: any byte or EOF from the server means the connection cannot be reused.
+  if (c->failed || (c->readable) || c->eof) {
+    removeFromPool(c);
+    destroy(c);
+    return;
+  }
+  if (!c->connecting && c->connected_once && c->exchanges == 0) {
+    c->deadline_ms = nowMs() + options_.upstream_idle_ms;
+  }
+}
+
+void Worker::removeFromPool(UpstreamConn* c) {
+  if (!c->pooled) return;
+  c->pooled = false;
+  auto it = pool_.find(c->addr);
+  if (it == pool_.end()) return;
+  std::vector<UpstreamConn*>& v = it->second;
+  auto pos = std::find(v.begin(), v.end(), c);
+  if (pos != v.end()) {
+    *pos = v.back();
+    v.pop_back();
+    --pooled_count_;
+  }
+}
+
+void Worker::destroy(UpstreamConn* c) {
+  if (c->dead) return;
+  removeFromPool(c);
+  c->dead = true;
+  c->owner = nullptr;
+  c->fd.reset();  // also leaves the epoll set
+  dead_upstreams_.push_back(c);
+}
+
+void Worker::destroy(Session* s) {
+  if (s->dead) return;
+  s->dead = true;
+  if (s->queued) {
+    for (Session*& q : again_) {
+      if (q == s) q = nullptr;
+    }
+    for (Session*& q : again_batch_) {
+      if (q == s) q = nullptr;
+    }
+  }
+  Session* last = sessions_.back();
+  last->index = s->index;
+  sessions_[s->index] = last;
+  sessions_.pop_back();
+  dead_sessions_.push_back(s);
+}
+
+void Worker::schedule(Session* s) {
+  if (s->queued || s->dead) return;
+  s->queued = true;
+  again_.push_back(s);
+}
+
+void Worker::sweep() {
+  const uint64_t now = nowMs();
+  // Sessions may close (and leave sessions_) while we iterate: walk backwards by index.
+  for (size_t i = sessions_.size(); i > 0; --i) {
+    if (i - 1 < sessions_.size()) sessions_[i - 1]->sweep(now);
+  }
+  for (auto& [addr, conns] : pool_) {
+    for (size_t i = conns.size(); i > 0; --i) {
+      UpstreamConn* c = conns[i - 1];
+      if (now >= c->deadline_ms) destroy(c);
+    }
+  }
+}
+
+void Worker::newRequestId(char out[36]) {
+  // xorshift128+ seeded from getrandom(): ids must be unique, not secret.
+  auto next = [this] {
+    uint64_t s1 = rng_[0];
+    const uint64_t s0 = rng_[1];
+    rng_[0] = s0;
+    s1 ^= s1 << 23;
+    rng_[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
+    return rng_[1] + s0;
+  };
+  uint8_t b[16];
+  const uint64_t hi = next(), lo = next();
+  for (int i = 0; i < 8; ++i) {
+    b[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
+    b[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));
+  }
+  b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);  // version 4
+  b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);  // variant 10xx
+  constexpr char kHex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = kHex[b[i] >> 4];
+    out[o++] = kHex[b[i] & 0xf];
+  }
+}
+
+}  // namespace meshd::proxy

@@ -1,0 +1,160 @@
+// Internal to meshd_proxy_core: one worker = one thread, one edge-triggered epoll, one
+// SO_REUSEPORT listener, its downstream sessions and its upstream connection pool. Nothing
+// here is shared with another worker.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "common/net.h"
+#include "common/scoped_fd.h"
+#include "proxy/core/buffer.h"
+#include "proxy/core/proxy.h"
+
+namespace meshd::proxy {
+
+class Worker;
+class Session;
+
+// Receives the epoll events of one file descriptor (epoll_event.data.ptr).
+class EventHandler {
+ public:
+  virtual void onEvent(uint32_t events) = 0;
+
+ protected:
+  ~EventHandler() = default;
+};
+
+// One connection to an upstream. Owned by a Session while it carries that session's
+// exchange (or opaque relay), otherwise idle in its worker's pool.
+class UpstreamConn final : public EventHandler {
+ public:
+  UpstreamConn(Worker& worker, int fd, const SocketAddress& addr, size_t in_capacity,
+               size_t out_capacity);
+  void onEvent(uint32_t events) override;
+
+  Worker& worker;
+  ScopedFd fd;
+  SocketAddress addr;
+  Buffer in;   // bytes from the upstream, not yet passed on
+  Buffer out;  // bytes for the upstream, not yet written
+  Session* owner = nullptr;
+  bool connecting = true;
+  bool connected_once = false;
+  bool failed = false;  // connect failed, or a read/write error (errno in `error`)
+  int error = 0;
+  bool readable = false;
+  bool writable = false;
+  bool eof = false;
+  bool write_shut = false;
+  bool pooled = false;
+  bool dead = false;
+  uint64_t deadline_ms = 0;  // connect deadline; idle expiry while pooled
+  uint32_t exchanges = 0;    // requests carried so far (> 0: a reused connection)
+};
+
+struct WorkerCounters {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> orig_dst_unknown{0};
+  std::atomic<uint64_t> no_route{0};
+  std::atomic<uint64_t> upstream_connects{0};
+  std::atomic<uint64_t> upstream_reused{0};
+  std::atomic<uint64_t> opaque{0};
+  std::atomic<uint64_t> http{0};
+};
+
+class Worker {
+ public:
+  // Takes the bound, listening socket. Fails if epoll or eventfd cannot be created.
+  static absl::StatusOr<std::unique_ptr<Worker>> create(const ProxyOptions& options, Router& router,
+                                                        OriginalDst& original_dst,
+                                                        Observer* observer, ScopedFd listener);
+  ~Worker();
+
+  // The thread body: runs until requestStop(), then closes every connection.
+  void run();
+  // Thread-safe.
+  void requestStop();
+
+  WorkerCounters counters;
+
+  // --- for Session and UpstreamConn (worker thread only) ---
+  const ProxyOptions& options() const { return options_; }
+  Router& router() { return router_; }
+  Observer* observer() { return observer_; }
+  uint64_t nowMs() const { return now_us_ / 1000; }
+  uint64_t nowUs() const { return now_us_; }
+  // Bytes a connection may buffer from one side before it stops reading (a whole head
+  // must fit), and bytes queued towards one side before it stops moving data there.
+  size_t inLimit() const { return in_limit_; }
+  size_t outLimit() const { return options_.max_buffer_bytes; }
+
+  // A pooled live connection to `addr`, or a new one (connecting). nullptr if the socket or
+  // connect() failed at once (`*err` = errno). `*reused`: it carried requests before.
+  UpstreamConn* acquire(const SocketAddress& addr, int* err, bool* reused);
+  // A new connection (connecting) to `addr`, or nullptr with `*err`.
+  UpstreamConn* connect(const SocketAddress& addr, int* err);
+  // Back to the pool if it can carry another request, else closed.
+  void release(UpstreamConn* conn);
+  // Closes it now; freed after the current batch of events.
+  void destroy(UpstreamConn* conn);
+  void destroy(Session* session);
+  // Drive `session` again after this batch (it stopped to let others run).
+  void schedule(Session* session);
+  void onPooledEvent(UpstreamConn* conn);
+  // Writes a random UUIDv4 ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx") into out[0..36).
+  void newRequestId(char out[36]);
+
+ private:
+  Worker(const ProxyOptions& options, Router& router, OriginalDst& original_dst, Observer* observer,
+         ScopedFd listener);
+  void acceptAll();
+  void sweep();
+  void removeFromPool(UpstreamConn* conn);
+  void updateClock();
+
+  struct Tag final : EventHandler {
+    Worker* worker;
+    bool listener;
+    void onEvent(uint32_t) override {
+      if (listener) {
+        worker->acceptAll();
+      } else {
+        worker->stopping_ = true;
+      }
+    }
+  };
+
+  ProxyOptions options_;
+  Router& router_;
+  OriginalDst& original_dst_;
+  Observer* observer_;
+  ScopedFd listener_;
+  ScopedFd epoll_;
+  ScopedFd wake_;
+  Tag listener_tag_;
+  Tag wake_tag_;
+  size_t in_limit_;
+  std::atomic<bool> stop_requested_{false};
+  bool stopping_ = false;
+  uint64_t now_us_ = 0;
+  uint64_t last_sweep_ms_ = 0;
+  uint64_t rng_[2] = {0, 0};
+
+  std::vector<Session*> sessions_;
+  absl::flat_hash_map<SocketAddress, std::vector<UpstreamConn*>> pool_;
+  size_t pooled_count_ = 0;
+  std::vector<Session*> again_;
+  std::vector<Session*> again_batch_;
+  std::vector<Session*> dead_sessions_;
+  std::vector<UpstreamConn*> dead_upstreams_;
+
+  friend class Session;
+};
+
+}  // namespace meshd::proxy
