@@ -1047,7 +1047,7 @@ std::optional<PathModifier> decodePathModifier(Decoder& d, const json& parent,
   const char* other =
       out.type == PathModifierType::kReplaceFullPath ? "replacePrefixMatch" : "replaceFullPath";
   if (d.get(*m, path, other, false)) {
-    d.fail(childPath(path, other), absl::StrCat("not allowed with type ", *type));
+    d.fail(childPath(path, other), absl::StrCat("not allowed with type ", *type), true);
   }
   auto v = d.getString(*m, path, field, true);
   if (!v) return std::nullopt;
