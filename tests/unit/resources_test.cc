@@ -705,5 +705,410 @@ TEST(Helpers, ParseDuration) {
   EXPECT_EQ(formatDurationMs(3'661'001), "1h1m1s1ms");
 }
 
+// --- HTTPRoute / GRPCRoute ------------------------------------------------------
+
+constexpr char kRouteHead[] =
+    "apiVersion: gateway.networking.k8s.io/v1\n"                 // 1
+    "kind: HTTPRoute\n"                                          // 2
+    "metadata:\n"                                                // 3
+    "  name: r\n"                                                // 4
+    "spec:\n"                                                    // 5
+    "  parentRefs: [{group: \"\", kind: Service, name: web}]\n"  // 6
+    "  rules:\n";                                                // 7
+constexpr char kRouteTop[] =
+    "apiVersion: gateway.networking.k8s.io/v1\n"  // 1
+    "kind: HTTPRoute\n"                           // 2
+    "metadata: {name: r}\n"                       // 3
+    "spec:\n";                                    // 4
+constexpr char kGrpcHead[] =
+    "apiVersion: gateway.networking.k8s.io/v1\n"                 // 1
+    "kind: GRPCRoute\n"                                          // 2
+    "metadata: {name: g}\n"                                      // 3
+    "spec:\n"                                                    // 4
+    "  parentRefs: [{group: \"\", kind: Service, name: web}]\n"  // 5
+    "  rules:\n";                                                // 6
+
+std::string rules(int n) {
+  std::string out = std::string(kRouteHead);
+  for (int i = 0; i < n; ++i) out += "    - {}\n";
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Routes, BadInputTest,
+    ::testing::Values(
+        BadInputCase{"BadPathRegex",
+                     std::string(kRouteHead) + "    - matches:\n"
+                                               "        - path:\n"
+                                               "            type: RegularExpression\n"
+                                               "            value: \"/a(\"\n",
+                     "f.yaml:11:20: HTTPRoute/default/r: spec.rules[0].matches[0].path.value: "
+                     "\"/a(\" is not a valid RE2 regular expression: missing )"},
+        BadInputCase{"BadHeaderRegex",
+                     std::string(kRouteHead) + "    - matches:\n"
+                                               "        - headers:\n"
+                                               "            - name: x-user\n"
+                                               "              type: RegularExpression\n"
+                                               "              value: \"[a-\"\n",
+                     "f.yaml:12:22: HTTPRoute/default/r: "
+                     "spec.rules[0].matches[0].headers[0].value: \"[a-\" is not a valid RE2 "
+                     "regular expression"},
+        BadInputCase{"BadDuration",
+                     std::string(kRouteHead) + "    - timeouts:\n"
+                                               "        request: 1.5s\n",
+                     "f.yaml:9:18: HTTPRoute/default/r: spec.rules[0].timeouts.request: \"1.5s\" "
+                     "is not a Gateway API duration (1 to 4 parts of 1-5 digits and a unit h, "
+                     "m, s or ms"},
+        BadInputCase{
+            "BackendRequestLongerThanRequest",
+            std::string(kRouteHead) + "    - timeouts: {request: 5s, backendRequest: 10s}\n",
+            "f.yaml:8:47: HTTPRoute/default/r: spec.rules[0].timeouts.backendRequest: "
+            "backendRequest 10s cannot be longer than request 5s"},
+        BadInputCase{"WeightOutOfRange",
+                     std::string(kRouteHead) + "    - backendRefs:\n"
+                                               "        - {name: web, port: 80, weight: 1000001}\n",
+                     "f.yaml:9:41: HTTPRoute/default/r: spec.rules[0].backendRefs[0].weight: "
+                     "weight 1000001 is out of range [0, 1000000]"},
+        BadInputCase{"NegativeWeight",
+                     std::string(kRouteHead) + "    - backendRefs:\n"
+                                               "        - {name: web, port: 80, weight: -1}\n",
+                     "f.yaml:9:41: HTTPRoute/default/r: spec.rules[0].backendRefs[0].weight: "
+                     "weight -1 is out of range [0, 1000000]"},
+        BadInputCase{"BackendRefWithoutPort",
+                     std::string(kRouteHead) + "    - backendRefs:\n"
+                                               "        - name: web\n",
+                     "f.yaml:9:11: HTTPRoute/default/r: spec.rules[0].backendRefs[0].port: "
+                     "required field is missing: a Service backend needs a port"},
+        BadInputCase{"BackendRefOtherNamespace",
+                     std::string(kRouteHead) +
+                         "    - backendRefs:\n"
+                         "        - {name: web, namespace: other, port: 80}\n",
+                     "f.yaml:9:34: HTTPRoute/default/r: spec.rules[0].backendRefs[0].namespace: "
+                     "a backend in another namespace (\"other\", the route is in \"default\") "
+                     "needs a ReferenceGrant, not supported yet"},
+        BadInputCase{"UnknownFilterType",
+                     std::string(kRouteHead) + "    - filters:\n"
+                                               "        - type: RequestRewrite\n",
+                     "f.yaml:9:17: HTTPRoute/default/r: spec.rules[0].filters[0].type: unknown "
+                     "filter type \"RequestRewrite\" (use RequestHeaderModifier, "
+                     "ResponseHeaderModifier, RequestRedirect, URLRewrite or RequestMirror)"},
+        BadInputCase{"ExtensionRefNotSupported",
+                     std::string(kRouteHead) + "    - filters:\n"
+                                               "        - type: ExtensionRef\n",
+                     "f.yaml:9:17: HTTPRoute/default/r: spec.rules[0].filters[0].type: filter "
+                     "type ExtensionRef is not supported by meshd yet"},
+        BadInputCase{"FilterFieldOfAnotherType",
+                     std::string(kRouteHead) + "    - filters:\n"
+                                               "        - type: RequestHeaderModifier\n"
+                                               "          requestRedirect: {scheme: https}\n",
+                     "f.yaml:10:11: HTTPRoute/default/r: spec.rules[0].filters[0].requestRedirect: "
+                     "not allowed with type RequestHeaderModifier"},
+        BadInputCase{"FilterRepeated",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - {type: RequestHeaderModifier, requestHeaderModifier: {}}\n"
+                         "        - {type: RequestHeaderModifier, requestHeaderModifier: {}}\n",
+                     "f.yaml:10:18: HTTPRoute/default/r: spec.rules[0].filters[1].type: "
+                     "RequestHeaderModifier filter cannot be repeated (also "
+                     "spec.rules[0].filters[0])"},
+        BadInputCase{"RedirectAndRewrite",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - {type: RequestRedirect, requestRedirect: {scheme: https}}\n"
+                         "        - {type: URLRewrite, urlRewrite: {hostname: a.b}}\n",
+                     "f.yaml:10:18: HTTPRoute/default/r: spec.rules[0].filters[1].type: "
+                     "URLRewrite cannot be combined with RequestRedirect"},
+        BadInputCase{
+            "RedirectWithBackendRefs",
+            std::string(kRouteHead) +
+                "    - filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]\n"
+                "      backendRefs: [{name: web, port: 80}]\n",
+            "f.yaml:9:20: HTTPRoute/default/r: spec.rules[0].backendRefs: a rule with a "
+            "RequestRedirect filter must not have backendRefs"},
+        BadInputCase{
+            "RedirectStatusCode",
+            std::string(kRouteHead) +
+                "    - filters: [{type: RequestRedirect, requestRedirect: {statusCode: 305}}]\n",
+            "f.yaml:8:71: HTTPRoute/default/r: "
+            "spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 305 is not "
+            "a redirect status (use 301, 302, 303, 307 or 308)"},
+        BadInputCase{"ReplacePrefixMatchNeedsOnePathPrefix",
+                     std::string(kRouteHead) +
+                         "    - matches: [{path: {type: Exact, value: /a}}]\n"
+                         "      filters:\n"
+                         "        - type: URLRewrite\n"
+                         "          urlRewrite:\n"
+                         "            path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}\n",
+                     "f.yaml:8:16: HTTPRoute/default/r: spec.rules[0].matches: ReplacePrefixMatch "
+                     "needs exactly one match, of path type PathPrefix"},
+        BadInputCase{"PathModifierValueOfOtherType",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - type: URLRewrite\n"
+                         "          urlRewrite:\n"
+                         "            path: {type: ReplaceFullPath, replacePrefixMatch: /b}\n",
+                     "f.yaml:11:43: HTTPRoute/default/r: "
+                     "spec.rules[0].filters[0].urlRewrite.path.replacePrefixMatch: not allowed "
+                     "with type ReplaceFullPath"},
+        BadInputCase{"PathNotAbsolute",
+                     std::string(kRouteHead) + "    - matches: [{path: {value: api}}]\n",
+                     "f.yaml:8:32: HTTPRoute/default/r: spec.rules[0].matches[0].path.value: "
+                     "must be an absolute path starting with '/'"},
+        BadInputCase{"PathWithDotDot",
+                     std::string(kRouteHead) + "    - matches: [{path: {value: /a/../b}}]\n",
+                     "f.yaml:8:32: HTTPRoute/default/r: spec.rules[0].matches[0].path.value: "
+                     "must not contain '/../'"},
+        BadInputCase{"UnknownPathType",
+                     std::string(kRouteHead) + "    - matches: [{path: {type: Prefix}}]\n",
+                     "f.yaml:8:31: HTTPRoute/default/r: spec.rules[0].matches[0].path.type: "
+                     "unknown path match type \"Prefix\" (use Exact, PathPrefix or "
+                     "RegularExpression)"},
+        BadInputCase{"UnknownMethod", std::string(kRouteHead) + "    - matches: [{method: get}]\n",
+                     "f.yaml:8:26: HTTPRoute/default/r: spec.rules[0].matches[0].method: unknown "
+                     "method \"get\""},
+        BadInputCase{"DuplicateHeaderMatchName",
+                     std::string(kRouteHead) +
+                         "    - matches:\n"
+                         "        - headers: [{name: X-A, value: a}, {name: x-a, value: b}]\n",
+                     "f.yaml:9:51: HTTPRoute/default/r: spec.rules[0].matches[0].headers[1].name: "
+                     "\"x-a\" is also matched at spec.rules[0].matches[0].headers[0]"},
+        BadInputCase{"HeaderValueWithNewline",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - type: RequestHeaderModifier\n"
+                         "          requestHeaderModifier:\n"
+                         "            set: [{name: x-a, value: \"a\\r\\nx-evil: 1\"}]\n",
+                     "f.yaml:11:38: HTTPRoute/default/r: "
+                     "spec.rules[0].filters[0].requestHeaderModifier.set[0].value: must be 1-4096 "
+                     "printable ASCII characters"},
+        BadInputCase{"HeaderModifiedTwice",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - type: ResponseHeaderModifier\n"
+                         "          responseHeaderModifier: {set: [{name: Server, value: m}], "
+                         "remove: [server]}\n",
+                     "f.yaml:10:78: HTTPRoute/default/r: "
+                     "spec.rules[0].filters[0].responseHeaderModifier.remove[0]: header "
+                     "\"server\" is also modified at "
+                     "spec.rules[0].filters[0].responseHeaderModifier.set[0].name"},
+        BadInputCase{"MirrorPercentAndFraction",
+                     std::string(kRouteHead) + "    - filters:\n"
+                                               "        - type: RequestMirror\n"
+                                               "          requestMirror:\n"
+                                               "            backendRef: {name: web, port: 80}\n"
+                                               "            percent: 10\n"
+                                               "            fraction: {numerator: 1}\n",
+                     "f.yaml:13:23: HTTPRoute/default/r: "
+                     "spec.rules[0].filters[0].requestMirror.fraction: only one of percent or "
+                     "fraction may be given"},
+        BadInputCase{"MirrorFractionAboveOne",
+                     std::string(kRouteHead) +
+                         "    - filters:\n"
+                         "        - type: RequestMirror\n"
+                         "          requestMirror:\n"
+                         "            backendRef: {name: web, port: 80}\n"
+                         "            fraction: {numerator: 5, denominator: 4}\n",
+                     "f.yaml:12:35: HTTPRoute/default/r: "
+                     "spec.rules[0].filters[0].requestMirror.fraction.numerator: numerator 5 is "
+                     "greater than denominator 4"},
+        BadInputCase{"TooManyRules", rules(17),
+                     "f.yaml:8:5: HTTPRoute/default/r: spec.rules: at most 16 items are allowed, "
+                     "got 17"},
+        BadInputCase{"DuplicateRuleName",
+                     std::string(kRouteHead) + "    - name: a\n    - name: a\n",
+                     "f.yaml:9:13: HTTPRoute/default/r: spec.rules[1].name: rule name \"a\" is "
+                     "also used by spec.rules[0]"},
+        BadInputCase{"RetryNotSupported", std::string(kRouteHead) + "    - retry: {attempts: 2}\n",
+                     "f.yaml:8:7: HTTPRoute/default/r: spec.rules[0].retry: unknown field"},
+        BadInputCase{"ParentDefaultsToGateway",
+                     std::string(kRouteTop) + "  parentRefs:\n"
+                                              "    - name: gw\n",
+                     "f.yaml:6:13: HTTPRoute/default/r: spec.parentRefs[0].name: parentRef kind "
+                     "Gateway (the default) is not supported: meshd binds routes to Services"},
+        BadInputCase{"ServiceParentWithoutGroup",
+                     std::string(kRouteTop) + "  parentRefs:\n"
+                                              "    - {kind: Service, name: web}\n",
+                     "f.yaml:6:14: HTTPRoute/default/r: spec.parentRefs[0].kind: a Service "
+                     "parentRef needs group \"\" (the core group); group defaults to "
+                     "gateway.networking.k8s.io has no Service"},
+        BadInputCase{"ParentRefsMissing", std::string(kRouteTop) + "  hostnames: [a.b]\n",
+                     "f.yaml:5:3: HTTPRoute/default/r: spec.parentRefs: required field is "
+                     "missing: meshd binds a route to Services (GAMMA)"},
+        BadInputCase{"ParentPortOutOfRange",
+                     std::string(kRouteTop) +
+                         "  parentRefs:\n"
+                         "    - {group: \"\", kind: Service, name: web, port: 0}\n",
+                     "f.yaml:6:51: HTTPRoute/default/r: spec.parentRefs[0].port: port 0 is out of "
+                     "range [1, 65535]"},
+        BadInputCase{"HostnameIsAnIp",
+                     std::string(kRouteTop) +
+                         "  parentRefs: [{group: \"\", kind: Service, name: web}]\n"
+                         "  hostnames: [web, \"10.0.0.1\"]\n",
+                     "f.yaml:6:20: HTTPRoute/default/r: spec.hostnames[1]: \"10.0.0.1\" is not a "
+                     "valid hostname"},
+        BadInputCase{"BadCreationTimestamp",
+                     "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+                     "metadata: {name: r, creationTimestamp: yesterday}\n"
+                     "spec: {parentRefs: [{group: \"\", kind: Service, name: web}]}\n",
+                     "f.yaml:3:40: HTTPRoute/default/r: metadata.creationTimestamp: \"yesterday\" "
+                     "is not an RFC 3339 time"},
+        BadInputCase{"RouteApiVersion",
+                     "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: HTTPRoute\n"
+                     "metadata: {name: r}\n"
+                     "spec: {parentRefs: [{group: \"\", kind: Service, name: web}]}\n",
+                     "f.yaml:1:13: HTTPRoute/default/r: apiVersion: unknown apiVersion "
+                     "\"gateway.networking.k8s.io/v1alpha2\" for HTTPRoute (use "
+                     "gateway.networking.k8s.io/v1)"},
+        BadInputCase{
+            "GrpcBadServiceName",
+            std::string(kGrpcHead) + "    - matches: [{method: {service: \"hello world\"}}]\n",
+            "f.yaml:7:36: GRPCRoute/default/g: spec.rules[0].matches[0].method.service: "
+            "\"hello world\" is not a gRPC service name"},
+        BadInputCase{"GrpcNeitherServiceNorMethod",
+                     std::string(kGrpcHead) + "    - matches: [{method: {type: Exact}}]\n",
+                     "f.yaml:7:26: GRPCRoute/default/g: spec.rules[0].matches[0].method: one or "
+                     "both of service and method must be given"},
+        BadInputCase{"GrpcBadMethodRegex",
+                     std::string(kGrpcHead) +
+                         "    - matches: [{method: {type: RegularExpression, method: \"(\"}}]\n",
+                     "f.yaml:7:60: GRPCRoute/default/g: spec.rules[0].matches[0].method.method: "
+                     "\"(\" is not a valid RE2 regular expression"},
+        BadInputCase{"GrpcRedirectIsUnknown",
+                     std::string(kGrpcHead) + "    - filters: [{type: RequestRedirect}]\n",
+                     "f.yaml:7:24: GRPCRoute/default/g: spec.rules[0].filters[0].type: unknown "
+                     "filter type \"RequestRedirect\" (use RequestHeaderModifier, "
+                     "ResponseHeaderModifier or RequestMirror)"},
+        BadInputCase{
+            "GrpcTooManyMatches",
+            std::string(kGrpcHead) + "    - matches: [{}, {}, {}, {}, {}, {}, {}, {}, {}]\n",
+            "f.yaml:7:16: GRPCRoute/default/g: spec.rules[0].matches: at most 8 items "
+            "are allowed, got 9"}),
+    [](const ::testing::TestParamInfo<BadInputCase>& info) { return info.param.name; });
+
+TEST(Routes, HttpRouteViewDefaultsAndV1beta1) {
+  const std::string yaml =
+      "apiVersion: gateway.networking.k8s.io/v1beta1\n"
+      "kind: HTTPRoute\n"
+      "metadata: {name: r, namespace: shop, creationTimestamp: \"2024-05-01T12:00:00Z\"}\n"
+      "spec:\n"
+      "  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n"
+      "  hostnames: [\"*.example.com\"]\n"
+      "  rules:\n"
+      "    - matches:\n"
+      "        - path: {type: Exact, value: /a}\n"
+      "          headers: [{name: X-A, value: \"1\"}]\n"
+      "          queryParams: [{name: q, type: RegularExpression, value: \"[0-9]+\"}]\n"
+      "          method: GET\n"
+      "      filters:\n"
+      "        - type: RequestMirror\n"
+      "          requestMirror: {backendRef: {name: web-v2, port: 80}, percent: 25}\n"
+      "      backendRefs:\n"
+      "        - {group: core, kind: Service, name: web-v1, namespace: shop, port: 80}\n"
+      "        - {name: web-v2, port: 80, weight: 0}\n"
+      "      timeouts: {request: 0s, backendRequest: 500ms}\n"
+      "    - backendRefs: [{name: web-v1, port: 80}]\n";
+  auto parsed = parseFiles({SourceFile{"r.yaml", yaml}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto spec = httpRouteSpec((*parsed)[0]);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_THAT(spec->parent_refs, SizeIs(1));
+  EXPECT_EQ(spec->parent_refs[0].port, 80);
+  EXPECT_TRUE(spec->parent_refs[0].binds("web", 80, "http"));
+  EXPECT_FALSE(spec->parent_refs[0].binds("web", 81, "http"));
+  EXPECT_FALSE(spec->parent_refs[0].binds("api", 80, "http"));
+  EXPECT_EQ(spec->hostnames, std::vector<std::string>{"*.example.com"});
+  ASSERT_THAT(spec->rules, SizeIs(2));
+  const HttpRouteRule& r0 = spec->rules[0];
+  ASSERT_THAT(r0.matches, SizeIs(1));
+  EXPECT_EQ(r0.matches[0].path.type, PathMatchType::kExact);
+  EXPECT_EQ(r0.matches[0].headers[0].name, "X-A");
+  EXPECT_EQ(r0.matches[0].query_params[0].type, ValueMatchType::kRegularExpression);
+  EXPECT_EQ(r0.matches[0].method, "GET");
+  ASSERT_THAT(r0.filters, SizeIs(1));
+  EXPECT_EQ(r0.filters[0].mirror.numerator, 25u);
+  EXPECT_EQ(r0.filters[0].mirror.denominator, 100u);
+  ASSERT_THAT(r0.backend_refs, SizeIs(2));
+  EXPECT_EQ(r0.backend_refs[0].weight, 1u);  // default
+  EXPECT_EQ(r0.backend_refs[1].weight, 0u);
+  EXPECT_EQ(r0.timeouts.request_ms, 0u);  // "0s": disabled, so any backendRequest is fine
+  EXPECT_EQ(r0.timeouts.backend_request_ms, 500u);
+  // A rule without matches gets the CRD default: PathPrefix "/".
+  ASSERT_THAT(spec->rules[1].matches, SizeIs(1));
+  EXPECT_EQ(spec->rules[1].matches[0].path.type, PathMatchType::kPathPrefix);
+  EXPECT_EQ(spec->rules[1].matches[0].path.value, "/");
+}
+
+TEST(Routes, GrpcRouteView) {
+  const std::string yaml =
+      "apiVersion: gateway.networking.k8s.io/v1\n"
+      "kind: GRPCRoute\n"
+      "metadata: {name: g}\n"
+      "spec:\n"
+      "  parentRefs: [{group: \"\", kind: Service, name: api, sectionName: grpc}]\n"
+      "  rules:\n"
+      "    - matches: [{method: {service: helloworld.Greeter, method: SayHello}, "
+      "headers: [{name: x-a, value: b}]}]\n"
+      "      backendRefs: [{name: api-v2, port: 9090, weight: 5}]\n";
+  auto parsed = parseFiles({SourceFile{"g.yaml", yaml}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto spec = grpcRouteSpec((*parsed)[0]);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->parent_refs[0].binds("api", 9090, "grpc"));
+  EXPECT_FALSE(spec->parent_refs[0].binds("api", 80, "http"));
+  ASSERT_THAT(spec->rules, SizeIs(1));
+  ASSERT_TRUE(spec->rules[0].matches[0].method.has_value());
+  EXPECT_EQ(spec->rules[0].matches[0].method->service, "helloworld.Greeter");
+  EXPECT_EQ(spec->rules[0].matches[0].method->method, "SayHello");
+  EXPECT_EQ(spec->rules[0].backend_refs[0].weight, 5u);
+  // The wrong typed view is an error, not a crash.
+  EXPECT_FALSE(httpRouteSpec((*parsed)[0]).ok());
+}
+
+// A route whose parent or backend Service does not exist is valid: the Gateway
+// API reports it in the route's status, and its traffic gets 500 (routing).
+TEST(Routes, MissingServicesAreNotASetError) {
+  const std::string yaml =
+      "apiVersion: gateway.networking.k8s.io/v1\n"
+      "kind: HTTPRoute\n"
+      "metadata: {name: r}\n"
+      "spec:\n"
+      "  parentRefs: [{group: \"\", kind: Service, name: nosuch}]\n"
+      "  rules: [{backendRefs: [{name: missing, port: 80}]}]\n";
+  auto parsed = parseFiles({SourceFile{"r.yaml", yaml}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ResourceSet set;
+  for (auto& r : *parsed) set.upsert(std::move(r));
+  EXPECT_TRUE(validateSet(set).ok());
+}
+
+TEST(Helpers, ParseGatewayDuration) {
+  struct Case {
+    const char* text;
+    std::optional<uint64_t> ms;
+  };
+  const Case cases[] = {
+      {"0s", 0},
+      {"10s", 10'000},
+      {"500ms", 500},
+      {"1h", 3'600'000},
+      {"1m30s", 90'000},
+      {"1h2m3s4ms", 3'723'004},
+      {"99999h", 99999ull * 3'600'000},
+      {"1s1s", 2'000},  // the pattern allows repeats
+      {"", std::nullopt},
+      {"0", std::nullopt},
+      {"1.5s", std::nullopt},
+      {"100000s", std::nullopt},
+      {"1d", std::nullopt},
+      {"1us", std::nullopt},
+      {"1h1m1s1ms1h", std::nullopt},
+      {"-1s", std::nullopt},
+      {"10 s", std::nullopt},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(parseGatewayDuration(c.text), c.ms) << "\"" << c.text << "\"";
+  }
+}
+
 }  // namespace
 }  // namespace meshd::resources

@@ -6,10 +6,12 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "state/desired_state.h"
@@ -210,6 +212,76 @@ TEST(DesiredState, OutlierDetectionDefaultsAndPolicy) {
   EXPECT_EQ(desired->frontends[2].outlier.consecutive_failures, 0u) << "enabled: false";
   EXPECT_EQ(desired->frontends[2].outlier.max_ejection_percent, 0u);
   EXPECT_EQ(desired->frontends[3].outlier, (state::OutlierDetection{5, 600'000, 600'000, 10}));
+}
+
+// Routes mark the frontends they bind as needing the L7 proxy: parentRef port
+// unset = every port of the Service, port or sectionName = that port only; a
+// route whose Service is missing, or a Service no route names, stays L4.
+TEST(DesiredState, RoutesMarkBoundFrontendsL7) {
+  auto rs = parse(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}, {name: admin, port: 9000}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 80}, {name: grpc, port: 9090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-all}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-http}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, port: 80}, {group: "", kind: Service, name: gone}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: api-grpc}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, sectionName: grpc}]
+)");
+  auto d = computeDesiredState(setOf(rs));
+  ASSERT_TRUE(d.ok()) << d.status();
+  std::map<std::string, bool> l7;
+  for (const Frontend& f : d->frontends) {
+    l7[absl::StrCat(f.service, ":", f.port, "/", resources::protocolName(f.protocol))] = f.l7;
+  }
+  EXPECT_TRUE(l7.at("web:80/TCP"));
+  EXPECT_TRUE(l7.at("web:9000/TCP"));
+  EXPECT_FALSE(l7.at("web:53/UDP"));  // HTTP routing never applies to UDP
+  EXPECT_TRUE(l7.at("api:80/TCP"));
+  EXPECT_TRUE(l7.at("api:9090/TCP"));
+  EXPECT_FALSE(l7.at("plain:80/TCP"));
+  EXPECT_EQ(l7.size(), 6u);
+
+  // Without the GRPCRoute, api:9090 is back on the L4 path.
+  ResourceSet set = setOf(rs);
+  ASSERT_TRUE(set.erase(resources::ResourceKey{"GRPCRoute", "default", "api-grpc"}));
+  auto d2 = computeDesiredState(set);
+  ASSERT_TRUE(d2.ok()) << d2.status();
+  for (const Frontend& f : d2->frontends) {
+    if (f.service == "api") {
+      EXPECT_EQ(f.l7, f.port == 80) << f.port;
+    }
+  }
 }
 
 TEST(DesiredState, MaglevDefaultsTableSize) {

@@ -10,9 +10,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "mesh_abi.h"
+#include "re2/re2.h"
 
 namespace meshd::resources {
 namespace {
@@ -249,11 +253,14 @@ std::string familyName(int family) { return family == AF_INET6 ? "IPv6" : "IPv4"
 struct KindInfo {
   absl::string_view kind;
   absl::string_view api_version;
+  absl::string_view older_api_version;  // also accepted; "" = none
 };
 const KindInfo kKinds[] = {
-    {kKindService, "v1"},
-    {kKindEndpointSlice, "discovery.k8s.io/v1"},
-    {kKindTrafficPolicy, "meshd.io/v1alpha1"},
+    {kKindService, "v1", ""},
+    {kKindEndpointSlice, "discovery.k8s.io/v1", ""},
+    {kKindTrafficPolicy, "meshd.io/v1alpha1", ""},
+    {kKindHttpRoute, "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"},
+    {kKindGrpcRoute, "gateway.networking.k8s.io/v1", ""},
 };
 
 void decodeMetadata(Decoder& d, const json& doc, absl::string_view kind, ResourceKey& key) {
@@ -743,6 +750,802 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   return out;
 }
 
+// --- Gateway API routes ----------------------------------------------------
+// Limits and rules of the Gateway API CRDs (gateway.networking.k8s.io v1):
+// MaxItems and CEL rules of HTTPRoute/GRPCRoute, so that what kubectl would
+// refuse, meshd refuses too, with the field's position.
+constexpr size_t kMaxParentRefs = 32;
+constexpr size_t kMaxHostnames = 16;
+constexpr size_t kMaxRules = 16;
+constexpr size_t kMaxHttpMatchesPerRule = 64;
+constexpr size_t kMaxGrpcMatchesPerRule = 8;
+constexpr size_t kMaxMatchesPerRoute = 128;
+constexpr size_t kMaxFilters = 16;
+constexpr size_t kMaxBackendRefs = 16;
+constexpr size_t kMaxHeaderMatches = 16;  // also query params and each header-modifier list
+constexpr size_t kMaxPathLength = 1024;
+constexpr size_t kMaxHeaderValueLength = 4096;
+constexpr size_t kMaxHeaderNameLength = 256;
+constexpr int64_t kMaxBackendWeight = 1000000;
+
+bool isTchar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+         absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos;
+}
+
+bool isHeaderName(absl::string_view s) {
+  if (s.empty() || s.size() > kMaxHeaderNameLength) return false;
+  return std::all_of(s.begin(), s.end(), isTchar);
+}
+
+// The Gateway API header value pattern ^[!-~]+([\t ]?[!-~]+)*$: printable
+// ASCII, single inner SP/HTAB; never CR, LF or NUL (no header injection).
+bool isHeaderValue(absl::string_view s) {
+  if (s.empty() || s.size() > kMaxHeaderValueLength) return false;
+  auto visible = [](char c) { return c >= '!' && c <= '~'; };
+  if (!visible(s.front()) || !visible(s.back())) return false;
+  for (size_t i = 1; i < s.size(); ++i) {
+    const char c = s[i];
+    if (visible(c)) continue;
+    if ((c == ' ' || c == '\t') && visible(s[i - 1])) continue;
+    return false;
+  }
+  return true;
+}
+
+// Gateway API Hostname: a DNS-1123 subdomain, optionally "*." first; no IPs.
+bool isRouteHostname(absl::string_view s, bool allow_wildcard) {
+  if (s.empty() || s.size() > 253) return false;
+  absl::string_view rest = s;
+  if (allow_wildcard && absl::ConsumePrefix(&rest, "*.")) {
+    if (rest.empty()) return false;
+  }
+  if (!isDns1123Subdomain(std::string_view(rest.data(), rest.size()))) return false;
+  return !IpAddress::parse(std::string_view(s.data(), s.size())).ok();
+}
+
+void checkRegex(Decoder& d, const std::string& path, const std::string& pattern) {
+  if (pattern.size() > kMaxPathLength) {
+    d.fail(path, absl::StrCat("regular expression longer than ", kMaxPathLength, " bytes"));
+    return;
+  }
+  RE2::Options opts;
+  opts.set_log_errors(false);
+  RE2 re(pattern, opts);
+  if (!re.ok()) {
+    d.fail(path,
+           absl::StrCat("\"", pattern, "\" is not a valid RE2 regular expression: ", re.error()));
+  }
+}
+
+// Checks a list's size against a CRD MaxItems.
+const json* getList(Decoder& d, const json& obj, absl::string_view path, absl::string_view field,
+                    size_t max_items, bool required = false) {
+  const json* a = d.getArray(obj, path, field, required);
+  if (a && a->size() > max_items) {
+    d.fail(childPath(path, field),
+           absl::StrCat("at most ", max_items, " items are allowed, got ", a->size()));
+  }
+  return a;
+}
+
+// Exact and PathPrefix values (the CRD's CEL rules on HTTPPathMatch, shared by
+// the path modifiers' values).
+std::optional<std::string> checkPathValue(absl::string_view v) {
+  if (v.empty() || v.front() != '/') return "must be an absolute path starting with '/'";
+  if (v.size() > kMaxPathLength) return absl::StrCat("longer than ", kMaxPathLength, " bytes");
+  for (absl::string_view bad : {"//", "/./", "/../", "%2f", "%2F", "#"}) {
+    if (absl::StrContains(v, bad)) return absl::StrCat("must not contain '", bad, "'");
+  }
+  if (absl::EndsWith(v, "/..") || absl::EndsWith(v, "/.")) {
+    return "must not end with '/.' or '/..'";
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    const char c = v[i];
+    if (c == '%') {
+      if (i + 2 >= v.size() || !absl::ascii_isxdigit(static_cast<unsigned char>(v[i + 1])) ||
+          !absl::ascii_isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+        return "'%' must be followed by two hex digits";
+      }
+      i += 2;
+      continue;
+    }
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        absl::string_view("-/._~!$&'()*+,;=:@").find(c) == absl::string_view::npos) {
+      return absl::StrCat("character '", escapeControl(absl::string_view(&c, 1)),
+                          "' is not allowed in a path (percent-encode it)");
+    }
+  }
+  return std::nullopt;
+}
+
+void decodeParentRefs(Decoder& d, const json& spec, const ResourceKey& key,
+                      std::vector<RouteParentRef>& out) {
+  const json* refs = getList(d, spec, "spec", "parentRefs", kMaxParentRefs);
+  if (!refs) {
+    d.fail("spec.parentRefs",
+           "required field is missing: meshd binds a route to Services (GAMMA); add a parentRef "
+           "{group: \"\", kind: Service, name: <service>}");
+    return;
+  }
+  if (refs->empty()) d.fail("spec.parentRefs", "must name at least one Service");
+  for (size_t i = 0; i < refs->size(); ++i) {
+    const std::string path = indexPath("spec.parentRefs", i);
+    const json* r = d.object((*refs)[i], path);
+    if (!r) continue;
+    d.allowOnly(*r, path, {"group", "kind", "name", "namespace", "port", "sectionName"});
+    RouteParentRef ref;
+    auto group = d.getString(*r, path, "group", false);
+    auto kind = d.getString(*r, path, "kind", false);
+    if (kind.value_or("Gateway") != kKindService) {
+      d.fail(childPath(path, kind ? "kind" : "name"),
+             absl::StrCat("parentRef kind ", kind.value_or("Gateway"), kind ? "" : " (the default)",
+                          " is not supported: meshd binds routes to Services, the GAMMA way "
+                          "(set group: \"\" and kind: Service)"));
+    } else if (!group || (*group != "" && *group != "core")) {
+      d.fail(childPath(path, group ? "group" : "kind"),
+             absl::StrCat(
+                 "a Service parentRef needs group \"\" (the core group); group ",
+                 group ? absl::StrCat("\"", *group, "\"") : "defaults to gateway.networking.k8s.io",
+                 " has no Service"));
+    }
+    if (auto n = d.getString(*r, path, "name", true)) {
+      ref.name = *n;
+      if (!isDns1123Label(*n)) {
+        d.fail(childPath(path, "name"), absl::StrCat("\"", *n, "\" is not a valid Service name"));
+      }
+    }
+    if (auto ns = d.getString(*r, path, "namespace", false); ns && *ns != key.ns) {
+      d.fail(childPath(path, "namespace"),
+             absl::StrCat("a parentRef in another namespace (\"", *ns, "\", the route is in \"",
+                          key.ns,
+                          "\") is a GAMMA consumer route, not supported yet: put the route in "
+                          "the Service's namespace"));
+    }
+    if (auto p = d.getInt(*r, path, "port", false, 1, 65535, "port")) {
+      ref.port = static_cast<uint16_t>(*p);
+    }
+    if (auto s = d.getString(*r, path, "sectionName", false)) {
+      ref.section_name = *s;
+      if (!isDns1123Label(*s)) {
+        d.fail(childPath(path, "sectionName"),
+               absl::StrCat("\"", *s, "\" is not a valid Service port name"));
+      }
+    }
+    out.push_back(std::move(ref));
+  }
+}
+
+void decodeHostnames(Decoder& d, const json& spec, std::vector<std::string>& out) {
+  const json* hs = getList(d, spec, "spec", "hostnames", kMaxHostnames);
+  if (!hs) return;
+  for (size_t i = 0; i < hs->size(); ++i) {
+    const std::string path = indexPath("spec.hostnames", i);
+    auto h = d.string((*hs)[i], path);
+    if (!h) continue;
+    if (!isRouteHostname(*h, true)) {
+      d.fail(path, absl::StrCat("\"", *h,
+                                "\" is not a valid hostname (lowercase DNS name, optionally "
+                                "starting with \"*.\"; IP addresses are not allowed)"));
+      continue;
+    }
+    out.push_back(*h);
+  }
+}
+
+// Service port references: backendRefs[] (with weight) and mirror backendRefs.
+void decodeServicePortRef(Decoder& d, const json& r, const std::string& path,
+                          const ResourceKey& key, ServicePortRef& out) {
+  auto group = d.getString(r, path, "group", false);
+  if (group && *group != "" && *group != "core") {
+    d.fail(childPath(path, "group"),
+           absl::StrCat("group \"", *group, "\" is not supported (use \"\" for core Services)"));
+  }
+  if (auto kind = d.getString(r, path, "kind", false); kind && *kind != kKindService) {
+    d.fail(childPath(path, "kind"),
+           absl::StrCat("kind \"", *kind, "\" is not supported (meshd routes to Services)"));
+  }
+  if (auto n = d.getString(r, path, "name", true)) {
+    out.name = *n;
+    if (!isDns1123Label(*n)) {
+      d.fail(childPath(path, "name"), absl::StrCat("\"", *n, "\" is not a valid Service name"));
+    }
+  }
+  if (auto ns = d.getString(r, path, "namespace", false); ns && *ns != key.ns) {
+    d.fail(childPath(path, "namespace"),
+           absl::StrCat("a backend in another namespace (\"", *ns, "\", the route is in \"", key.ns,
+                        "\") needs a ReferenceGrant, not supported yet"));
+  }
+  if (const json* p = d.get(r, path, "port", false)) {
+    if (auto v = d.integer(*p, childPath(path, "port"), 1, 65535, "port")) {
+      out.port = static_cast<uint16_t>(*v);
+    }
+  } else {
+    d.fail(childPath(path, "port"), "required field is missing: a Service backend needs a port");
+  }
+}
+
+void decodeHeaderModifier(Decoder& d, const json& m, const std::string& path, HeaderModifier& out) {
+  d.allowOnly(m, path, {"set", "add", "remove"});
+  absl::flat_hash_map<std::string, std::string> seen;  // lowercase name -> path
+  auto note = [&](const std::string& name, const std::string& npath) {
+    auto [it, inserted] = seen.emplace(absl::AsciiStrToLower(name), npath);
+    if (!inserted) {
+      d.fail(npath, absl::StrCat("header \"", name, "\" is also modified at ", it->second,
+                                 " (one action per header name)"));
+    }
+  };
+  for (absl::string_view list : {"set", "add"}) {
+    const json* a = getList(d, m, path, list, kMaxHeaderMatches);
+    if (!a) continue;
+    const std::string lpath = childPath(path, list);
+    for (size_t i = 0; i < a->size(); ++i) {
+      const std::string hpath = indexPath(lpath, i);
+      const json* h = d.object((*a)[i], hpath);
+      if (!h) continue;
+      d.allowOnly(*h, hpath, {"name", "value"});
+      HeaderValue hv;
+      auto name = d.getString(*h, hpath, "name", true);
+      auto value = d.getString(*h, hpath, "value", true);
+      if (name) {
+        if (!isHeaderName(*name)) {
+          d.fail(childPath(hpath, "name"),
+                 absl::StrCat("\"", *name, "\" is not a valid header name"));
+        } else {
+          note(*name, childPath(hpath, "name"));
+        }
+        hv.name = *name;
+      }
+      if (value) {
+        if (!isHeaderValue(*value)) {
+          d.fail(childPath(hpath, "value"),
+                 "must be 1-4096 printable ASCII characters, with single spaces or tabs "
+                 "between words");
+        }
+        hv.value = *value;
+      }
+      (list == "set" ? out.set : out.add).push_back(std::move(hv));
+    }
+  }
+  if (const json* a = getList(d, m, path, "remove", kMaxHeaderMatches)) {
+    const std::string lpath = childPath(path, "remove");
+    for (size_t i = 0; i < a->size(); ++i) {
+      const std::string npath = indexPath(lpath, i);
+      auto name = d.string((*a)[i], npath);
+      if (!name) continue;
+      if (!isHeaderName(*name)) {
+        d.fail(npath, absl::StrCat("\"", *name, "\" is not a valid header name"));
+        continue;
+      }
+      note(*name, npath);
+      out.remove.push_back(*name);
+    }
+  }
+}
+
+std::optional<PathModifier> decodePathModifier(Decoder& d, const json& parent,
+                                               const std::string& ppath) {
+  const json* m = d.getObject(parent, ppath, "path", false);
+  if (!m) return std::nullopt;
+  const std::string path = childPath(ppath, "path");
+  d.allowOnly(*m, path, {"type", "replaceFullPath", "replacePrefixMatch"});
+  auto type = d.getString(*m, path, "type", true);
+  if (!type) return std::nullopt;
+  PathModifier out;
+  const char* field = nullptr;
+  if (*type == "ReplaceFullPath") {
+    out.type = PathModifierType::kReplaceFullPath;
+    field = "replaceFullPath";
+  } else if (*type == "ReplacePrefixMatch") {
+    out.type = PathModifierType::kReplacePrefixMatch;
+    field = "replacePrefixMatch";
+  } else {
+    d.fail(childPath(path, "type"), absl::StrCat("unknown path modifier type \"", *type,
+                                                 "\" (use ReplaceFullPath or ReplacePrefixMatch)"));
+    return std::nullopt;
+  }
+  const char* other =
+      out.type == PathModifierType::kReplaceFullPath ? "replacePrefixMatch" : "replaceFullPath";
+  if (d.get(*m, path, other, false)) {
+    d.fail(childPath(path, other), absl::StrCat("not allowed with type ", *type), true);
+  }
+  auto v = d.getString(*m, path, field, true);
+  if (!v) return std::nullopt;
+  // replacePrefixMatch may be "" (the prefix is removed).
+  if (!(v->empty() && out.type == PathModifierType::kReplacePrefixMatch)) {
+    if (auto bad = checkPathValue(*v)) d.fail(childPath(path, field), *bad);
+  }
+  out.value = *v;
+  return out;
+}
+
+struct FilterContext {
+  bool grpc = false;
+  bool backend = false;  // a backendRef's filters
+};
+
+void decodeFilters(Decoder& d, const json& obj, const std::string& opath, const ResourceKey& key,
+                   FilterContext ctx, std::vector<RouteFilter>& out) {
+  const json* fs = getList(d, obj, opath, "filters", kMaxFilters);
+  if (!fs) return;
+  const std::string fpath = childPath(opath, "filters");
+  absl::flat_hash_map<std::string, std::string> once;  // type -> first path
+  std::string redirect_path, rewrite_path;
+  for (size_t i = 0; i < fs->size(); ++i) {
+    const std::string path = indexPath(fpath, i);
+    const json* f = d.object((*fs)[i], path);
+    if (!f) continue;
+    d.allowOnly(*f, path,
+                {"type", "requestHeaderModifier", "responseHeaderModifier", "requestRedirect",
+                 "urlRewrite", "requestMirror", "extensionRef", "cors"});
+    auto type = d.getString(*f, path, "type", true);
+    if (!type) continue;
+    struct TypeInfo {
+      absl::string_view type, field;
+      RouteFilterType value;
+      bool repeatable, http_only, backend_ok;
+    };
+    static constexpr TypeInfo kTypes[] = {
+        {"RequestHeaderModifier", "requestHeaderModifier", RouteFilterType::kRequestHeaderModifier,
+         false, false, true},
+        {"ResponseHeaderModifier", "responseHeaderModifier",
+         RouteFilterType::kResponseHeaderModifier, false, false, true},
+        {"RequestRedirect", "requestRedirect", RouteFilterType::kRequestRedirect, false, true,
+         false},
+        {"URLRewrite", "urlRewrite", RouteFilterType::kUrlRewrite, false, true, false},
+        {"RequestMirror", "requestMirror", RouteFilterType::kRequestMirror, true, false, false},
+    };
+    const TypeInfo* info = nullptr;
+    for (const auto& t : kTypes) {
+      if (t.type == *type) info = &t;
+    }
+    const std::string tpath = childPath(path, "type");
+    if (*type == "ExtensionRef" || *type == "CORS" || *type == "ExternalAuth") {
+      d.fail(tpath, absl::StrCat("filter type ", *type, " is not supported by meshd yet"));
+      continue;
+    }
+    if (!info || (ctx.grpc && info->http_only)) {
+      d.fail(tpath, absl::StrCat("unknown filter type \"", *type, "\" (use ",
+                                 ctx.grpc ? "RequestHeaderModifier, ResponseHeaderModifier or "
+                                            "RequestMirror"
+                                          : "RequestHeaderModifier, ResponseHeaderModifier, "
+                                            "RequestRedirect, URLRewrite or RequestMirror",
+                                 ")"));
+      continue;
+    }
+    if (ctx.backend && !info->backend_ok) {
+      d.fail(tpath, absl::StrCat("filter type ", *type,
+                                 " on a backendRef is not supported by meshd yet (put it on "
+                                 "the rule)"));
+      continue;
+    }
+    // Exactly the field the type names.
+    for (absl::string_view field :
+         {"requestHeaderModifier", "responseHeaderModifier", "requestRedirect", "urlRewrite",
+          "requestMirror", "extensionRef", "cors"}) {
+      if (field != info->field && f->contains(std::string(field))) {
+        d.fail(childPath(path, field), absl::StrCat("not allowed with type ", *type), true);
+      }
+    }
+    if (!info->repeatable) {
+      auto [it, inserted] = once.emplace(*type, path);
+      if (!inserted) {
+        d.fail(tpath, absl::StrCat(*type, " filter cannot be repeated (also ", it->second, ")"));
+      }
+    }
+    const json* body = d.getObject(*f, path, info->field, true);
+    if (!body) continue;
+    const std::string bpath = childPath(path, info->field);
+    RouteFilter rf;
+    rf.type = info->value;
+    switch (info->value) {
+      case RouteFilterType::kRequestHeaderModifier:
+      case RouteFilterType::kResponseHeaderModifier:
+        decodeHeaderModifier(d, *body, bpath, rf.headers);
+        break;
+      case RouteFilterType::kRequestRedirect: {
+        redirect_path = path;
+        d.allowOnly(*body, bpath, {"scheme", "hostname", "path", "port", "statusCode"});
+        if (auto s = d.getString(*body, bpath, "scheme", false)) {
+          if (*s != "http" && *s != "https") {
+            d.fail(childPath(bpath, "scheme"),
+                   absl::StrCat("unknown scheme \"", *s, "\" (use http or https)"));
+          }
+          rf.redirect.scheme = *s;
+        }
+        if (auto h = d.getString(*body, bpath, "hostname", false)) {
+          if (!isRouteHostname(*h, false)) {
+            d.fail(childPath(bpath, "hostname"),
+                   absl::StrCat("\"", *h, "\" is not a valid hostname (lowercase DNS name)"));
+          }
+          rf.redirect.hostname = *h;
+        }
+        rf.redirect.path = decodePathModifier(d, *body, bpath);
+        if (auto p = d.getInt(*body, bpath, "port", false, 1, 65535, "port")) {
+          rf.redirect.port = static_cast<uint16_t>(*p);
+        }
+        if (const json* sc = d.get(*body, bpath, "statusCode", false)) {
+          const std::string spath = childPath(bpath, "statusCode");
+          if (auto v = d.integer(*sc, spath, 100, 599, "statusCode")) {
+            if (*v != 301 && *v != 302 && *v != 303 && *v != 307 && *v != 308) {
+              d.fail(spath, absl::StrCat("statusCode ", *v,
+                                         " is not a redirect status (use 301, 302, 303, 307 or "
+                                         "308)"));
+            }
+            rf.redirect.status_code = static_cast<int>(*v);
+          }
+        }
+        break;
+      }
+      case RouteFilterType::kUrlRewrite:
+        rewrite_path = path;
+        d.allowOnly(*body, bpath, {"hostname", "path"});
+        if (auto h = d.getString(*body, bpath, "hostname", false)) {
+          if (!isRouteHostname(*h, false)) {
+            d.fail(childPath(bpath, "hostname"),
+                   absl::StrCat("\"", *h, "\" is not a valid hostname (lowercase DNS name)"));
+          }
+          rf.rewrite.hostname = *h;
+        }
+        rf.rewrite.path = decodePathModifier(d, *body, bpath);
+        break;
+      case RouteFilterType::kRequestMirror: {
+        d.allowOnly(*body, bpath, {"backendRef", "percent", "fraction"});
+        if (const json* b = d.getObject(*body, bpath, "backendRef", true)) {
+          const std::string rpath = childPath(bpath, "backendRef");
+          d.allowOnly(*b, rpath, {"group", "kind", "name", "namespace", "port"});
+          decodeServicePortRef(d, *b, rpath, key, rf.mirror.backend);
+        }
+        const json* pct = d.get(*body, bpath, "percent", false);
+        const json* frac = d.getObject(*body, bpath, "fraction", false);
+        if (pct && frac) {
+          d.fail(childPath(bpath, "fraction"), "only one of percent or fraction may be given");
+        } else if (pct) {
+          if (auto v = d.integer(*pct, childPath(bpath, "percent"), 0, 100, "percent")) {
+            rf.mirror.numerator = static_cast<uint32_t>(*v);
+            rf.mirror.denominator = 100;
+          }
+        } else if (frac) {
+          const std::string xpath = childPath(bpath, "fraction");
+          d.allowOnly(*frac, xpath, {"numerator", "denominator"});
+          auto num = d.getInt(*frac, xpath, "numerator", true, 0, INT32_MAX, "numerator");
+          auto den = d.getInt(*frac, xpath, "denominator", false, 1, INT32_MAX, "denominator");
+          const int64_t denominator = den.value_or(100);
+          if (num && *num > denominator) {
+            d.fail(childPath(xpath, "numerator"),
+                   absl::StrCat("numerator ", *num, " is greater than denominator ", denominator));
+          } else if (num) {
+            rf.mirror.numerator = static_cast<uint32_t>(*num);
+            rf.mirror.denominator = static_cast<uint32_t>(denominator);
+          }
+        }
+        break;
+      }
+    }
+    out.push_back(std::move(rf));
+  }
+  if (!redirect_path.empty() && !rewrite_path.empty()) {
+    d.fail(
+        rewrite_path + ".type",
+        absl::StrCat("URLRewrite cannot be combined with RequestRedirect (", redirect_path, ")"));
+  }
+}
+
+void decodeBackendRefs(Decoder& d, const json& rule, const std::string& rpath,
+                       const ResourceKey& key, bool grpc, std::vector<RouteBackendRef>& out) {
+  const json* bs = getList(d, rule, rpath, "backendRefs", kMaxBackendRefs);
+  if (!bs) return;
+  const std::string bpath = childPath(rpath, "backendRefs");
+  for (size_t i = 0; i < bs->size(); ++i) {
+    const std::string path = indexPath(bpath, i);
+    const json* b = d.object((*bs)[i], path);
+    if (!b) continue;
+    d.allowOnly(*b, path, {"group", "kind", "name", "namespace", "port", "weight", "filters"});
+    RouteBackendRef ref;
+    decodeServicePortRef(d, *b, path, key, ref.service);
+    if (auto w = d.getInt(*b, path, "weight", false, 0, kMaxBackendWeight, "weight")) {
+      ref.weight = static_cast<uint32_t>(*w);
+    }
+    decodeFilters(d, *b, path, key, FilterContext{grpc, true}, ref.filters);
+    out.push_back(std::move(ref));
+  }
+}
+
+// headers[] of an HTTPRoute or GRPCRoute match.
+void decodeHeaderMatches(Decoder& d, const json& m, const std::string& mpath,
+                         absl::string_view field, std::vector<ValueMatch>& out) {
+  const json* hs = getList(d, m, mpath, field, kMaxHeaderMatches);
+  if (!hs) return;
+  const bool query = field == "queryParams";
+  const std::string lpath = childPath(mpath, field);
+  absl::flat_hash_map<std::string, std::string> seen;
+  for (size_t i = 0; i < hs->size(); ++i) {
+    const std::string path = indexPath(lpath, i);
+    const json* h = d.object((*hs)[i], path);
+    if (!h) continue;
+    d.allowOnly(*h, path, {"type", "name", "value"});
+    ValueMatch vm;
+    if (auto t = d.getString(*h, path, "type", false)) {
+      if (*t == "RegularExpression") {
+        vm.type = ValueMatchType::kRegularExpression;
+      } else if (*t != "Exact") {
+        d.fail(childPath(path, "type"),
+               absl::StrCat("unknown match type \"", *t, "\" (use Exact or RegularExpression)"));
+      }
+    }
+    if (auto n = d.getString(*h, path, "name", true)) {
+      vm.name = *n;
+      if (!isHeaderName(*n)) {
+        d.fail(childPath(path, "name"),
+               absl::StrCat("\"", *n, "\" is not a valid ", query ? "query parameter" : "header",
+                            " name"));
+      } else {
+        // Header names compare case-insensitively, query parameter names exactly.
+        auto [it, inserted] = seen.emplace(query ? *n : absl::AsciiStrToLower(*n), path);
+        if (!inserted) {
+          d.fail(childPath(path, "name"), absl::StrCat("\"", *n, "\" is also matched at ",
+                                                       it->second, " (one condition per name)"));
+        }
+      }
+    }
+    if (auto v = d.getString(*h, path, "value", true)) {
+      vm.value = *v;
+      const std::string vpath = childPath(path, "value");
+      if (vm.type == ValueMatchType::kRegularExpression) {
+        checkRegex(d, vpath, *v);
+      } else if (query ? (v->empty() || v->size() > kMaxPathLength) : !isHeaderValue(*v)) {
+        d.fail(vpath, query ? "must be 1-1024 characters"
+                            : "must be 1-4096 printable ASCII characters, with single spaces or "
+                              "tabs between words");
+      }
+    }
+    out.push_back(std::move(vm));
+  }
+}
+
+// Rule names (Gateway API SectionName) and their uniqueness within a route.
+void decodeRuleName(Decoder& d, const json& rule, const std::string& rpath,
+                    absl::flat_hash_map<std::string, std::string>& names, std::string& out) {
+  auto n = d.getString(rule, rpath, "name", false);
+  if (!n) return;
+  if (!isDns1123Subdomain(*n)) {
+    d.fail(childPath(rpath, "name"), absl::StrCat("\"", *n, "\" is not a valid rule name"));
+  }
+  auto [it, inserted] = names.emplace(*n, rpath);
+  if (!inserted) {
+    d.fail(childPath(rpath, "name"),
+           absl::StrCat("rule name \"", *n, "\" is also used by ", it->second));
+  }
+  out = *n;
+}
+
+// Routes order by metadata.creationTimestamp (the Gateway API's precedence), so it
+// must be a time.
+void checkCreationTimestamp(Decoder& d, const json& doc) {
+  auto md = doc.find("metadata");
+  if (md == doc.end() || !md->is_object()) return;
+  auto ts = md->find("creationTimestamp");
+  if (ts == md->end() || !ts->is_string()) return;
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, ts->get<std::string>(), &t, &err)) {
+    d.fail("metadata.creationTimestamp",
+           absl::StrCat("\"", ts->get<std::string>(),
+                        "\" is not an RFC 3339 time (e.g. 2024-05-01T12:00:00Z)"));
+  }
+}
+
+HttpRouteSpec decodeHttpRoute(Decoder& d, const json& doc, const ResourceKey& key) {
+  HttpRouteSpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", true);
+  if (!spec) return out;
+  d.allowOnly(*spec, "spec", {"parentRefs", "hostnames", "rules"});
+  decodeParentRefs(d, *spec, key, out.parent_refs);
+  decodeHostnames(d, *spec, out.hostnames);
+  const json* rules = getList(d, *spec, "spec", "rules", kMaxRules);
+  if (rules && rules->empty()) {
+    d.fail("spec.rules", "must list at least one rule (omit the field for the default rule)");
+  }
+  size_t total_matches = 0;
+  absl::flat_hash_map<std::string, std::string> names;
+  for (size_t ri = 0; rules && ri < rules->size(); ++ri) {
+    const std::string rpath = indexPath("spec.rules", ri);
+    const json* rule = d.object((*rules)[ri], rpath);
+    if (!rule) continue;
+    d.allowOnly(*rule, rpath, {"name", "matches", "filters", "backendRefs", "timeouts"});
+    HttpRouteRule r;
+    decodeRuleName(d, *rule, rpath, names, r.name);
+    const json* matches = getList(d, *rule, rpath, "matches", kMaxHttpMatchesPerRule);
+    const std::string mspath = childPath(rpath, "matches");
+    for (size_t mi = 0; matches && mi < matches->size(); ++mi) {
+      const std::string mpath = indexPath(mspath, mi);
+      const json* m = d.object((*matches)[mi], mpath);
+      if (!m) continue;
+      d.allowOnly(*m, mpath, {"path", "headers", "queryParams", "method"});
+      HttpRouteMatch hm;
+      if (const json* p = d.getObject(*m, mpath, "path", false)) {
+        const std::string ppath = childPath(mpath, "path");
+        d.allowOnly(*p, ppath, {"type", "value"});
+        if (auto t = d.getString(*p, ppath, "type", false)) {
+          if (*t == "Exact") {
+            hm.path.type = PathMatchType::kExact;
+          } else if (*t == "RegularExpression") {
+            hm.path.type = PathMatchType::kRegularExpression;
+          } else if (*t != "PathPrefix") {
+            d.fail(childPath(ppath, "type"),
+                   absl::StrCat("unknown path match type \"", *t,
+                                "\" (use Exact, PathPrefix or RegularExpression)"));
+          }
+        }
+        if (auto v = d.getString(*p, ppath, "value", false)) {
+          hm.path.value = *v;
+          const std::string vpath = childPath(ppath, "value");
+          if (hm.path.type == PathMatchType::kRegularExpression) {
+            checkRegex(d, vpath, *v);
+          } else if (auto bad = checkPathValue(*v)) {
+            d.fail(vpath, *bad);
+          }
+        }
+      }
+      decodeHeaderMatches(d, *m, mpath, "headers", hm.headers);
+      decodeHeaderMatches(d, *m, mpath, "queryParams", hm.query_params);
+      if (auto meth = d.getString(*m, mpath, "method", false)) {
+        static constexpr absl::string_view kMethods[] = {
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+        if (std::find(std::begin(kMethods), std::end(kMethods), *meth) == std::end(kMethods)) {
+          d.fail(childPath(mpath, "method"),
+                 absl::StrCat("unknown method \"", *meth,
+                              "\" (use GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or "
+                              "PATCH)"));
+        }
+        hm.method = *meth;
+      }
+      r.matches.push_back(std::move(hm));
+    }
+    if (r.matches.empty()) r.matches.emplace_back();  // the CRD default: PathPrefix "/"
+    total_matches += r.matches.size();
+    decodeFilters(d, *rule, rpath, key, FilterContext{false, false}, r.filters);
+    decodeBackendRefs(d, *rule, rpath, key, false, r.backend_refs);
+    for (const RouteFilter& f : r.filters) {
+      const std::optional<PathModifier>* pm = nullptr;
+      if (f.type == RouteFilterType::kRequestRedirect) {
+        pm = &f.redirect.path;
+        if (!r.backend_refs.empty()) {
+          d.fail(childPath(rpath, "backendRefs"),
+                 "a rule with a RequestRedirect filter must not have backendRefs (the "
+                 "redirect answers the request)");
+        }
+      } else if (f.type == RouteFilterType::kUrlRewrite) {
+        pm = &f.rewrite.path;
+      }
+      if (pm && pm->has_value() && (*pm)->type == PathModifierType::kReplacePrefixMatch &&
+          (r.matches.size() != 1 || r.matches[0].path.type != PathMatchType::kPathPrefix)) {
+        d.fail(matches ? mspath : rpath,
+               "ReplacePrefixMatch needs exactly one match, of path type PathPrefix");
+      }
+    }
+    if (const json* t = d.getObject(*rule, rpath, "timeouts", false)) {
+      const std::string tpath = childPath(rpath, "timeouts");
+      d.allowOnly(*t, tpath, {"request", "backendRequest"});
+      for (const char* field : {"request", "backendRequest"}) {
+        auto v = d.getString(*t, tpath, field, false);
+        if (!v) continue;
+        auto ms = parseGatewayDuration(*v);
+        if (!ms) {
+          d.fail(childPath(tpath, field),
+                 absl::StrCat("\"", *v,
+                              "\" is not a Gateway API duration (1 to 4 parts of 1-5 digits "
+                              "and a unit h, m, s or ms, e.g. \"10s\", \"1m30s\", \"500ms\")"));
+          continue;
+        }
+        (std::string_view(field) == "request" ? r.timeouts.request_ms
+                                              : r.timeouts.backend_request_ms) = *ms;
+      }
+      if (r.timeouts.request_ms && r.timeouts.backend_request_ms && *r.timeouts.request_ms != 0 &&
+          (*r.timeouts.backend_request_ms == 0 ||
+           *r.timeouts.backend_request_ms > *r.timeouts.request_ms)) {
+        d.fail(childPath(tpath, "backendRequest"),
+               absl::StrCat("backendRequest ", formatDurationMs(*r.timeouts.backend_request_ms),
+                            *r.timeouts.backend_request_ms == 0 ? " (disabled)" : "",
+                            " cannot be longer than request ",
+                            formatDurationMs(*r.timeouts.request_ms)));
+      }
+    }
+    out.rules.push_back(std::move(r));
+  }
+  if (total_matches > kMaxMatchesPerRoute) {
+    d.fail("spec.rules",
+           absl::StrCat("at most ", kMaxMatchesPerRoute,
+                        " matches are allowed across all rules, got ", total_matches));
+  }
+  if (!rules) out.rules.emplace_back().matches.emplace_back();  // the CRD default
+  return out;
+}
+
+GrpcRouteSpec decodeGrpcRoute(Decoder& d, const json& doc, const ResourceKey& key) {
+  GrpcRouteSpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", true);
+  if (!spec) return out;
+  d.allowOnly(*spec, "spec", {"parentRefs", "hostnames", "rules"});
+  decodeParentRefs(d, *spec, key, out.parent_refs);
+  decodeHostnames(d, *spec, out.hostnames);
+  const json* rules = getList(d, *spec, "spec", "rules", kMaxRules);
+  size_t total_matches = 0;
+  absl::flat_hash_map<std::string, std::string> names;
+  for (size_t ri = 0; rules && ri < rules->size(); ++ri) {
+    const std::string rpath = indexPath("spec.rules", ri);
+    const json* rule = d.object((*rules)[ri], rpath);
+    if (!rule) continue;
+    d.allowOnly(*rule, rpath, {"name", "matches", "filters", "backendRefs"});
+    GrpcRouteRule r;
+    decodeRuleName(d, *rule, rpath, names, r.name);
+    const json* matches = getList(d, *rule, rpath, "matches", kMaxGrpcMatchesPerRule);
+    const std::string mspath = childPath(rpath, "matches");
+    for (size_t mi = 0; matches && mi < matches->size(); ++mi) {
+      const std::string mpath = indexPath(mspath, mi);
+      const json* m = d.object((*matches)[mi], mpath);
+      if (!m) continue;
+      d.allowOnly(*m, mpath, {"method", "headers"});
+      GrpcRouteMatch gm;
+      if (const json* mm = d.getObject(*m, mpath, "method", false)) {
+        const std::string ppath = childPath(mpath, "method");
+        d.allowOnly(*mm, ppath, {"type", "service", "method"});
+        GrpcMethodMatch g;
+        if (auto t = d.getString(*mm, ppath, "type", false)) {
+          if (*t == "RegularExpression") {
+            g.type = ValueMatchType::kRegularExpression;
+          } else if (*t != "Exact") {
+            d.fail(childPath(ppath, "type"), absl::StrCat("unknown method match type \"", *t,
+                                                          "\" (use Exact or RegularExpression)"));
+          }
+        }
+        auto svc = d.getString(*mm, ppath, "service", false);
+        auto meth = d.getString(*mm, ppath, "method", false);
+        if (svc) g.service = *svc;
+        if (meth) g.method = *meth;
+        if (g.service.empty() && g.method.empty()) {
+          d.fail(ppath, "one or both of service and method must be given");
+        }
+        if (g.type == ValueMatchType::kRegularExpression) {
+          if (!g.service.empty()) checkRegex(d, childPath(ppath, "service"), g.service);
+          if (!g.method.empty()) checkRegex(d, childPath(ppath, "method"), g.method);
+        } else {
+          static const LazyRE2 kService = {R"re((?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*)re"};
+          static const LazyRE2 kMethod = {R"re([A-Za-z_][A-Za-z_0-9]*)re"};
+          if (!g.service.empty() &&
+              (g.service.size() > kMaxPathLength || !RE2::FullMatch(g.service, *kService))) {
+            d.fail(childPath(ppath, "service"),
+                   absl::StrCat("\"", g.service,
+                                "\" is not a gRPC service name (dot-separated identifiers, "
+                                "e.g. helloworld.Greeter)"));
+          }
+          if (!g.method.empty() &&
+              (g.method.size() > kMaxPathLength || !RE2::FullMatch(g.method, *kMethod))) {
+            d.fail(childPath(ppath, "method"),
+                   absl::StrCat("\"", g.method, "\" is not a gRPC method name (an identifier)"));
+          }
+        }
+        gm.method = std::move(g);
+      }
+      decodeHeaderMatches(d, *m, mpath, "headers", gm.headers);
+      r.matches.push_back(std::move(gm));
+    }
+    total_matches += r.matches.size();
+    decodeFilters(d, *rule, rpath, key, FilterContext{true, false}, r.filters);
+    decodeBackendRefs(d, *rule, rpath, key, true, r.backend_refs);
+    out.rules.push_back(std::move(r));
+  }
+  if (total_matches > kMaxMatchesPerRoute) {
+    d.fail("spec.rules",
+           absl::StrCat("at most ", kMaxMatchesPerRoute,
+                        " matches are allowed across all rules, got ", total_matches));
+  }
+  if (!rules) out.rules.emplace_back();  // one rule matching every gRPC request
+  return out;
+}
+
 ResourceKey bestEffortKey(const json& doc) {
   ResourceKey key{"?", kDefaultNamespace, "?"};
   if (!doc.is_object()) return key;
@@ -776,10 +1579,12 @@ Decoded decodeDocument(const json& doc) {
     if (!info) {
       d.fail("kind", absl::StrCat("unknown kind \"", *kind,
                                   "\" (meshd knows Service (v1), EndpointSlice "
-                                  "(discovery.k8s.io/v1) and TrafficPolicy (meshd.io/v1alpha1))"));
+                                  "(discovery.k8s.io/v1), TrafficPolicy (meshd.io/v1alpha1), "
+                                  "HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1))"));
     }
   }
-  if (api && info && *api != info->api_version) {
+  if (api && info && *api != info->api_version &&
+      (info->older_api_version.empty() || *api != info->older_api_version)) {
     d.fail("apiVersion", absl::StrCat("unknown apiVersion \"", *api, "\" for ", info->kind,
                                       " (use ", info->api_version, ")"));
   }
@@ -789,6 +1594,12 @@ Decoded decodeDocument(const json& doc) {
       out.spec = decodeService(d, doc);
     } else if (info->kind == kKindEndpointSlice) {
       out.spec = decodeEndpointSlice(d, doc);
+    } else if (info->kind == kKindHttpRoute) {
+      checkCreationTimestamp(d, doc);
+      out.spec = decodeHttpRoute(d, doc, out.key);
+    } else if (info->kind == kKindGrpcRoute) {
+      checkCreationTimestamp(d, doc);
+      out.spec = decodeGrpcRoute(d, doc, out.key);
     } else {
       out.spec = decodeTrafficPolicy(d, doc);
     }

@@ -25,7 +25,9 @@ struct Problem {
 struct Decoded {
   ResourceKey key;  // best effort: "?" for a missing kind or name
   std::vector<Problem> problems;
-  std::variant<std::monostate, ServiceSpec, EndpointSliceSpec, TrafficPolicySpec> spec;
+  std::variant<std::monostate, ServiceSpec, EndpointSliceSpec, TrafficPolicySpec, HttpRouteSpec,
+               GrpcRouteSpec>
+      spec;
 };
 
 Decoded decodeDocument(const nlohmann::json& doc);

@@ -214,6 +214,20 @@ absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r) {
 absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r) {
   return typedView<TrafficPolicySpec>(r, kKindTrafficPolicy);
 }
+absl::StatusOr<HttpRouteSpec> httpRouteSpec(const Resource& r) {
+  return typedView<HttpRouteSpec>(r, kKindHttpRoute);
+}
+absl::StatusOr<GrpcRouteSpec> grpcRouteSpec(const Resource& r) {
+  return typedView<GrpcRouteSpec>(r, kKindGrpcRoute);
+}
+
+bool RouteParentRef::binds(std::string_view service, uint16_t service_port,
+                           std::string_view port_name) const {
+  if (service != name) return false;
+  if (port && *port != service_port) return false;
+  if (!section_name.empty() && section_name != port_name) return false;
+  return true;
+}
 
 bool isPrime(uint32_t n) {
   if (n < 2) return false;
@@ -342,6 +356,45 @@ std::string formatDurationMs(uint64_t ms) {
   if (s != 0) absl::StrAppend(&out, s, "s");
   if (rest != 0) absl::StrAppend(&out, rest, "ms");
   return out;
+}
+
+std::optional<uint64_t> parseGatewayDuration(std::string_view text) {
+  // GEP-2257: ^([0-9]{1,5}(h|m|s|ms)){1,4}$
+  uint64_t total = 0;
+  size_t i = 0;
+  int parts = 0;
+  while (i < text.size()) {
+    if (++parts > 4) return std::nullopt;
+    uint64_t n = 0;
+    size_t digits = 0;
+    while (i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) {
+      n = n * 10 + static_cast<uint64_t>(text[i] - '0');
+      ++i;
+      if (++digits > 5) return std::nullopt;
+    }
+    if (digits == 0 || i == text.size()) return std::nullopt;
+    uint64_t unit_ms = 0;
+    if (text[i] == 'h') {
+      unit_ms = 3'600'000;
+      ++i;
+    } else if (text[i] == 's') {
+      unit_ms = 1000;
+      ++i;
+    } else if (text[i] == 'm') {
+      ++i;
+      if (i < text.size() && text[i] == 's') {
+        unit_ms = 1;
+        ++i;
+      } else {
+        unit_ms = 60'000;
+      }
+    } else {
+      return std::nullopt;
+    }
+    total += n * unit_ms;
+  }
+  if (parts == 0) return std::nullopt;
+  return total;
 }
 
 std::string protocolName(state::Protocol p) { return p == state::Protocol::kUdp ? "UDP" : "TCP"; }

@@ -5,6 +5,9 @@
 //   v1                    Service        clusterIP(s) and ports of a service
 //   discovery.k8s.io/v1   EndpointSlice  backends of a service (several merge)
 //   meshd.io/v1alpha1     TrafficPolicy  load-balancing settings of one Service
+//   gateway.networking.k8s.io/v1  HTTPRoute  L7 routing bound to Services (GAMMA);
+//                                            v1beta1 is accepted too
+//   gateway.networking.k8s.io/v1  GRPCRoute  gRPC routing bound to Services (GAMMA)
 //
 // Validation is strict: unknown fields, wrong types, missing required fields,
 // bad addresses and out-of-range numbers are errors. Every error is one line
@@ -32,6 +35,8 @@ namespace meshd::resources {
 inline constexpr char kKindService[] = "Service";
 inline constexpr char kKindEndpointSlice[] = "EndpointSlice";
 inline constexpr char kKindTrafficPolicy[] = "TrafficPolicy";
+inline constexpr char kKindHttpRoute[] = "HTTPRoute";
+inline constexpr char kKindGrpcRoute[] = "GRPCRoute";
 inline constexpr char kDefaultNamespace[] = "default";
 // EndpointSlice label naming the Service the slice belongs to.
 inline constexpr char kServiceNameLabel[] = "kubernetes.io/service-name";
@@ -152,9 +157,165 @@ struct TrafficPolicySpec {
   state::OutlierDetection outlier;
 };
 
+// --- Gateway API routes (HTTPRoute, GRPCRoute), bound to Services as GAMMA
+// does (parentRefs of kind Service). Defaults of the CRD are filled in.
+
+// A parentRef: the Service (same namespace as the route) whose traffic the route
+// takes over. Unset port and section name = every port of the Service.
+struct RouteParentRef {
+  std::string name;
+  std::optional<uint16_t> port;  // parentRefs[].port
+  std::string section_name;      // parentRefs[].sectionName: a Service port name; "" = unset
+
+  // Whether this parentRef binds the port `port` (named `port_name`) of the
+  // Service `service` in the route's namespace.
+  bool binds(std::string_view service, uint16_t port, std::string_view port_name) const;
+};
+
+// A backendRef or a mirror's backendRef: a Service port in the route's namespace.
+struct ServicePortRef {
+  std::string name;
+  uint16_t port = 0;
+};
+
+enum class PathMatchType : uint8_t { kExact, kPathPrefix, kRegularExpression };
+enum class ValueMatchType : uint8_t { kExact, kRegularExpression };
+
+struct HttpPathMatch {
+  PathMatchType type = PathMatchType::kPathPrefix;
+  std::string value = "/";  // a path, or an RE2 pattern (validated) for kRegularExpression
+};
+
+// A header (name case-insensitive) or query parameter (name exact) condition.
+struct ValueMatch {
+  ValueMatchType type = ValueMatchType::kExact;
+  std::string name;
+  std::string value;  // the value, or an RE2 pattern (validated)
+};
+
+struct HttpRouteMatch {
+  HttpPathMatch path;
+  std::vector<ValueMatch> headers;
+  std::vector<ValueMatch> query_params;
+  std::string
+      method;  // "" = any; else GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH
+};
+
+struct HeaderValue {
+  std::string name;
+  std::string value;
+  friend bool operator==(const HeaderValue&, const HeaderValue&) = default;
+};
+
+// RequestHeaderModifier / ResponseHeaderModifier. Names are unique across the
+// three lists (case-insensitively), as the spec requires.
+struct HeaderModifier {
+  std::vector<HeaderValue> set;
+  std::vector<HeaderValue> add;
+  std::vector<std::string> remove;
+};
+
+enum class PathModifierType : uint8_t { kReplaceFullPath, kReplacePrefixMatch };
+struct PathModifier {
+  PathModifierType type = PathModifierType::kReplaceFullPath;
+  std::string value;  // replaceFullPath or replacePrefixMatch
+};
+
+struct RequestRedirect {
+  std::string scheme;    // "" (the request's), "http" or "https"
+  std::string hostname;  // "" = the request's
+  std::optional<PathModifier> path;
+  std::optional<uint16_t> port;
+  int status_code = 302;  // 301, 302, 303, 307 or 308
+};
+
+struct UrlRewrite {
+  std::string hostname;  // "" = unchanged
+  std::optional<PathModifier> path;
+};
+
+struct RequestMirror {
+  ServicePortRef backend;
+  // The share of requests mirrored: numerator / denominator (percent p = p/100;
+  // neither given = 100%).
+  uint32_t numerator = 100;
+  uint32_t denominator = 100;
+};
+
+enum class RouteFilterType : uint8_t {
+  kRequestHeaderModifier,
+  kResponseHeaderModifier,
+  kRequestRedirect,
+  kUrlRewrite,
+  kRequestMirror,
+};
+
+// One filter; only the member its type names is meaningful.
+struct RouteFilter {
+  RouteFilterType type = RouteFilterType::kRequestHeaderModifier;
+  HeaderModifier headers;  // kRequestHeaderModifier, kResponseHeaderModifier
+  RequestRedirect redirect;
+  UrlRewrite rewrite;
+  RequestMirror mirror;
+};
+
+struct RouteBackendRef {
+  ServicePortRef service;
+  uint32_t weight = 1;               // 0..1000000; 0 = never picked
+  std::vector<RouteFilter> filters;  // header modifiers only (meshd's limit)
+};
+
+// rules[].timeouts, in milliseconds; nullopt = unset, 0 = disabled.
+struct HttpRouteTimeouts {
+  std::optional<uint64_t> request_ms;
+  std::optional<uint64_t> backend_request_ms;
+};
+
+struct HttpRouteRule {
+  std::string name;                     // rules[].name, "" when unset
+  std::vector<HttpRouteMatch> matches;  // never empty (default: PathPrefix "/")
+  std::vector<RouteFilter> filters;
+  std::vector<RouteBackendRef> backend_refs;
+  HttpRouteTimeouts timeouts;
+};
+
+struct HttpRouteSpec {
+  std::vector<RouteParentRef> parent_refs;
+  std::vector<std::string> hostnames;  // lowercase; "*.example.com" wildcards allowed
+  std::vector<HttpRouteRule> rules;    // never empty (default: one rule matching "/")
+};
+
+// GRPCRoute method match. Exact: service and/or method (at least one);
+// RegularExpression: RE2 patterns for either ("" = any).
+struct GrpcMethodMatch {
+  ValueMatchType type = ValueMatchType::kExact;
+  std::string service;
+  std::string method;
+};
+
+struct GrpcRouteMatch {
+  std::optional<GrpcMethodMatch> method;  // unset = every service and method
+  std::vector<ValueMatch> headers;
+};
+
+struct GrpcRouteRule {
+  std::string name;
+  std::vector<GrpcRouteMatch> matches;  // empty = every gRPC request
+  std::vector<RouteFilter> filters;     // header modifiers and mirrors
+  std::vector<RouteBackendRef> backend_refs;
+};
+
+struct GrpcRouteSpec {
+  std::vector<RouteParentRef> parent_refs;
+  std::vector<std::string> hostnames;
+  std::vector<GrpcRouteRule> rules;
+};
+
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);
 absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r);
 absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r);
+absl::StatusOr<HttpRouteSpec> httpRouteSpec(const Resource& r);
+absl::StatusOr<GrpcRouteSpec> grpcRouteSpec(const Resource& r);
 
 // Helpers shared with the validators, exposed for tests and other callers.
 bool isPrime(uint32_t n);
@@ -171,6 +332,10 @@ std::optional<int64_t> parseDuration(std::string_view text);
 // Milliseconds as the shortest Go-style text: 30000 -> "30s", 90000 -> "1m30s",
 // 250 -> "250ms", 0 -> "0s".
 std::string formatDurationMs(uint64_t ms);
+// A Gateway API Duration (GEP-2257): one to four parts, each 1-5 digits and a
+// unit h, m, s or ms ("10s", "1h30m", "500ms", "0s"). Returns milliseconds, or
+// nullopt when the text is not one.
+std::optional<uint64_t> parseGatewayDuration(std::string_view text);
 std::string protocolName(state::Protocol p);
 
 }  // namespace meshd::resources

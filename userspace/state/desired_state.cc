@@ -51,6 +51,17 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
     }
   }
 
+  // (ns, service) -> parentRefs of the routes bound to it (HTTPRoute and GRPCRoute).
+  std::map<NsName, std::vector<resources::RouteParentRef>> route_parents;
+  for (const auto* r : set.list(resources::kKindHttpRoute)) {
+    ASSIGN_OR_RETURN(resources::HttpRouteSpec spec, resources::httpRouteSpec(*r));
+    for (auto& p : spec.parent_refs) route_parents[{r->key.ns, p.name}].push_back(std::move(p));
+  }
+  for (const auto* r : set.list(resources::kKindGrpcRoute)) {
+    ASSIGN_OR_RETURN(resources::GrpcRouteSpec spec, resources::grpcRouteSpec(*r));
+    for (auto& p : spec.parent_refs) route_parents[{r->key.ns, p.name}].push_back(std::move(p));
+  }
+
   DesiredLbState out;
   for (const auto* r : set.list(resources::kKindService)) {
     ASSIGN_OR_RETURN(resources::ServiceSpec spec, resources::serviceSpec(*r));
@@ -63,6 +74,8 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
     }
     const std::vector<EndpointSliceSpec>* svc_slices = nullptr;
     if (auto it = slices.find(id); it != slices.end()) svc_slices = &it->second;
+    const std::vector<resources::RouteParentRef>* parents = nullptr;
+    if (auto it = route_parents.find(id); it != route_parents.end()) parents = &it->second;
 
     for (const IpAddress& vip : spec.cluster_ips) {
       for (const ServicePort& sp : spec.ports) {
@@ -82,6 +95,10 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.client_connect_rate = policy->client_connect_rate;
           f.terminate_removed = policy->terminate_removed;
           f.outlier = policy->outlier;
+        }
+        // HTTP routing is for TCP ports; a route bound to a UDP port changes nothing.
+        if (parents && sp.protocol == Protocol::kTcp) {
+          for (const auto& p : *parents) f.l7 = f.l7 || p.binds(r->key.name, sp.port, sp.name);
         }
         if (svc_slices) {
           for (const auto& slice : *svc_slices) {

@@ -18,6 +18,9 @@ using resources::ResourceSet;
 // algorithm come from the Service's TrafficPolicy (default WeightedRandom,
 // weight 1). Frontends are sorted by (vip, port, protocol), backends by
 // (address, port), duplicates removed (the first slice in key order wins).
+// `l7` is set on the TCP frontends an HTTPRoute or GRPCRoute binds through a
+// parentRef (port unset: every port of the Service; port or sectionName set:
+// that port). A route whose Service does not exist binds nothing.
 // Fails with InvalidArgument when a resource does not validate or two
 // Services/TrafficPolicies conflict (see resources::validateSet).
 absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set);
