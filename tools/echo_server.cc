@@ -228,7 +228,7 @@ void EchoServer::handleHttp(Conn& conn) {
     const RequestHead& req = **head;
     // GET /headers also returns the request head as received (what a proxy forwarded).
     const std::string received =
-        req.target == "/headers" ? conn.in.substr(0, req.headBytes) : std::string();
+        req.target.ends_with("/headers") ? conn.in.substr(0, req.headBytes) : std::string();
     conn.in.erase(0, req.headBytes);
     conn.bodyToSkip = req.contentLength;
     const std::string connection = req.keepAlive ? "keep-alive" : "close";

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Root end-to-end test of the L7 path on the lab (see tests/root/lab.cmake): real curl in
+# the pods, the kernel redirect into each node's meshd, HTTPRoute routing, and the
+# Istio request metrics. Resources: tests/root/lab/l7.yaml.
+#
+# Canary tolerance: 1000 requests each pick web-v2 with p = 0.1, so its share has a
+# standard deviation of sqrt(0.1 * 0.9 / 1000) = 0.95 points; +-3.5 points is 3.7 sd (a
+# correct split fails with probability ~2e-4), while a split that ignored the weights
+# (50%) or routed everything to one side fails by far.
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+export MESHD_BUILD_DIR=${MESHD_BUILD_DIR:-$REPO/build}
+export MESHLAB_QUIET=1
+MESHLAB=$REPO/lab/meshlab
+CLIENT=$MESHD_BUILD_DIR/tools/mesh-client
+YAML=$REPO/tests/root/lab/l7.yaml
+
+if [[ $(id -u) != 0 ]]; then
+  echo "FAIL: needs root (network namespaces, cgroups)"
+  exit 1
+fi
+passed=0
+failed=0
+pass() {
+  echo "PASS: $*"
+  passed=$((passed + 1))
+}
+fail() {
+  echo "FAIL: $*"
+  failed=$((failed + 1))
+}
+check() { # DESCRIPTION CMD...
+  local what=$1
+  shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+trap '"$MESHLAB" down >/dev/null 2>&1' EXIT
+
+in_pod() { "$MESHLAB" exec "$@"; }
+
+if ! "$MESHLAB" up --nodes 2 --pods 2; then
+  fail "meshlab up"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+check "meshctl apply l7.yaml on both nodes" "$MESHLAB" apply "$YAML"
+
+# The apply returns once meshd accepted it; wait for the route to answer.
+ready=0
+for _ in $(seq 1 100); do
+  if [[ $(in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://10.96.0.20/ 2>/dev/null) == 200 ]]; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+if ((ready)); then pass "web-l7 answers 200 through meshd within 10 s of the apply"; else
+  fail "web-l7 answers 200 through meshd within 10 s of the apply"
+  in_pod n1-p1 -- curl -sv --max-time 2 http://10.96.0.20/ 2>&1 | tail -n 20
+  tail -n 30 /run/meshd-lab/n1.log
+fi
+
+# 1. Canary by weight over one keep-alive connection: every request is routed on its own.
+urls=()
+for _ in $(seq 1 1000); do urls+=(http://10.96.0.20/); done
+out=$(in_pod n1-p1 -- curl -s --max-time 120 "${urls[@]}")
+v1=$(grep -cE '^n[12]-p1$' <<<"$out")
+v2=$(grep -cE '^n[12]-p2$' <<<"$out")
+if ((v1 + v2 == 1000)); then pass "1000 requests answered (v1 $v1, v2 $v2)"; else
+  fail "1000 requests answered: got v1 $v1 + v2 $v2"
+fi
+if ((v2 >= 65 && v2 <= 135)); then pass "canary share of web-v2 is 10% +-3.5 (got $((v2 / 10)).$((v2 % 10))%)"; else
+  fail "canary share of web-v2 is 10% +-3.5 (got $v2 of 1000)"
+fi
+conns=$(in_pod n1-p1 -- curl -s -o /dev/null -w '%{num_connects} ' http://10.96.0.20/ http://10.96.0.20/ http://10.96.0.20/)
+check "keep-alive: three requests on one client connection (num_connects '$conns')" test "$conns" == "1 0 0 "
+
+# 2. Header routing.
+out=$(in_pod n2-p1 -- curl -s --max-time 30 -H 'x-canary: true' "${urls[@]:0:50}")
+check "x-canary: true -> web-v2 only (50/50)" test "$(grep -cE '^n[12]-p2$' <<<"$out")" == 50
+
+# 3. What the upstream received: x-request-id added, traceparent passed, Host kept.
+head=$(in_pod n1-p2 -- curl -s --max-time 5 -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' http://10.96.0.20/headers)
+check "upstream got an x-request-id" grep -qiE '^x-request-id: [0-9a-f-]{36}' <<<"$head"
+check "upstream got the traceparent unchanged" grep -qi '^traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' <<<"$head"
+check "upstream got Host: 10.96.0.20" grep -qi '^host: 10.96.0.20' <<<"$head"
+id=$(in_pod n1-p2 -- curl -s --max-time 5 -H 'x-request-id: keep-me-1' http://10.96.0.20/headers | grep -i '^x-request-id:' | tr -d '\r')
+check "a client's x-request-id is kept ('$id')" test "$id" == "x-request-id: keep-me-1"
+
+# 4. No route -> 404; a matched rule's header filter reaches the upstream.
+check "api-l7 /other -> 404 (no route)" \
+  test "$(in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.96.0.25/other)" == 404
+check "api-l7 /api/headers -> upstream got x-routed-by: api-l7" \
+  grep -qi '^x-routed-by: api-l7' <<<"$(in_pod n1-p1 -- curl -s --max-time 5 http://10.96.0.25/api/headers)"
+
+# 5. Upstream refuses -> 503 (flag UF), no hang.
+check "web-dead -> 503" \
+  test "$(in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 15 http://10.96.0.20/dead)" == 503
+
+# 6. A server-first protocol through an HTTPRoute-bound service: the banner arrives
+#    without any client byte (mesh-client tcp reads the name before writing).
+out=$(in_pod n1-p1 -- "$CLIENT" tcp 10.96.0.23:9000 -n 5 --timeout-ms 3000 -o json 2>&1)
+check "server-first banner relayed through meshd (5/5 from n2-p2)" grep -q '"n2-p2": 5' <<<"$out"
+check "the app sees the VIP as its peer" grep -q '"peer_mismatches": 0' <<<"$out"
+
+# 7. Istio request metrics on node 1's meshd.
+metrics=$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics)
+ok_line=$(grep '^istio_requests_total{' <<<"$metrics" | grep 'destination_service_name="web-l7"' | grep 'response_code="200"' | head -n 1)
+count=0
+for l in $(grep '^istio_requests_total{' <<<"$metrics" | grep 'destination_service_name="web-l7"' | grep 'response_code="200"' | awk '{print $NF}'); do count=$((count + l)); done
+check "istio_requests_total counts the web-l7 200s on node 1 (>= 1000, got $count)" test "$count" -ge 1000
+check "istio_requests_total labels: reporter, source workload, protocol" \
+  grep -q 'reporter="source".*source_workload="n1-p1".*request_protocol="http"' <<<"$ok_line"
+check "a 503 UF is counted with its flag" \
+  grep -q 'response_code="503".*response_flags="UF"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
+check "a 404 NR is counted with its flag" \
+  grep -q 'response_code="404".*response_flags="NR"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
+
+echo "$passed passed, $failed failed"
+((failed == 0))
