@@ -15,6 +15,14 @@
  * (mesh_conn.bpf.h) and never on an ejected backend (mesh_outlier.bpf.h),
  * and released at TCP_CLOSE (sockops.bpf.c) or at close() (release.bpf.c),
  * whichever comes first.
+ *
+ * TCP to an L7 service (MESH_SVC_F_L7): no backend is chosen here. The
+ * destination becomes meshd's outbound listener (mesh_config.redirect_*),
+ * mesh_sock records the VIP with F_L7, and sockops publishes the original
+ * destination in mesh_orig_dst once the source port is known
+ * (ACTIVE_ESTABLISHED, sockops.bpf.c). Limits, rate buckets, ejection and
+ * backend counters do not apply on this hop: meshd picks the backend per
+ * request and enforces the service's limits there (docs/design/0003).
  */
 #include "mesh_conn.bpf.h"
 #include "mesh_outlier.bpf.h"
@@ -25,8 +33,7 @@
  * (created here). NULL when storage could not be allocated (counted). */
 static __always_inline struct mesh_sock_state *mesh_sock_remember(struct bpf_sock_addr *ctx,
 								  const struct mesh_svc_key *vip,
-								  const struct mesh_svc *svc,
-								  __u32 backend_id)
+								  __u32 svc_id, __u32 backend_id)
 {
 	struct mesh_sock_state *st;
 	struct bpf_sock *sk = ctx->sk;
@@ -44,7 +51,7 @@ static __always_inline struct mesh_sock_state *mesh_sock_remember(struct bpf_soc
 	st->vip[3] = vip->addr[3];
 	st->vip_port = vip->port;
 	st->family = vip->family;
-	st->svc_id = svc->svc_id;
+	st->svc_id = svc_id;
 	st->backend_id = backend_id;
 	st->flags = MESH_SOCK_F_REWRITTEN;
 	return st;
@@ -166,25 +173,88 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 	return MESH_STAT_ALL_EJECTED;
 }
 
+/* A TCP connect to L7 service svc_id: points it at meshd's listener and marks
+ * its mesh_sock F_L7. Returns 1 when redirected, 0 when the connect takes the
+ * L4 path instead: no redirect target of the VIP's family (counted as
+ * MESH_STAT_L7_NO_TARGET), or no socket storage to remember the VIP in
+ * (MESH_STAT_STORAGE_FAILED; meshd could not learn the destination). */
+static __always_inline int mesh_l7_redirect(struct bpf_sock_addr *ctx, __u8 family, __u32 svc_id)
+{
+	struct mesh_sock_state *st;
+	struct mesh_config *cfg;
+	struct mesh_svc_key vip;
+	__u32 target[4] = {};
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&mesh_config, &zero);
+	if (!cfg || !cfg->redirect_port)
+		goto no_target;
+	mesh_svc_key_of(ctx, family, &vip);
+	if (vip.family == MESH_AF_INET) {
+		target[0] = cfg->redirect_ip4;
+	} else {
+		target[0] = cfg->redirect_ip6[0];
+		target[1] = cfg->redirect_ip6[1];
+		target[2] = cfg->redirect_ip6[2];
+		target[3] = cfg->redirect_ip6[3];
+	}
+	if (!(target[0] | target[1] | target[2] | target[3]))
+		goto no_target;
+	mesh_release_previous(ctx);
+	st = mesh_sock_remember(ctx, &vip, svc_id, 0);
+	if (!st)
+		return 0;
+	/* vip.family is the hook's or IPv4 (v4-mapped on an AF_INET6 socket,
+	 * written back v4-mapped): the target always fits the hook. */
+	if (mesh_ctx_set_addr(ctx, family, vip.family, target)) {
+		st->flags = 0;
+		return 0;
+	}
+	ctx->user_port = cfg->redirect_port;
+	st->flags |= MESH_SOCK_F_L7;
+	mesh_count(MESH_STAT_L7_REDIRECTED);
+	return 1;
+no_target:
+	mesh_count(MESH_STAT_L7_NO_TARGET);
+	return 0;
+}
+
+/* Global (not inlined) functions, one per hook family (each hook may only
+ * touch its own address fields, so the family must be a constant): the
+ * verifier checks each once on its own, and the caller sees a scalar result.
+ * Inlined, each way of falling back to L4 would be a distinct state for the
+ * whole backend selection after it (+50% instructions verified for
+ * connect6). */
+__attribute__((noinline)) int mesh_l7_redirect4(struct bpf_sock_addr *ctx, __u32 svc_id)
+{
+	return mesh_l7_redirect(ctx, MESH_AF_INET, svc_id);
+}
+
+__attribute__((noinline)) int mesh_l7_redirect6(struct bpf_sock_addr *ctx, __u32 svc_id)
+{
+	return mesh_l7_redirect(ctx, MESH_AF_INET6, svc_id);
+}
+
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct mesh_sock_state *st;
 	struct mesh_backend *be = NULL;
 	int reason;
-	struct mesh_svc *svc = NULL;
+	struct mesh_svc *svc;
 	struct mesh_svc_key vip;
 	__u32 backend_id = 0;
 
 	if (ctx->protocol != MESH_PROTO_TCP && ctx->protocol != MESH_PROTO_UDP)
 		return MESH_SOCK_ALLOW;
-	switch (mesh_pick(ctx, family, &vip, &svc, &be, &backend_id)) {
-	case MESH_PICK_NOT_VIP:
+	svc = mesh_lookup_svc(ctx, family, &vip);
+	if (!svc)
 		return MESH_SOCK_ALLOW;
-	case MESH_PICK_REFUSE:
+	if ((svc->flags & MESH_SVC_F_L7) && ctx->protocol == MESH_PROTO_TCP &&
+	    (family == MESH_AF_INET ? mesh_l7_redirect4(ctx, svc->svc_id)
+				    : mesh_l7_redirect6(ctx, svc->svc_id)))
+		return MESH_SOCK_ALLOW;
+	if (mesh_pick(ctx, &vip, svc, &be, &backend_id) == MESH_PICK_REFUSE)
 		return MESH_SOCK_REJECT;
-	default:
-		break;
-	}
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		mesh_release_previous(ctx);
 		reason = mesh_rate_admit(svc);
@@ -196,7 +266,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 		}
 	}
 	mesh_rewrite_dst(ctx, be, family);
-	st = mesh_sock_remember(ctx, &vip, svc, backend_id);
+	st = mesh_sock_remember(ctx, &vip, svc->svc_id, backend_id);
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		if (st) {
 			st->flags |= MESH_SOCK_F_COUNTED;
@@ -221,20 +291,17 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 static __always_inline int mesh_sendmsg(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct mesh_backend *be = NULL;
-	struct mesh_svc *svc = NULL;
+	struct mesh_svc *svc;
 	struct mesh_svc_key vip;
 	__u32 backend_id = 0;
 
 	if (ctx->protocol != MESH_PROTO_UDP)
 		return MESH_SOCK_ALLOW;
-	switch (mesh_pick(ctx, family, &vip, &svc, &be, &backend_id)) {
-	case MESH_PICK_NOT_VIP:
+	svc = mesh_lookup_svc(ctx, family, &vip);
+	if (!svc)
 		return MESH_SOCK_ALLOW;
-	case MESH_PICK_REFUSE:
+	if (mesh_pick(ctx, &vip, svc, &be, &backend_id) == MESH_PICK_REFUSE)
 		return MESH_SOCK_REJECT;
-	default:
-		break;
-	}
 	mesh_rewrite_dst(ctx, be, family);
 	if (mesh_udp_rev_record(ctx, be, &vip))
 		mesh_backend_add_total(backend_id);

@@ -32,7 +32,8 @@ int mesh_drain_tcp(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* request and time-wait sockets have no storage */
 	st = bpf_sk_storage_get(&mesh_sock, tp, 0, 0);
-	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN))
+	/* F_L7 sockets are connected to meshd, not to a backend. */
+	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN) || (st->flags & MESH_SOCK_F_L7))
 		return 0;
 	key.svc_id = st->svc_id;
 	key.backend_id = st->backend_id;

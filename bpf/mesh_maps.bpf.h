@@ -163,6 +163,20 @@ MESH_MAP struct {
 	__type(value, __u32);
 } mesh_sockmap_pending SEC(".maps");
 
+/* Original destinations of connections sent to meshd's L7 listener:
+ * client (addr, port) -> VIP:port (struct mesh_orig_dst_key in mesh_abi.h).
+ * Written by sockops at the client's ACTIVE_ESTABLISHED, taken (looked up
+ * and deleted) by meshd when it accepts the connection. Entries of
+ * connections meshd never accepts age out (LRU). Sized by
+ * DatapathConfig.max_orig_dst (connections established but not yet
+ * accepted; an evicted entry is a lookup miss: meshd closes that one). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_orig_dst_key);
+	__type(value, struct mesh_orig_dst);
+} mesh_orig_dst SEC(".maps");
+
 /* Set by meshd before load: 0 when the kernel has no SOCKHASH/SK_MSG
  * support. Then mesh_sockhash is created as a plain hash that nothing uses,
  * and the verifier drops the sockmap code as dead (the value is known at

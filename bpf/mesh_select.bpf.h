@@ -20,9 +20,8 @@
 #define MESH_SOCK_REJECT 0
 
 enum mesh_pick_result {
-	MESH_PICK_NOT_VIP = 0, /* not a service: leave the socket alone */
-	MESH_PICK_OK,	       /* *backend and *backend_id are set */
-	MESH_PICK_REFUSE,      /* a VIP we cannot serve: refuse, stat counted */
+	MESH_PICK_OK = 0, /* *backend and *backend_id are set */
+	MESH_PICK_REFUSE, /* a VIP we cannot serve: refuse, stat counted */
 };
 
 /* Service key of the address the app asked for. ctx->user_port holds the port
@@ -150,24 +149,27 @@ static __always_inline void mesh_refuse(int reason)
 	bpf_set_retval(-MESH_ECONNREFUSED);
 }
 
+/* The service the destination of the hook is, or NULL (not a VIP). *vip
+ * receives its key either way. */
+static __always_inline struct mesh_svc *mesh_lookup_svc(struct bpf_sock_addr *ctx, __u8 family,
+							struct mesh_svc_key *vip)
+{
+	mesh_svc_key_of(ctx, family, vip);
+	return bpf_map_lookup_elem(&mesh_services, vip);
+}
+
 /*
- * Looks the destination up as a service and, for a VIP, picks an active
- * backend of the right family. On MESH_PICK_REFUSE the reason was counted and
- * the hook's return value set to ECONNREFUSED (bpf_set_retval, 5.18+: the app
- * sees ECONNREFUSED, as from a closed port, rather than EPERM).
+ * For the service `svc` (mesh_lookup_svc), picks an active backend of the
+ * right family. On MESH_PICK_REFUSE the reason was counted and the hook's
+ * return value set to ECONNREFUSED (bpf_set_retval, 5.18+: the app sees
+ * ECONNREFUSED, as from a closed port, rather than EPERM).
  */
 static __always_inline enum mesh_pick_result
-mesh_pick(struct bpf_sock_addr *ctx, __u8 family, struct mesh_svc_key *vip,
-	  struct mesh_svc **svc_out, struct mesh_backend **backend, __u32 *backend_id)
+mesh_pick(struct bpf_sock_addr *ctx, const struct mesh_svc_key *vip, struct mesh_svc *svc,
+	  struct mesh_backend **backend, __u32 *backend_id)
 {
-	struct mesh_svc *svc;
 	int reason;
 
-	mesh_svc_key_of(ctx, family, vip);
-	svc = bpf_map_lookup_elem(&mesh_services, vip);
-	if (!svc)
-		return MESH_PICK_NOT_VIP;
-	*svc_out = svc;
 	if (svc->slot_count == 0) {
 		reason = MESH_STAT_NO_BACKEND;
 		goto refuse;

@@ -80,16 +80,29 @@ static __always_inline void mesh_sock_key_fold(struct mesh_sock_key *key)
 static __always_inline int mesh_sock_key_of_ops(struct bpf_sock_ops *skops,
 						struct mesh_sock_key *key)
 {
+	__u32 local0, remote0;
+
 	__builtin_memset(key, 0, sizeof(*key));
+	/* barrier_var: without it clang may sink the IPv4 and IPv6 loads of
+	 * word 0 into one load from a selected ctx address, which the verifier
+	 * rejects ("dereference of modified ctx ptr"). */
 	if (skops->family == MESH_AF_INET) {
-		key->local[0] = skops->local_ip4;
-		key->remote[0] = skops->remote_ip4;
+		local0 = skops->local_ip4;
+		remote0 = skops->remote_ip4;
+		barrier_var(local0);
+		barrier_var(remote0);
+		key->local[0] = local0;
+		key->remote[0] = remote0;
 	} else if (skops->family == MESH_AF_INET6) {
-		key->local[0] = skops->local_ip6[0];
+		local0 = skops->local_ip6[0];
+		remote0 = skops->remote_ip6[0];
+		barrier_var(local0);
+		barrier_var(remote0);
+		key->local[0] = local0;
 		key->local[1] = skops->local_ip6[1];
 		key->local[2] = skops->local_ip6[2];
 		key->local[3] = skops->local_ip6[3];
-		key->remote[0] = skops->remote_ip6[0];
+		key->remote[0] = remote0;
 		key->remote[1] = skops->remote_ip6[1];
 		key->remote[2] = skops->remote_ip6[2];
 		key->remote[3] = skops->remote_ip6[3];

@@ -15,6 +15,12 @@
  *                                        and a failure of the backend if the
  *                                        SYN left but it never ESTABLISHED
  *
+ * Sockets sent to meshd's L7 listener (MESH_SOCK_F_L7) hold no reservation
+ * and feed no backend signal; for them only:
+ *
+ *   ACTIVE_ESTABLISHED_CB                mesh_orig_dst[own addr, own port] =
+ *                                        VIP:port (meshd takes it on accept)
+ *
  *   PASSIVE_ESTABLISHED_CB (any socket)  sockmap: join mesh_sockhash when the
  *                                        client is steered and local
  *                                        (mesh_sockmap.bpf.h)
@@ -45,6 +51,50 @@ static __always_inline void mesh_conn_closed(struct mesh_sock_state *st)
 	mesh_release(st);
 }
 
+/*
+ * Publishes the original destination of a socket connect.bpf.c sent to
+ * meshd's listener, keyed by the socket's own address and port: the peer
+ * address of meshd's accepted socket. The source port is only known now.
+ *
+ * Ordering: this runs while the client processes the SYN-ACK, before it
+ * sends the ACK that completes the connection on meshd's side, so the entry
+ * exists before accept() can return it (the argument of the sockmap pending
+ * map, mesh_sockmap.bpf.h). BPF_ANY: a reused 4-tuple whose earlier entry
+ * was never taken gets the newer destination.
+ */
+static __always_inline void mesh_orig_dst_record(struct bpf_sock_ops *skops,
+						 const struct mesh_sock_state *st)
+{
+	struct mesh_orig_dst_key key;
+	struct mesh_orig_dst val;
+	struct mesh_sock_key own;
+
+	if (mesh_sock_key_of_ops(skops, &own)) {
+		mesh_count(MESH_STAT_ORIG_DST_FAILED);
+		return;
+	}
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memset(&val, 0, sizeof(val));
+	key.addr[0] = own.local[0];
+	key.addr[1] = own.local[1];
+	key.addr[2] = own.local[2];
+	key.addr[3] = own.local[3];
+	key.port = own.local_port;
+	key.family = own.family;
+	val.vip[0] = st->vip[0];
+	val.vip[1] = st->vip[1];
+	val.vip[2] = st->vip[2];
+	val.vip[3] = st->vip[3];
+	val.vip_port = st->vip_port;
+	val.family = st->family;
+	val.svc_id = st->svc_id;
+	if (bpf_map_update_elem(&mesh_orig_dst, &key, &val, BPF_ANY)) {
+		mesh_count(MESH_STAT_ORIG_DST_FAILED);
+		return;
+	}
+	mesh_count(MESH_STAT_ORIG_DST_RECORDED);
+}
+
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *skops)
 {
@@ -66,6 +116,13 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	st = bpf_sk_storage_get(&mesh_sock, sk, 0, 0);
 	if (!st || !(st->flags & MESH_SOCK_F_REWRITTEN))
 		return 1;
+	if (st->flags & MESH_SOCK_F_L7) {
+		if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+			mesh_orig_dst_record(skops, st);
+			mesh_sockmap_active(skops);
+		}
+		return 1;
+	}
 
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:

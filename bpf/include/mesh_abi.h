@@ -47,12 +47,16 @@ enum mesh_lb_algo {
 
 /* mesh_svc.flags */
 #define MESH_SVC_F_NONE 0
+/* TCP connects go to meshd's L7 proxy (mesh_config.redirect_*), not to a
+ * backend; without a redirect target of the VIP's family they take the L4
+ * path (MESH_STAT_L7_NO_TARGET). UDP ignores it. */
+#define MESH_SVC_F_L7 0x1
 
 /* mesh_backend.flags */
 #define MESH_BACKEND_F_ACTIVE 0x1 /* entry in use (array slots are never deleted) */
 
 /* mesh_sock_state.flags */
-#define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend */
+#define MESH_SOCK_F_REWRITTEN 0x1 /* connect rewrote VIP -> backend (or meshd, F_L7) */
 #define MESH_SOCK_F_COUNTED                                                                        \
 	0x2			    /* holds a reservation in live_conns (backend and service):    \
 				     * released once, at TCP_CLOSE or at close() (sock_release) */
@@ -60,6 +64,10 @@ enum mesh_lb_algo {
 #define MESH_SOCK_F_SYN_SENT                                                                       \
 	0x8 /* sockops saw TCP_CONNECT_CB: a close before ESTABLISHED fails                        \
 	     */
+/* connect sent an L7 VIP to meshd's listener (set with REWRITTEN, never with
+ * COUNTED: no backend, no limits, no outlier signals); sockops publishes
+ * mesh_orig_dst at ACTIVE_ESTABLISHED. */
+#define MESH_SOCK_F_L7 0x10
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
 struct mesh_svc_key {
@@ -186,7 +194,31 @@ struct mesh_sock_state {
 	__u8 family;	/* MESH_AF_* of the VIP */
 	__u8 flags;	/* MESH_SOCK_F_* */
 	__u32 svc_id;
-	__u32 backend_id;
+	__u32 backend_id; /* 0 for MESH_SOCK_F_L7 sockets (no backend chosen) */
+};
+
+/*
+ * Original destination of a connection the connect hook sent to meshd's L7
+ * listener (MESH_SVC_F_L7). Map: mesh_orig_dst (LRU_HASH), written by sockops
+ * at the client's ACTIVE_ESTABLISHED, read and deleted by meshd on accept().
+ * The key is the client socket's own address and port, which is the peer
+ * address meshd's accepted socket sees (pods are not NATed on the way to
+ * their node). v4-mapped IPv6 (::ffff:a.b.c.d) is folded into IPv4, so a
+ * dual-stack listener and an AF_INET6 client agree with plain IPv4 ones.
+ */
+struct mesh_orig_dst_key {
+	__u32 addr[4]; /* network order: the client's local address */
+	__u16 port;    /* network order: the client's local port */
+	__u8 family;   /* MESH_AF_* */
+	__u8 _pad;
+};
+
+struct mesh_orig_dst {
+	__u32 vip[4];	/* network order: what the app connect()ed to */
+	__u16 vip_port; /* network order */
+	__u8 family;	/* MESH_AF_* of the VIP (v4-mapped folded to IPv4) */
+	__u8 _pad;
+	__u32 svc_id; /* mesh_svc.svc_id at connect time */
 };
 
 /* UDP reverse translation for recvmsg. Map: mesh_udp_rev (LRU_HASH). */
@@ -210,10 +242,19 @@ struct mesh_udp_rev {
 #define MESH_CONFIG_F_SOCKMAP 0x1 /* sockops adds local socket pairs to mesh_sockhash */
 
 /* Runtime switches, written by meshd (switchable while programs run).
- * Map: mesh_config (ARRAY, one entry at key 0). */
+ * Map: mesh_config (ARRAY, one entry at key 0).
+ *
+ * redirect_*: meshd's L7 listener as pods reach it (the node address and
+ * the outbound port, 15001 by default). Connects to a MESH_SVC_F_L7 service
+ * go there. redirect_port 0 turns the redirect off; an address of all zeros
+ * means no target of that family. Either way such a service then takes the
+ * L4 path (MESH_STAT_L7_NO_TARGET). */
 struct mesh_config {
-	__u32 flags; /* MESH_CONFIG_F_* */
-	__u32 _pad;
+	__u32 flags;	     /* MESH_CONFIG_F_* */
+	__u16 redirect_port; /* network order; 0 = redirect off */
+	__u16 _pad;
+	__u32 redirect_ip4;    /* network order; 0 = no IPv4 target */
+	__u32 redirect_ip6[4]; /* network order; :: = no IPv6 target */
 };
 
 /*
@@ -269,6 +310,10 @@ enum mesh_stat {
 	MESH_STAT_SOCKMAP_BYTES,	 /* sk_msg: bytes spliced to the local peer */
 	MESH_STAT_SOCKMAP_NO_PEER,	 /* sk_msg: normal path (no local peer, or ordering) */
 	MESH_STAT_DRAIN_DESTROYED,	 /* socket of a removed backend destroyed (hard cut) */
+	MESH_STAT_L7_REDIRECTED,	 /* connect to an L7 VIP sent to meshd's listener */
+	MESH_STAT_L7_NO_TARGET,		 /* L7 VIP, no redirect target of its family: L4 path */
+	MESH_STAT_ORIG_DST_RECORDED,	 /* sockops: mesh_orig_dst written at ESTABLISHED */
+	MESH_STAT_ORIG_DST_FAILED,	 /* sockops: mesh_orig_dst could not be written */
 	MESH_STAT_MAX,
 };
 

@@ -132,6 +132,7 @@ class DaemonRootTest : public ::testing::Test {
       dup2(log, 1);
       dup2(log, 2);
       auto argv = meshdArgs();
+      argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
       std::vector<char*> args;
       for (auto& a : argv) args.push_back(a.data());
       args.push_back(nullptr);
@@ -229,6 +230,7 @@ class DaemonRootTest : public ::testing::Test {
   std::vector<Child> holders_;
   std::string dir_, instance_, socket_;
   pid_t meshd_pid_ = -1;
+  std::vector<std::string> extra_args_;  // appended to meshdArgs() by startMeshd()
 };
 
 // The web Service (10.96.0.30:80 -> :8080) with backends 10.0.3.1 and `second`,
@@ -455,6 +457,27 @@ TEST_F(DaemonRootTest, OutlierDetectionFromYamlShowsInGetBackendsAndExplain) {
             std::string::npos)
       << rejected.err;
   EXPECT_EQ(meshctlJson({"get", "policies"}), policies);
+}
+
+// --redirect-address/--proxy-port reach mesh_config; `meshctl status` and
+// `meshctl bpf dump` show them; a bad address is a usage error naming it.
+TEST_F(DaemonRootTest, RedirectAddressFlagsReachTheKernelAndStatus) {
+  Result bad = runCapture({MESHD_BIN, "--instance", instance_, "--redirect-address",
+                           "10.0.3.9,10.0.3.10", "--pin-root", kPinRoot});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--redirect-address \"10.0.3.9,10.0.3.10\": two IPv4"), std::string::npos)
+      << bad.err;
+
+  extra_args_ = {"--redirect-address", "10.0.3.9,fd00:3::9", "--proxy-port", "15099"};
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  nlohmann::json status = meshctlJson({"status"});
+  EXPECT_EQ(status.value("l7Redirect", ""), "10.0.3.9:15099, [fd00:3::9]:15099") << status.dump();
+  nlohmann::json config = meshctlJson({"bpf", "dump", "mesh_config"});
+  EXPECT_EQ(config.value("redirect_ipv4", ""), "10.0.3.9") << config.dump();
+  EXPECT_EQ(config.value("redirect_ipv6", ""), "fd00:3::9") << config.dump();
+  EXPECT_EQ(config.value("redirect_port", 0), 15099) << config.dump();
+  nlohmann::json entries = meshctlJson({"bpf", "dump", "mesh_orig_dst"});
+  EXPECT_TRUE(entries.is_array() && entries.empty()) << entries.dump();
 }
 
 TEST_F(DaemonRootTest, MeshctlSaysWhenMeshdIsNotRunning) {

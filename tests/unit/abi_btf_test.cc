@@ -95,7 +95,17 @@ std::map<std::string, Layout> cppLayouts() {
         {MEMBER(mesh_udp_rev, vip), MEMBER(mesh_udp_rev, vip_port), MEMBER(mesh_udp_rev, family),
          MEMBER(mesh_udp_rev, _pad)}}},
       {"mesh_config",
-       {sizeof(mesh_config), {MEMBER(mesh_config, flags), MEMBER(mesh_config, _pad)}}},
+       {sizeof(mesh_config),
+        {MEMBER(mesh_config, flags), MEMBER(mesh_config, redirect_port), MEMBER(mesh_config, _pad),
+         MEMBER(mesh_config, redirect_ip4), MEMBER(mesh_config, redirect_ip6)}}},
+      {"mesh_orig_dst_key",
+       {sizeof(mesh_orig_dst_key),
+        {MEMBER(mesh_orig_dst_key, addr), MEMBER(mesh_orig_dst_key, port),
+         MEMBER(mesh_orig_dst_key, family), MEMBER(mesh_orig_dst_key, _pad)}}},
+      {"mesh_orig_dst",
+       {sizeof(mesh_orig_dst),
+        {MEMBER(mesh_orig_dst, vip), MEMBER(mesh_orig_dst, vip_port), MEMBER(mesh_orig_dst, family),
+         MEMBER(mesh_orig_dst, _pad), MEMBER(mesh_orig_dst, svc_id)}}},
       {"mesh_sock_key",
        {sizeof(mesh_sock_key),
         {MEMBER(mesh_sock_key, local), MEMBER(mesh_sock_key, remote),
@@ -172,6 +182,10 @@ TEST_F(AbiBtfTest, EnumValuesMatch) {
   EXPECT_EQ(values["MESH_STAT_LIMIT_BACKEND"], MESH_STAT_LIMIT_BACKEND);
   EXPECT_EQ(values["MESH_STAT_LIMIT_REROUTED"], MESH_STAT_LIMIT_REROUTED);
   EXPECT_EQ(values["MESH_STAT_RELEASED_AT_CLOSE"], MESH_STAT_RELEASED_AT_CLOSE);
+  EXPECT_EQ(values["MESH_STAT_L7_REDIRECTED"], MESH_STAT_L7_REDIRECTED);
+  EXPECT_EQ(values["MESH_STAT_L7_NO_TARGET"], MESH_STAT_L7_NO_TARGET);
+  EXPECT_EQ(values["MESH_STAT_ORIG_DST_RECORDED"], MESH_STAT_ORIG_DST_RECORDED);
+  EXPECT_EQ(values["MESH_STAT_ORIG_DST_FAILED"], MESH_STAT_ORIG_DST_FAILED);
   EXPECT_EQ(values["MESH_STAT_MAX"], MESH_STAT_MAX);
   EXPECT_EQ(values.size(), static_cast<size_t>(MESH_STAT_MAX) + 1);
 }

@@ -215,6 +215,33 @@ TEST_F(ReconcilerTest, ConnectionLimitsAreWrittenToTheServiceEntryOnly) {
   EXPECT_EQ(s.client_rate_burst, 3u);
 }
 
+// Frontend::l7 is MESH_SVC_F_L7 in the service entry: turning it on or off
+// rewrites that entry only (the slots and backends stay for the L4 fallback),
+// and a reconciler that adopts the maps reports it.
+TEST_F(ReconcilerTest, L7FlagIsWrittenToTheServiceEntryOnly) {
+  ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->flags, MESH_SVC_F_NONE);
+  maps_.resetCounts();
+  auto d = twoFrontends();
+  d.frontends[0].l7 = true;
+  ASSERT_TRUE(rec_.apply(d).ok());
+  EXPECT_THAT(maps_.log(), ElementsAre(Op::kUpdateServices));
+  EXPECT_EQ(maps_.count(Op::kUpdateServices).entries, 1u);
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->flags, MESH_SVC_F_L7);
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.2", 443)).value().flags, MESH_SVC_F_NONE);
+
+  Reconciler adopted(maps_);
+  ASSERT_TRUE(adopted.adopt().ok());
+  auto views = adopted.describe();
+  ASSERT_TRUE(views.ok()) << views.status();
+  for (const auto& v : *views) EXPECT_EQ(v.frontend.l7, v.frontend.vip == ip("10.96.0.1"));
+
+  maps_.resetCounts();
+  ASSERT_TRUE(rec_.apply(twoFrontends()).ok());
+  EXPECT_THAT(maps_.log(), ElementsAre(Op::kUpdateServices));
+  EXPECT_EQ(maps_.service(svcKey("10.96.0.1", 80))->flags, MESH_SVC_F_NONE);
+}
+
 // Outlier detection lives in the service entry too: defaults on a frontend
 // with no policy, and a change rewrites that entry only. adopt() restores it.
 TEST_F(ReconcilerTest, OutlierDetectionIsWrittenToTheServiceEntryOnly) {

@@ -95,6 +95,20 @@ absl::Status Daemon::init() {
                  datapath::sockmapStatusText(sm));
   }
 
+  // 3b. Where connects to L7 services go (meshd's outbound listener). The
+  // proxy serving it is wired in by the proxy core (datapath_->origDstTable()).
+  {
+    const datapath::RedirectTarget& r = options_.redirect;
+    if (absl::Status s = datapath_->setRedirectTarget(r.v4, r.v6, r.port); !s.ok()) {
+      return withContext(s, "setting the L7 redirect target (--redirect-address, --proxy-port)");
+    }
+    if (r.enabled()) {
+      spdlog::info("L7 services redirect to {}", r.toString());
+    } else {
+      spdlog::info("L7 redirect off (no --redirect-address): L7 services take the L4 path");
+    }
+  }
+
   // 4. The reconciler learns what the maps already hold.
   reconciler_ = std::make_unique<datapath::Reconciler>(datapath_->maps());
   if (absl::Status s = reconciler_->adopt(); !s.ok()) {
@@ -315,6 +329,7 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
     absl::MutexLock lock(&datapath_mu_);
     s["sockmap"] = datapath::sockmapStatusText(datapath_->sockmap());
     s["sockmapMode"] = std::string(datapath::sockmapModeName(datapath_->sockmap().mode));
+    s["l7Redirect"] = datapath_->redirectTarget().toString();
   }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;

@@ -42,6 +42,10 @@ struct DaemonOptions {
   uint32_t max_backends = 131072;
   uint32_t max_slots = 262144;
   datapath::SockmapMode sockmap = datapath::SockmapMode::kAuto;
+  // meshd's outbound (L7) listener as pods reach it: connects to L7 services
+  // are sent there (--redirect-address, --proxy-port). No address = the
+  // redirect is off and L7 services take the L4 path.
+  datapath::RedirectTarget redirect{std::nullopt, std::nullopt, 15001};
 };
 
 // Passes each desired state to the reconciler and records the outcome and its

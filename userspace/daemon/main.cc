@@ -58,6 +58,14 @@ int run(int argc, char** argv) {
                  "on (fail to start without it), off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  std::string redirect_address;
+  app.add_option("--redirect-address", redirect_address,
+                 "IP[,IP6]: this node's address(es) as pods reach it. Connects to L7 services "
+                 "(an HTTPRoute/GRPCRoute bound) go there, to --proxy-port; default none: the "
+                 "redirect is off and those services take the L4 path");
+  app.add_option("--proxy-port", o.redirect.port, "meshd's outbound (L7) listener port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -72,6 +80,12 @@ int run(int argc, char** argv) {
   }
 
   o.sockmap = *meshd::datapath::parseSockmapMode(sockmap);  // checked by CLI11 above
+  auto redirect = meshd::datapath::parseRedirectTarget(redirect_address, o.redirect.port);
+  if (!redirect.ok()) {
+    std::cerr << "meshd: " << redirect.status().message() << "\n";
+    return kExitUsage;
+  }
+  o.redirect = *redirect;
 
   if (version) {
     std::cout << "meshd " << MESHD_VERSION << "\n";

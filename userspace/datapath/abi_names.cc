@@ -35,6 +35,10 @@ constexpr std::array<std::string_view, MESH_STAT_MAX> kStatNames = {
     "sockmap_bytes",          // MESH_STAT_SOCKMAP_BYTES
     "sockmap_no_peer",        // MESH_STAT_SOCKMAP_NO_PEER
     "drain_destroyed",        // MESH_STAT_DRAIN_DESTROYED
+    "l7_redirected",          // MESH_STAT_L7_REDIRECTED
+    "l7_no_target",           // MESH_STAT_L7_NO_TARGET
+    "orig_dst_recorded",      // MESH_STAT_ORIG_DST_RECORDED
+    "orig_dst_failed",        // MESH_STAT_ORIG_DST_FAILED
 };
 // A new enum value without a name here fails to compile (an empty entry).
 static_assert(!kStatNames.back().empty(), "name every enum mesh_stat value");

@@ -51,7 +51,8 @@ std::vector<MapRef> mapsOf(struct mesh* s) {
           {"mesh_drain", s->maps.mesh_drain},
           {"mesh_config", s->maps.mesh_config},
           {"mesh_sockhash", s->maps.mesh_sockhash},
-          {"mesh_sockmap_pending", s->maps.mesh_sockmap_pending}};
+          {"mesh_sockmap_pending", s->maps.mesh_sockmap_pending},
+          {"mesh_orig_dst", s->maps.mesh_orig_dst}};
 }
 
 // The programs attached to the cgroup (the sk_msg program is attached to
@@ -140,7 +141,7 @@ absl::StatusOr<DatapathPtr> Datapath::open(const DatapathConfig& config) {
         absl::StrCat("instance name \"", config.instance, "\" must be non-empty without '/'"));
   }
   if (config.max_services == 0 || config.max_backends == 0 || config.max_slots == 0 ||
-      config.max_udp_flows == 0) {
+      config.max_udp_flows == 0 || config.max_orig_dst == 0) {
     return absl::InvalidArgumentError("datapath map sizes must all be > 0");
   }
   DatapathPtr dp(new Datapath(config));
@@ -174,7 +175,8 @@ absl::Status Datapath::load() {
         Size{skel_->maps.mesh_udp_rev, c.max_udp_flows},
         Size{skel_->maps.mesh_rate_client, c.max_rate_clients},
         Size{skel_->maps.mesh_sockhash, c.max_sockmap_sockets},
-        Size{skel_->maps.mesh_sockmap_pending, c.max_sockmap_sockets}}) {
+        Size{skel_->maps.mesh_sockmap_pending, c.max_sockmap_sockets},
+        Size{skel_->maps.mesh_orig_dst, c.max_orig_dst}}) {
     int ret = bpf_map__set_max_entries(s.map, s.n);
     if (ret != 0) {
       return errnoError(-ret, absl::StrCat("sizing map ", bpf_map__name(s.map), " to ", s.n));
@@ -290,6 +292,15 @@ absl::Status Datapath::load() {
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;
   maps_ = std::make_unique<BpfLbMaps>(fds);
+  ASSIGN_OR_RETURN(orig_dst_, OrigDstTable::fromMapFd(bpf_map__fd(skel_->maps.mesh_orig_dst)));
+
+  // An adopted mesh_config keeps redirecting L7 services while meshd
+  // restarts: start from what it holds (the flags are decided again below).
+  const uint32_t zero = 0;
+  if (adopted_ &&
+      bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mesh_config), &zero, &config_value_) != 0) {
+    return errnoError(errno, "reading the pinned mesh_config");
+  }
   return startSockmap();
 }
 
@@ -337,21 +348,51 @@ absl::Status Datapath::attachSkMsg() {
   return absl::OkStatus();
 }
 
-absl::Status Datapath::writeConfigFlags(uint32_t flags) {
-  mesh_config cfg{};
-  cfg.flags = flags;
+absl::Status Datapath::writeConfig() {
   const uint32_t zero = 0;
-  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.mesh_config), &zero, &cfg, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.mesh_config), &zero, &config_value_, BPF_ANY) !=
+      0) {
     return errnoError(errno, "writing mesh_config");
   }
   return absl::OkStatus();
+}
+
+absl::Status Datapath::setRedirectTarget(std::optional<IpAddress> v4, std::optional<IpAddress> v6,
+                                         uint16_t port) {
+  RETURN_IF_ERROR(validateRedirectTarget(RedirectTarget{v4, v6, port}));
+  mesh_config next = config_value_;
+  next.redirect_port = htons(port);
+  next.redirect_ip4 = 0;
+  std::memset(next.redirect_ip6, 0, sizeof(next.redirect_ip6));
+  if (v4.has_value()) std::memcpy(&next.redirect_ip4, v4->bytes.data(), 4);
+  if (v6.has_value()) v6->toAbi(next.redirect_ip6);
+  const mesh_config prev = config_value_;
+  config_value_ = next;
+  absl::Status st = writeConfig();
+  if (!st.ok()) config_value_ = prev;
+  return st;
+}
+
+RedirectTarget Datapath::redirectTarget() const {
+  static constexpr uint32_t kZero[4] = {};
+  RedirectTarget t;
+  t.port = ntohs(config_value_.redirect_port);
+  if (config_value_.redirect_ip4 != 0) {
+    const uint32_t a[4] = {config_value_.redirect_ip4, 0, 0, 0};
+    t.v4 = IpAddress::fromAbi(AF_INET, a);
+  }
+  if (std::memcmp(config_value_.redirect_ip6, kZero, sizeof(kZero)) != 0) {
+    t.v6 = IpAddress::fromAbi(AF_INET6, config_value_.redirect_ip6);
+  }
+  return t;
 }
 
 absl::Status Datapath::startSockmap() {
   sockmap_ = SockmapState{};
   sockmap_.mode = config_.sockmap;
   // Off until the probe passed: sockops must not insert meanwhile.
-  RETURN_IF_ERROR(writeConfigFlags(0));
+  config_value_.flags = 0;
+  RETURN_IF_ERROR(writeConfig());
   if (config_.sockmap == SockmapMode::kOff) return absl::OkStatus();
   absl::Status probe;
   if (!sockmap_supported_) {
@@ -374,7 +415,8 @@ absl::Status Datapath::startSockmap() {
     }
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(writeConfigFlags(MESH_CONFIG_F_SOCKMAP));
+  config_value_.flags = MESH_CONFIG_F_SOCKMAP;
+  RETURN_IF_ERROR(writeConfig());
   sockmap_.active = true;
   return absl::OkStatus();
 }
@@ -384,7 +426,12 @@ absl::Status Datapath::setSockmapActive(bool active) {
     return absl::FailedPreconditionError(
         "the kernel has no BPF_MAP_TYPE_SOCKHASH or BPF_PROG_TYPE_SK_MSG");
   }
-  RETURN_IF_ERROR(writeConfigFlags(active ? MESH_CONFIG_F_SOCKMAP : 0));
+  const uint32_t prev = config_value_.flags;
+  config_value_.flags = active ? MESH_CONFIG_F_SOCKMAP : 0;
+  if (absl::Status st = writeConfig(); !st.ok()) {
+    config_value_.flags = prev;
+    return st;
+  }
   sockmap_.active = active;
   if (active) sockmap_.reason.clear();
   return absl::OkStatus();
@@ -585,6 +632,32 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
                      {"family", familyName(k.family)},
                      {"socket_cookie", cookie}});
     }
+  } else if (name == "mesh_orig_dst") {
+    ASSIGN_OR_RETURN(auto raw, mapops::readEntries(bpf_map__fd(skel_->maps.mesh_orig_dst), name));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      mesh_orig_dst_key k;
+      mesh_orig_dst v;
+      std::memcpy(&k, raw.key(i), sizeof(k));
+      std::memcpy(&v, raw.value(i), sizeof(v));
+      out.push_back({{"client", addrText(k.family, k.addr)},
+                     {"client_port", ntohs(k.port)},
+                     {"vip", addrText(v.family, v.vip)},
+                     {"vip_port", ntohs(v.vip_port)},
+                     {"svc_id", v.svc_id}});
+    }
+  } else if (name == "mesh_config") {
+    // The kernel's copy, not config_value_: what the programs see.
+    mesh_config c{};
+    const uint32_t zero = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mesh_config), &zero, &c) != 0) {
+      return errnoError(errno, "reading mesh_config");
+    }
+    const uint32_t v4[4] = {c.redirect_ip4, 0, 0, 0};
+    out = {{"flags", c.flags},
+           {"sockmap", (c.flags & MESH_CONFIG_F_SOCKMAP) != 0},
+           {"redirect_ipv4", addrText(MESH_AF_INET, v4)},
+           {"redirect_ipv6", addrText(MESH_AF_INET6, c.redirect_ip6)},
+           {"redirect_port", ntohs(c.redirect_port)}};
   } else if (name == "mesh_sock") {
     return absl::InvalidArgumentError(
         "mesh_sock is per-socket storage: the kernel cannot list it (see mesh_backend_state for "
@@ -594,7 +667,7 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
         absl::StrCat("no map named \"", name,
                      "\"; maps: mesh_services, mesh_slots, mesh_backends, "
                      "mesh_backend_state, mesh_svc_state, mesh_maglev, mesh_udp_rev, mesh_stats, "
-                     "mesh_sockhash, mesh_sock"));
+                     "mesh_sockhash, mesh_orig_dst, mesh_config, mesh_sock"));
   }
   return out;
 }

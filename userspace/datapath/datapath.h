@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,8 +21,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/net.h"
 #include "datapath/bpf_lb_maps.h"
 #include "datapath/map_writer.h"
+#include "datapath/orig_dst.h"
+#include "datapath/redirect.h"
 #include "datapath/sockmap.h"
 #include "nlohmann/json.hpp"
 
@@ -41,6 +45,10 @@ struct DatapathConfig {
   // mesh_sockhash and mesh_sockmap_pending: two entries per spliced connection.
   // When full, new connections simply take the plain path.
   uint32_t max_sockmap_sockets = 65536;
+  // mesh_orig_dst (LRU): redirected connections established but not yet
+  // accepted by meshd. When full, the oldest entry goes and that connection is
+  // a lookup miss for meshd (it closes it).
+  uint32_t max_orig_dst = 65536;
   SockmapMode sockmap = SockmapMode::kAuto;
 };
 
@@ -100,6 +108,22 @@ class Datapath {
   absl::Status setSockmapActive(bool active);
   std::string instanceDir() const;
 
+  // Points connects to L7 services at meshd's listener (mesh_config): IPv4
+  // VIPs to v4:port, IPv6 VIPs to v6:port (host order). port 0 (or no address
+  // of a VIP's family) turns the redirect off: such services take the L4 path
+  // and MESH_STAT_L7_NO_TARGET counts it. InvalidArgument when v4 is not an
+  // IPv4 address, v6 not an IPv6 one (v4-mapped included), or either is the
+  // unspecified address; the errno of the map write otherwise.
+  absl::Status setRedirectTarget(std::optional<IpAddress> v4, std::optional<IpAddress> v6,
+                                 uint16_t port);
+  // What mesh_config holds now (adopted from the pins until the first
+  // setRedirectTarget()).
+  RedirectTarget redirectTarget() const;
+  // Original destinations of redirected connections (mesh_orig_dst), for the
+  // proxy's accept path. Shared and thread-safe: it holds its own map fd, so
+  // it may outlive this Datapath.
+  const OrigDstTablePtr& origDstTable() const { return orig_dst_; }
+
   absl::StatusOr<std::vector<ProgramInfo>> programs();
   absl::StatusOr<std::vector<MapInfo>> mapInfo();
   // Entries of one of our maps (by name, e.g. "mesh_services") decoded into
@@ -122,7 +146,8 @@ class Datapath {
   absl::Status load();
   absl::Status attachSkMsg();
   absl::Status startSockmap();
-  absl::Status writeConfigFlags(uint32_t flags);
+  // Writes config_value_ (every field) to mesh_config.
+  absl::Status writeConfig();
 
   DatapathConfig config_;
   struct mesh* skel_ = nullptr;
@@ -131,6 +156,9 @@ class Datapath {
   std::string terminate_unavailable_;
   bool sockmap_supported_ = true;  // the kernel has SOCKHASH and SK_MSG
   SockmapState sockmap_;
+  // The last mesh_config written (or adopted): its switches are written whole.
+  mesh_config config_value_{};
+  OrigDstTablePtr orig_dst_;
 };
 
 }  // namespace meshd::datapath

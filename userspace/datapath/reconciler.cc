@@ -427,7 +427,8 @@ absl::Status Reconciler::buildPlan(const state::DesiredLbState& desired, Plan& p
     next.svc.slot_count = n;
     next.svc.maglev_size = maglev ? maglevSize(fe) : 0;
     next.svc.algo = static_cast<__u8>(fe.algorithm);
-    next.svc.flags = MESH_SVC_F_NONE;
+    // UDP frontends ignore it in the kernel; set it anyway so the map shows the model.
+    next.svc.flags = fe.l7 ? MESH_SVC_F_L7 : MESH_SVC_F_NONE;
     next.svc.max_conns = fe.max_connections;
     next.svc.max_conns_per_backend = fe.max_connections_per_backend;
     next.svc.rate_per_sec = fe.connect_rate.per_second;
@@ -782,6 +783,7 @@ absl::StatusOr<std::vector<Reconciler::FrontendView>> Reconciler::describe() {
       view.frontend.outlier.base_ejection_ms = rec->svc.eject_base_ms;
       view.frontend.outlier.max_ejection_ms = rec->svc.eject_max_ms;
       view.frontend.outlier.max_ejection_percent = rec->svc.eject_max_percent;
+      view.frontend.l7 = (rec->svc.flags & MESH_SVC_F_L7) != 0;
     }
     ASSIGN_OR_RETURN(view.counters, maps_.readServiceState(rec->svc.svc_id));
     const uint32_t n = std::min<size_t>(rec->svc.slot_count, rec->slots.size());

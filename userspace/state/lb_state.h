@@ -75,8 +75,8 @@ struct Frontend {
   // A backend leaving the frontend: its connections are ended at once (true)
   // rather than left to finish (false, the default).
   bool terminate_removed = false;
-  // Requests through this frontend need meshd's L7 proxy (an HTTPRoute/GRPCRoute is bound to it): the
-  // connect hook sends them to meshd's listener instead of a backend.
+  // Requests through this frontend need meshd's L7 proxy (an HTTPRoute/GRPCRoute is bound to it):
+  // the connect hook sends them to meshd's listener instead of a backend.
   bool l7 = false;
   OutlierDetection outlier;       // TCP only: UDP gives no failure signal
   std::vector<Backend> backends;  // ready endpoints only, sorted by (address, port)
