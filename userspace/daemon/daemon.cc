@@ -2,7 +2,9 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -122,8 +124,14 @@ absl::Status Daemon::init() {
   if (!store.ok()) return withContext(store.status(), "opening the store (--state-dir)");
   store_ = std::move(*store);
 
-  // 6. The model loads the store and reconciles the maps to it.
+  // 6. The model loads the store and reconciles the maps to it. The L7 proxy's
+  // configuration follows every state the model programs (before the kernel does).
+  const unsigned workers =
+      options_.proxy_workers != 0 ? options_.proxy_workers
+                                  : std::max(1u, std::thread::hardware_concurrency());
+  l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
+  model_->setObserver(l7_.get());
   updater_ = std::make_unique<state::Updater>();
   readiness_.setProgramsAttached(attachedPrograms());
   absl::Status loaded = updater_->run([this] { return model_->load(); });
@@ -141,7 +149,19 @@ absl::Status Daemon::init() {
     spdlog::info("loaded {} resources from {}", n, store_->filePath());
   }
 
-  // 7. Serve.
+  // 7. Serve: the L7 proxy (when connects are redirected to it), metrics, the API.
+  if (options_.redirect.enabled()) {
+    proxy::ProxyOptions po;
+    auto listen = SocketAddress::parse(
+        absl::StrCat(options_.redirect.v6 ? "[::]" : "0.0.0.0", ":", options_.redirect.port));
+    if (!listen.ok()) return listen.status();
+    po.listen = *listen;
+    po.workers = workers;
+    auto proxy = proxy::Proxy::start(po, *l7_, *l7_, l7_.get());
+    if (!proxy.ok()) return withContext(proxy.status(), "starting the L7 proxy (--proxy-port)");
+    proxy_ = std::move(*proxy);
+    spdlog::info("L7 proxy listening on {} with {} workers", po.listen.toString(), workers);
+  }
   metrics_ = nullptr;
   auto metrics = telemetry::HttpServer::start(
       options_.metrics_addr,
@@ -168,6 +188,7 @@ void Daemon::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (api_) api_->shutdown();
+  if (proxy_) proxy_->stop();
   if (metrics_) metrics_->stop();
   if (updater_) updater_->stop();
   if (started_) {
@@ -269,7 +290,9 @@ std::string Daemon::renderMetrics() {
   } else {
     spdlog::warn("reading backend counters: {}", std::string(views.status().message()));
   }
-  return telemetry::renderMetrics(m);
+  std::string out = telemetry::renderMetrics(m);
+  if (l7_) l7_->metrics().render(out);
+  return out;
 }
 
 absl::StatusOr<std::vector<api::AppliedResource>> Daemon::apply(
@@ -330,6 +353,17 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
     s["sockmap"] = datapath::sockmapStatusText(datapath_->sockmap());
     s["sockmapMode"] = std::string(datapath::sockmapModeName(datapath_->sockmap().mode));
     s["l7Redirect"] = datapath_->redirectTarget().toString();
+  }
+  if (proxy_) {
+    const proxy::ProxyStats ps = proxy_->stats();
+    s["l7Proxy"] = {{"port", proxy_->port()},
+                    {"routedServices", l7_->routedServices()},
+                    {"accepted", ps.accepted},
+                    {"http", ps.http},
+                    {"opaque", ps.opaque},
+                    {"origDstUnknown", ps.orig_dst_unknown}};
+  } else {
+    s["l7Proxy"] = "off";
   }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;

@@ -19,7 +19,9 @@
 #include "api/service.h"
 #include "daemon/instance_lock.h"
 #include "datapath/datapath.h"
+#include "daemon/l7.h"
 #include "datapath/reconciler.h"
+#include "proxy/core/proxy.h"
 #include "state/lb_state_sink.h"
 #include "state/model.h"
 #include "state/updater.h"
@@ -46,6 +48,10 @@ struct DaemonOptions {
   // are sent there (--redirect-address, --proxy-port). No address = the
   // redirect is off and L7 services take the L4 path.
   datapath::RedirectTarget redirect{std::nullopt, std::nullopt, 15001};
+  // The L7 proxy (started when the redirect is on): worker threads (0 = one per
+  // CPU) listening on the redirect port of every address ([::] when an IPv6 target
+  // is set, else 0.0.0.0).
+  unsigned proxy_workers = 0;
 };
 
 // Passes each desired state to the reconciler and records the outcome and its
@@ -83,6 +89,8 @@ class Daemon : public api::MeshdControl {
   absl::Status retryReconcile();
 
   uint16_t metricsPort() const { return metrics_->port(); }
+  // The L7 proxy's listening port; 0 when it is not running.
+  uint16_t proxyPort() const { return proxy_ ? proxy_->port() : 0; }
   const DaemonOptions& options() const { return options_; }
   std::string pinDir() const;
 
@@ -116,9 +124,11 @@ class Daemon : public api::MeshdControl {
   std::unique_ptr<datapath::Reconciler> reconciler_;
   std::unique_ptr<ObservedSink> sink_;
   store::StorePtr store_;
+  std::unique_ptr<L7Config> l7_;  // before model_: the model points at it
   std::unique_ptr<state::Model> model_;
   // Declared after model_ so it is destroyed (and stopped) first.
   std::unique_ptr<state::Updater> updater_;
+  std::unique_ptr<proxy::Proxy> proxy_;
   telemetry::HttpServerPtr metrics_;
   api::ApiServerPtr api_;
   bool stopped_ = false;

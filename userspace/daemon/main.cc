@@ -66,6 +66,10 @@ int run(int argc, char** argv) {
   app.add_option("--proxy-port", o.redirect.port, "meshd's outbound (L7) listener port")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
+  app.add_option("--proxy-workers", o.proxy_workers,
+                 "L7 proxy worker threads (event loops); 0 = one per CPU")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
