@@ -708,6 +708,26 @@ TEST_F(ProxyCoreTest, PooledConnectionClosedByTheServerIsNotReused) {
   EXPECT_EQ(up.accepts(), 2);
 }
 
+TEST_F(ProxyCoreTest, UpstreamConnectionCloseDoesNotCloseTheClient) {
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    auto req = c.readRequest();
+    if (!req) return;
+    c.send("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+  });
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  std::string buf;
+  for (int i = 0; i < 2; ++i) {
+    c.send(get("/"));
+    auto r = readResponse(c, buf);
+    ASSERT_TRUE(r.has_value()) << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("connection"), "");
+  }
+  EXPECT_EQ(up.accepts(), 2);  // the closed upstream connection was not reused
+}
+
 TEST_F(ProxyCoreTest, IdlePooledConnectionsExpire) {
   UpstreamServer up(UpstreamServer::echoTarget);
   router_.forwardTo(up.address());

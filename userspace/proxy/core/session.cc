@@ -840,8 +840,10 @@ bool Session::onResponseHead() {
       break;
   }
   const bool tunnel = head.framing.body == BodyKind::kTunnel;
-  if (sent.framing.body == BodyKind::kCloseDelimited || !request_done_ ||
-      !head.framing.keep_alive) {
+  // The client connection outlives an upstream that says "Connection: close" (only that
+  // upstream connection is not reused); a close-delimited body or a response that came
+  // before the request body ended closes it.
+  if (sent.framing.body == BodyKind::kCloseDelimited || !request_done_) {
     client_keep_alive_ = false;
   }
   applyEdits(head.headers, decision_.response_edits, false);
