@@ -77,6 +77,8 @@ TEST_F(ProxyCoreTest, KeepAliveReusesOneUpstreamConnection) {
     EXPECT_EQ(r->status, 200);
     EXPECT_EQ(r->body, std::string("ok:") + t);
   }
+  ASSERT_TRUE(observer_.waitFor(3));
+  EXPECT_EQ(observer_.records()[0].request_bytes, get("/a").size());
   // The pre-connected connection carried all three requests.
   EXPECT_EQ(up.accepts(), 1);
   EXPECT_GE(proxy_->stats().upstream_reused, 2u);
@@ -449,6 +451,56 @@ TEST_F(ProxyCoreTest, UpstreamRefusedIs503UF) {
   ASSERT_TRUE(observer_.waitFor(2));
   EXPECT_EQ(observer_.records()[0].flags, "UF");
   EXPECT_EQ(observer_.records()[0].code, 503);
+}
+
+TEST_F(ProxyCoreTest, UpstreamConnectTimeoutIs503UF) {
+  // A listener that never accepts, its queue filled: further SYNs are dropped, so the
+  // proxy's connects stay pending until connect_timeout_ms.
+  ScopedFd full(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  socklen_t len = loopback(0).toSockaddr(&ss);
+  ASSERT_EQ(::bind(full.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  ASSERT_EQ(::listen(full.get(), 0), 0);
+  len = sizeof(ss);
+  ::getsockname(full.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  const SocketAddress blackhole =
+      SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  std::vector<ScopedFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&ss), len);
+  }
+  router_.forwardTo(blackhole);
+  ProxyOptions o;
+  o.connect_timeout_ms = 200;
+  startProxy(o);
+  Socket c = client();
+  c.send(get("/"));
+  std::string buf;
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "UF");
+}
+
+TEST_F(ProxyCoreTest, DirectResponseToARequestWithABodyClosesTheConnection) {
+  router_.setConnectionUpstream(loopback(closedPort()));
+  router_.setRoute([](const RequestInfo&, RouteDecision& d) {
+    d.kind = RouteDecision::Kind::kDirectResponse;
+    d.status = 404;
+    d.response_flags = "NR";
+  });
+  startProxy();
+  Socket c = client();
+  // The body is never read, so what follows it cannot be framed: the proxy closes.
+  c.send("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello" + get("/next"));
+  bool closed = false;
+  const std::string all = c.readAll(kIoTimeoutMsForEof(), &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(all.rfind("HTTP/1.1 404 ", 0), 0u) << all;
+  EXPECT_NE(all.find("connection: close"), std::string::npos);
+  EXPECT_EQ(all.find("HTTP/1.1", 1), std::string::npos);  // one response only
+  EXPECT_EQ(router_.seen().size(), 1u);
 }
 
 TEST_F(ProxyCoreTest, UpstreamClosingBeforeTheHeadIs503UC) {
