@@ -157,6 +157,35 @@ TEST_F(ProxyCoreTest, ChunkedBodiesAreReChunked) {
   EXPECT_EQ(reqs[0].body, "abcdefg");
 }
 
+TEST_F(ProxyCoreTest, BytesArrivingOneAtATime) {
+  // Both sides trickle: every parser and decoder in the path resumes across reads.
+  const std::string response =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+  UpstreamServer up([&response](UpstreamServer::Conn& c) {
+    while (auto req = c.readRequest()) {
+      for (char ch : response) c.send(std::string_view(&ch, 1));
+    }
+  });
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  const std::string request =
+      "POST /t HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+  std::string buf;
+  for (int round = 0; round < 2; ++round) {
+    for (char ch : request) c.send(std::string_view(&ch, 1));
+    auto r = readResponse(c, buf);
+    ASSERT_TRUE(r.has_value()) << round;
+    EXPECT_EQ(r->body, "abcd");
+    EXPECT_EQ(r->header("x-a"), "b");
+  }
+  auto reqs = up.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].body, "abcde");
+  EXPECT_EQ(reqs[1].body, "abcde");
+}
+
 TEST_F(ProxyCoreTest, LargeContentLengthBodiesStreamBothWays) {
   constexpr size_t kSize = 3 * 1024 * 1024 + 17;  // far over the 64 KiB buffers
   std::string body(kSize, '\0');

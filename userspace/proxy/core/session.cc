@@ -21,6 +21,7 @@ using http1::ParseStatus;
 // closed (its unread bytes would otherwise turn close() into a RST that can destroy the
 // response in flight: the "lingering close" of nginx and Apache).
 constexpr uint64_t kLingerMs = 2000;
+constexpr uint64_t kMaxLingerBytes = 1 << 20;
 
 // Room kept free in an upstream buffer for a chunk-size line and CRLF.
 constexpr size_t kChunkOverhead = 32;
@@ -201,7 +202,16 @@ bool Session::readClient() {
   if (!readable_ || eof_ || error_) return false;
   bool got = false;
   while (true) {
-    if (lingering_) in_.clear();
+    if (lingering_) {
+      // Draining before close: bounded, so a client that keeps sending cannot hold the
+      // worker or the connection.
+      linger_drained_ += in_.size();
+      in_.clear();
+      if (linger_drained_ > kMaxLingerBytes) {
+        error_ = true;
+        return true;
+      }
+    }
     const size_t room = in_.room(w_.inLimit());
     if (room == 0) return got;  // backpressure: readable_ stays set, resumed on consume
     const ssize_t n = in_.readFrom(fd_.get(), room);
@@ -458,8 +468,8 @@ bool Session::stepHttp() {
   progress |= pumpResponse();
   if (!exchange_ || mode_ != Mode::kHttp) return true;
   if (response_done_) {
-    // A response that ends before its request body did: the upstream connection is out of
-    // step, and where the client's next request starts is unknown, so both are closed.
+    // If the response ended before its request body did, the upstream connection is out
+    // of step and where the client's next request starts is unknown: both are closed.
     endExchange(request_done_ && client_keep_alive_);
     return true;
   }
