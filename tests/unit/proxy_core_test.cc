@@ -706,6 +706,21 @@ TEST_F(ProxyCoreTest, EditsAndRewritesReachTheUpstream) {
   EXPECT_EQ(router_.seen()[0].orig_dst, odst_.vip);
 }
 
+TEST_F(ProxyCoreTest, AbsoluteFormIsRoutedAndForwardedInOriginForm) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  std::string buf;
+  c.send("GET http://web/p?q=1 HTTP/1.1\r\nHost: web\r\n\r\n");
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "ok:/p?q=1");
+  ASSERT_EQ(router_.seen().size(), 1u);
+  EXPECT_EQ(router_.seen()[0].target, "/p?q=1");
+  EXPECT_EQ(router_.seen()[0].authority, "web");
+}
+
 TEST_F(ProxyCoreTest, DirectResponsesNeverReachTheUpstream) {
   UpstreamServer up(UpstreamServer::echoTarget);
   router_.setConnectionUpstream(up.address());

@@ -63,7 +63,11 @@ struct RouteDecision {
 struct RequestInfo {
   SocketAddress orig_dst;
   SocketAddress peer;
-  std::string_view method, target /* as received */, authority;
+  std::string_view method;
+  // Origin-form (path and query; an absolute-form target is reduced to it), or CONNECT's
+  // authority-form, or "*" for OPTIONS.
+  std::string_view target;
+  std::string_view authority;  // Host, or the absolute-form / CONNECT target's authority
   absl::Span<const http1::HeaderField> headers;
 };
 

@@ -91,6 +91,17 @@ bool protectedField(std::string_view name) {
          chars::equalsLower(name, "keep-alive") || chars::equalsLower(name, "proxy-connection");
 }
 
+// The origin-form (path and query) of an absolute-form target, for the router:
+// "http://a/b?c" -> "/b?c", "http://a" -> "/". ("http://a?c" gives "?c": the writer adds
+// the "/" when it forwards.)
+std::string_view originForm(std::string_view target) {
+  const size_t scheme = target.find("://");
+  if (scheme == std::string_view::npos) return target;
+  const size_t path = target.find_first_of("/?", scheme + 3);
+  if (path == std::string_view::npos) return "/";
+  return target.substr(path);
+}
+
 }  // namespace
 
 Detected detectProtocol(std::string_view b) {
@@ -513,7 +524,7 @@ bool Session::beginExchange() {
   info.orig_dst = orig_dst_;
   info.peer = peer_;
   info.method = head.method;
-  info.target = head.target;
+  info.target = head.form == http1::TargetForm::kAbsolute ? originForm(head.target) : head.target;
   info.authority = head.authority;
   info.headers = head.headers;
   decision_ = RouteDecision();
