@@ -972,6 +972,46 @@ TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
   EXPECT_EQ(observer.ok.load(), 2200);
 }
 
+TEST(ProxyStartTest, BadOptionsAreClearErrors) {
+  TestRouter router;
+  TestOriginalDst odst;
+  ProxyOptions o;
+  auto unset = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(unset.ok());
+  EXPECT_NE(unset.status().message().find("listen address is unset"), std::string::npos);
+  o.listen = loopback(0);
+  o.max_buffer_bytes = 10;
+  auto small = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.status().message().find("max_buffer_bytes 10"), std::string::npos);
+  o.max_buffer_bytes = 64 * 1024;
+  o.listen = *SocketAddress::parse("192.0.2.1:15001");  // TEST-NET-1: not on this host
+  auto foreign = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_NE(foreign.status().message().find("bind 192.0.2.1:15001"), std::string::npos)
+      << foreign.status();
+}
+
+TEST(SocketAddressTest, ParsesAndPrints) {
+  auto v4 = SocketAddress::parse("10.0.0.1:8080");
+  ASSERT_TRUE(v4.ok());
+  EXPECT_EQ(v4->port, 8080);
+  EXPECT_EQ(v4->toString(), "10.0.0.1:8080");
+  auto v6 = SocketAddress::parse("[fd00::1]:443");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->toString(), "[fd00::1]:443");
+  sockaddr_storage ss;
+  const socklen_t len = v6->toSockaddr(&ss);
+  EXPECT_EQ(SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len), *v6);
+  for (const char* bad : {"10.0.0.1", "10.0.0.1:", "10.0.0.1:65536", "10.0.0.1:8a", "fd00::1:80",
+                          "[fd00::1]80", "host:80"}) {
+    auto r = SocketAddress::parse(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_NE(SocketAddress::parse("10.0.0.1:99999").status().message().find("10.0.0.1:99999"),
+            std::string::npos);
+}
+
 TEST(ProtocolDetectionTest, Classifies) {
   EXPECT_EQ(detectProtocol("GET "), Detected::kHttp1);
   EXPECT_EQ(detectProtocol("GE"), Detected::kNeedMore);
