@@ -610,6 +610,28 @@ TEST_F(ProxyCoreTest, RequestTimeoutIs504UT) {
   EXPECT_EQ(observer_.records()[0].flags, "UT");
 }
 
+TEST_F(ProxyCoreTest, SilentUpstreamWithoutRouteTimeoutHitsTheIdleTimeout) {
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    if (!c.readRequest()) return;
+    c.readSome(kIoTimeoutMsForEof());  // never answers
+  });
+  router_.setConnectionUpstream(up.address());
+  router_.setRoute([&up](const RequestInfo&, RouteDecision& d) {
+    d.upstream = up.address();
+    d.request_timeout_ms = 0;  // disabled
+  });
+  ProxyOptions o;
+  o.idle_timeout_ms = 200;
+  startProxy(o);
+  Socket c = client();
+  c.send(get("/"));
+  std::string buf;
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 504);
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "SI");
+}
+
 TEST_F(ProxyCoreTest, SlowlorisHeadTimeoutCloses) {
   UpstreamServer up(UpstreamServer::echoTarget);
   router_.forwardTo(up.address());

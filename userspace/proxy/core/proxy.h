@@ -88,7 +88,7 @@ class Router {
 struct RequestRecord {
   std::string_view cluster;
   uint16_t response_code = 0;  // 0: no response was sent (e.g. the client went away)
-  // Envoy's flags: UF, UH, UT, UC, NR, DC, DPE, UPE, UO, URX, FI, DI; "" = none.
+  // Envoy's flags: UF, UH, UT, UC, NR, DC, DPE, UPE, UO, URX, FI, DI, SI; "" = none.
   std::string_view response_flags;
   std::string_view method;
   uint64_t duration_us = 0;

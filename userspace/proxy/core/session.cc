@@ -1013,6 +1013,14 @@ void Session::sweep(uint64_t now) {
     return;
   }
   bool fired = false;
+  if (now >= idle_deadline && exchange_) {
+    // Nothing moved either way for idle_timeout_ms during an exchange (a route without a
+    // timeout and a silent upstream, or a stalled body): never a hang. Envoy's flag for its
+    // stream idle timeout is SI.
+    last_activity_ms_ = now;
+    upstreamFailed(504, "SI", "stream idle timeout");
+    fired = true;
+  }
   if (up_ != nullptr && up_->connecting && now >= up_->deadline_ms) {
     up_->connecting = false;
     up_->failed = true;
