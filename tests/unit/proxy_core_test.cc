@@ -77,6 +77,8 @@ TEST_F(ProxyCoreTest, KeepAliveReusesOneUpstreamConnection) {
     EXPECT_EQ(r->status, 200);
     EXPECT_EQ(r->body, std::string("ok:") + t);
   }
+  ASSERT_TRUE(observer_.waitFor(3));
+  EXPECT_EQ(observer_.records()[0].request_bytes, get("/a").size());
   // The pre-connected connection carried all three requests.
   EXPECT_EQ(up.accepts(), 1);
   EXPECT_GE(proxy_->stats().upstream_reused, 2u);
@@ -153,6 +155,35 @@ TEST_F(ProxyCoreTest, ChunkedBodiesAreReChunked) {
   auto reqs = parseRequests(got);
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].body, "abcdefg");
+}
+
+TEST_F(ProxyCoreTest, BytesArrivingOneAtATime) {
+  // Both sides trickle: every parser and decoder in the path resumes across reads.
+  const std::string response =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+  UpstreamServer up([&response](UpstreamServer::Conn& c) {
+    while (auto req = c.readRequest()) {
+      for (char ch : response) c.send(std::string_view(&ch, 1));
+    }
+  });
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  const std::string request =
+      "POST /t HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+  std::string buf;
+  for (int round = 0; round < 2; ++round) {
+    for (char ch : request) c.send(std::string_view(&ch, 1));
+    auto r = readResponse(c, buf);
+    ASSERT_TRUE(r.has_value()) << round;
+    EXPECT_EQ(r->body, "abcd");
+    EXPECT_EQ(r->header("x-a"), "b");
+  }
+  auto reqs = up.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].body, "abcde");
+  EXPECT_EQ(reqs[1].body, "abcde");
 }
 
 TEST_F(ProxyCoreTest, LargeContentLengthBodiesStreamBothWays) {
@@ -451,6 +482,56 @@ TEST_F(ProxyCoreTest, UpstreamRefusedIs503UF) {
   EXPECT_EQ(observer_.records()[0].code, 503);
 }
 
+TEST_F(ProxyCoreTest, UpstreamConnectTimeoutIs503UF) {
+  // A listener that never accepts, its queue filled: further SYNs are dropped, so the
+  // proxy's connects stay pending until connect_timeout_ms.
+  ScopedFd full(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  socklen_t len = loopback(0).toSockaddr(&ss);
+  ASSERT_EQ(::bind(full.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  ASSERT_EQ(::listen(full.get(), 0), 0);
+  len = sizeof(ss);
+  ::getsockname(full.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  const SocketAddress blackhole =
+      SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  std::vector<ScopedFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&ss), len);
+  }
+  router_.forwardTo(blackhole);
+  ProxyOptions o;
+  o.connect_timeout_ms = 200;
+  startProxy(o);
+  Socket c = client();
+  c.send(get("/"));
+  std::string buf;
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "UF");
+}
+
+TEST_F(ProxyCoreTest, DirectResponseToARequestWithABodyClosesTheConnection) {
+  router_.setConnectionUpstream(loopback(closedPort()));
+  router_.setRoute([](const RequestInfo&, RouteDecision& d) {
+    d.kind = RouteDecision::Kind::kDirectResponse;
+    d.status = 404;
+    d.response_flags = "NR";
+  });
+  startProxy();
+  Socket c = client();
+  // The body is never read, so what follows it cannot be framed: the proxy closes.
+  c.send("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello" + get("/next"));
+  bool closed = false;
+  const std::string all = c.readAll(kIoTimeoutMsForEof(), &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(all.rfind("HTTP/1.1 404 ", 0), 0u) << all;
+  EXPECT_NE(all.find("connection: close"), std::string::npos);
+  EXPECT_EQ(all.find("HTTP/1.1", 1), std::string::npos);  // one response only
+  EXPECT_EQ(router_.seen().size(), 1u);
+}
+
 TEST_F(ProxyCoreTest, UpstreamClosingBeforeTheHeadIs503UC) {
   UpstreamServer up([](UpstreamServer::Conn& c) { c.readRequest(); });
   router_.forwardTo(up.address());
@@ -527,6 +608,28 @@ TEST_F(ProxyCoreTest, RequestTimeoutIs504UT) {
   EXPECT_EQ(r->header("x-meshd-response-flags"), "UT");
   ASSERT_TRUE(observer_.waitFor(1));
   EXPECT_EQ(observer_.records()[0].flags, "UT");
+}
+
+TEST_F(ProxyCoreTest, SilentUpstreamWithoutRouteTimeoutHitsTheIdleTimeout) {
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    if (!c.readRequest()) return;
+    c.readSome(kIoTimeoutMsForEof());  // never answers
+  });
+  router_.setConnectionUpstream(up.address());
+  router_.setRoute([&up](const RequestInfo&, RouteDecision& d) {
+    d.upstream = up.address();
+    d.request_timeout_ms = 0;  // disabled
+  });
+  ProxyOptions o;
+  o.idle_timeout_ms = 200;
+  startProxy(o);
+  Socket c = client();
+  c.send(get("/"));
+  std::string buf;
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 504);
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "SI");
 }
 
 TEST_F(ProxyCoreTest, SlowlorisHeadTimeoutCloses) {
@@ -625,6 +728,21 @@ TEST_F(ProxyCoreTest, EditsAndRewritesReachTheUpstream) {
   EXPECT_EQ(router_.seen()[0].orig_dst, odst_.vip);
 }
 
+TEST_F(ProxyCoreTest, AbsoluteFormIsRoutedAndForwardedInOriginForm) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  std::string buf;
+  c.send("GET http://web/p?q=1 HTTP/1.1\r\nHost: web\r\n\r\n");
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "ok:/p?q=1");
+  ASSERT_EQ(router_.seen().size(), 1u);
+  EXPECT_EQ(router_.seen()[0].target, "/p?q=1");
+  EXPECT_EQ(router_.seen()[0].authority, "web");
+}
+
 TEST_F(ProxyCoreTest, DirectResponsesNeverReachTheUpstream) {
   UpstreamServer up(UpstreamServer::echoTarget);
   router_.setConnectionUpstream(up.address());
@@ -706,6 +824,26 @@ TEST_F(ProxyCoreTest, PooledConnectionClosedByTheServerIsNotReused) {
   EXPECT_EQ(r2->status, 200);  // not 503 UC: a fresh connection carried it
   EXPECT_EQ(r2->body, "ok:/2");
   EXPECT_EQ(up.accepts(), 2);
+}
+
+TEST_F(ProxyCoreTest, UpstreamConnectionCloseDoesNotCloseTheClient) {
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    auto req = c.readRequest();
+    if (!req) return;
+    c.send("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+  });
+  router_.forwardTo(up.address());
+  startProxy();
+  Socket c = client();
+  std::string buf;
+  for (int i = 0; i < 2; ++i) {
+    c.send(get("/"));
+    auto r = readResponse(c, buf);
+    ASSERT_TRUE(r.has_value()) << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("connection"), "");
+  }
+  EXPECT_EQ(up.accepts(), 2);  // the closed upstream connection was not reused
 }
 
 TEST_F(ProxyCoreTest, IdlePooledConnectionsExpire) {
@@ -854,6 +992,46 @@ TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
   (*proxy)->stop();
   server.join();
   EXPECT_EQ(observer.ok.load(), 2200);
+}
+
+TEST(ProxyStartTest, BadOptionsAreClearErrors) {
+  TestRouter router;
+  TestOriginalDst odst;
+  ProxyOptions o;
+  auto unset = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(unset.ok());
+  EXPECT_NE(unset.status().message().find("listen address is unset"), std::string::npos);
+  o.listen = loopback(0);
+  o.max_buffer_bytes = 10;
+  auto small = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.status().message().find("max_buffer_bytes 10"), std::string::npos);
+  o.max_buffer_bytes = 64 * 1024;
+  o.listen = *SocketAddress::parse("192.0.2.1:15001");  // TEST-NET-1: not on this host
+  auto foreign = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_NE(foreign.status().message().find("bind 192.0.2.1:15001"), std::string::npos)
+      << foreign.status();
+}
+
+TEST(SocketAddressTest, ParsesAndPrints) {
+  auto v4 = SocketAddress::parse("10.0.0.1:8080");
+  ASSERT_TRUE(v4.ok());
+  EXPECT_EQ(v4->port, 8080);
+  EXPECT_EQ(v4->toString(), "10.0.0.1:8080");
+  auto v6 = SocketAddress::parse("[fd00::1]:443");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->toString(), "[fd00::1]:443");
+  sockaddr_storage ss;
+  const socklen_t len = v6->toSockaddr(&ss);
+  EXPECT_EQ(SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len), *v6);
+  for (const char* bad : {"10.0.0.1", "10.0.0.1:", "10.0.0.1:65536", "10.0.0.1:8a", "fd00::1:80",
+                          "[fd00::1]80", "host:80"}) {
+    auto r = SocketAddress::parse(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_NE(SocketAddress::parse("10.0.0.1:99999").status().message().find("10.0.0.1:99999"),
+            std::string::npos);
 }
 
 TEST(ProtocolDetectionTest, Classifies) {

@@ -83,6 +83,10 @@ absl::StatusOr<SocketAddress> SocketAddress::parse(std::string_view text) {
     }
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", t, "\" is ambiguous: write an IPv6 address as [addr]:port"));
+    }
   }
   SocketAddress a;
   ASSIGN_OR_RETURN(a.ip, IpAddress::parse(host));

@@ -63,7 +63,11 @@ struct RouteDecision {
 struct RequestInfo {
   SocketAddress orig_dst;
   SocketAddress peer;
-  std::string_view method, target /* as received */, authority;
+  std::string_view method;
+  // Origin-form (path and query; an absolute-form target is reduced to it), or CONNECT's
+  // authority-form, or "*" for OPTIONS.
+  std::string_view target;
+  std::string_view authority;  // Host, or the absolute-form / CONNECT target's authority
   absl::Span<const http1::HeaderField> headers;
 };
 
@@ -84,7 +88,7 @@ class Router {
 struct RequestRecord {
   std::string_view cluster;
   uint16_t response_code = 0;  // 0: no response was sent (e.g. the client went away)
-  // Envoy's flags: UF, UH, UT, UC, NR, DC, DPE, UPE, UO, URX, FI, DI; "" = none.
+  // Envoy's flags: UF, UH, UT, UC, NR, DC, DPE, UPE, UO, URX, FI, DI, SI; "" = none.
   std::string_view response_flags;
   std::string_view method;
   uint64_t duration_us = 0;

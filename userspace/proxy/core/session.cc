@@ -21,6 +21,7 @@ using http1::ParseStatus;
 // closed (its unread bytes would otherwise turn close() into a RST that can destroy the
 // response in flight: the "lingering close" of nginx and Apache).
 constexpr uint64_t kLingerMs = 2000;
+constexpr uint64_t kMaxLingerBytes = 1 << 20;
 
 // Room kept free in an upstream buffer for a chunk-size line and CRLF.
 constexpr size_t kChunkOverhead = 32;
@@ -88,6 +89,17 @@ bool protectedField(std::string_view name) {
          chars::equalsLower(name, "transfer-encoding") || chars::equalsLower(name, "connection") ||
          chars::equalsLower(name, "upgrade") || chars::equalsLower(name, "te") ||
          chars::equalsLower(name, "keep-alive") || chars::equalsLower(name, "proxy-connection");
+}
+
+// The origin-form (path and query) of an absolute-form target, for the router:
+// "http://a/b?c" -> "/b?c", "http://a" -> "/". ("http://a?c" gives "?c": the writer adds
+// the "/" when it forwards.)
+std::string_view originForm(std::string_view target) {
+  const size_t scheme = target.find("://");
+  if (scheme == std::string_view::npos) return target;
+  const size_t path = target.find_first_of("/?", scheme + 3);
+  if (path == std::string_view::npos) return "/";
+  return target.substr(path);
 }
 
 }  // namespace
@@ -201,7 +213,16 @@ bool Session::readClient() {
   if (!readable_ || eof_ || error_) return false;
   bool got = false;
   while (true) {
-    if (lingering_) in_.clear();
+    if (lingering_) {
+      // Draining before close: bounded, so a client that keeps sending cannot hold the
+      // worker or the connection.
+      linger_drained_ += in_.size();
+      in_.clear();
+      if (linger_drained_ > kMaxLingerBytes) {
+        error_ = true;
+        return true;
+      }
+    }
     const size_t room = in_.room(w_.inLimit());
     if (room == 0) return got;  // backpressure: readable_ stays set, resumed on consume
     const ssize_t n = in_.readFrom(fd_.get(), room);
@@ -458,8 +479,8 @@ bool Session::stepHttp() {
   progress |= pumpResponse();
   if (!exchange_ || mode_ != Mode::kHttp) return true;
   if (response_done_) {
-    // A response that ends before its request body did: the upstream connection is out of
-    // step, and where the client's next request starts is unknown, so both are closed.
+    // If the response ended before its request body did, the upstream connection is out
+    // of step and where the client's next request starts is unknown: both are closed.
     endExchange(request_done_ && client_keep_alive_);
     return true;
   }
@@ -503,7 +524,7 @@ bool Session::beginExchange() {
   info.orig_dst = orig_dst_;
   info.peer = peer_;
   info.method = head.method;
-  info.target = head.target;
+  info.target = head.form == http1::TargetForm::kAbsolute ? originForm(head.target) : head.target;
   info.authority = head.authority;
   info.headers = head.headers;
   decision_ = RouteDecision();
@@ -840,8 +861,10 @@ bool Session::onResponseHead() {
       break;
   }
   const bool tunnel = head.framing.body == BodyKind::kTunnel;
-  if (sent.framing.body == BodyKind::kCloseDelimited || !request_done_ ||
-      !head.framing.keep_alive) {
+  // The client connection outlives an upstream that says "Connection: close" (only that
+  // upstream connection is not reused); a close-delimited body or a response that came
+  // before the request body ended closes it.
+  if (sent.framing.body == BodyKind::kCloseDelimited || !request_done_) {
     client_keep_alive_ = false;
   }
   applyEdits(head.headers, decision_.response_edits, false);
@@ -990,6 +1013,14 @@ void Session::sweep(uint64_t now) {
     return;
   }
   bool fired = false;
+  if (now >= idle_deadline && exchange_) {
+    // Nothing moved either way for idle_timeout_ms during an exchange (a route without a
+    // timeout and a silent upstream, or a stalled body): never a hang. Envoy's flag for its
+    // stream idle timeout is SI.
+    last_activity_ms_ = now;
+    upstreamFailed(504, "SI", "stream idle timeout");
+    fired = true;
+  }
   if (up_ != nullptr && up_->connecting && now >= up_->deadline_ms) {
     up_->connecting = false;
     up_->failed = true;

@@ -117,6 +117,7 @@ class Session final : public EventHandler {
   bool closing_ = false;    // write what is queued, then close
   bool lingering_ = false;  // write side shut; draining the client's bytes before close
   uint64_t linger_deadline_ms_ = 0;
+  uint64_t linger_drained_ = 0;
   uint64_t last_activity_ms_ = 0;
   uint64_t head_deadline_ms_ = 0;  // request-headers timeout (0 = not running)
 
