@@ -10,3 +10,14 @@ set_tests_properties(lab_topology PROPERTIES
   RUN_SERIAL TRUE
   TIMEOUT 180
   ENVIRONMENT "MESHD_BUILD_DIR=${PROJECT_BINARY_DIR}")
+
+# The L7 path end to end on the lab with meshd: real curl in the pods, the kernel redirect
+# into each node's proxy, HTTPRoute weights/headers/filters, 404/503 with flags, a
+# server-first protocol, Istio request metrics (tests/root/lab/l7_test.sh, l7.yaml).
+add_test(NAME lab_l7
+         COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/lab/l7_test.sh)
+set_tests_properties(lab_l7 PROPERTIES
+  LABELS root
+  RUN_SERIAL TRUE
+  TIMEOUT 300
+  ENVIRONMENT "MESHD_BUILD_DIR=${PROJECT_BINARY_DIR}")
