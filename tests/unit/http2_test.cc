@@ -864,7 +864,9 @@ TEST(Http2ServerTest, ContinuationFloodIsAConnectionError) {
   EXPECT_NE(st.message().find("CONTINUATION"), std::string::npos) << st;
   EXPECT_EQ(f.handler.requests, 0);
   EXPECT_EQ(f.session->connectionErrorCode(), kEnhanceYourCalm);
+  // nghttp2 treats it as fatal: close at once, nothing more is written.
   EXPECT_TRUE(f.session->shouldClose());
+  EXPECT_FALSE(f.session->wantsWrite());
 }
 
 TEST(Http2ServerTest, SettingsFloodWithoutReadingIsAConnectionError) {
@@ -872,9 +874,10 @@ TEST(Http2ServerTest, SettingsFloodWithoutReadingIsAConnectionError) {
   std::string in = clientStart();
   for (int i = 0; i < 5000; ++i) in += frame(kSettings, 0, 0, "");
   absl::Status st = f.session->feed(bytes(in));
-  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
   EXPECT_EQ(f.session->connectionErrorCode(), kEnhanceYourCalm) << st;
   EXPECT_TRUE(f.session->shouldClose());
+  EXPECT_FALSE(f.session->wantsWrite());  // the peer does not read: no GOAWAY either
 }
 
 TEST(Http2ServerTest, PingFloodWithoutReadingIsAConnectionError) {
@@ -1184,6 +1187,25 @@ TEST(Http2ClientTest, RequestAndResponseWithBodies) {
   EXPECT_TRUE(resp.ended);
   EXPECT_TRUE(resp.closed);
   EXPECT_EQ(resp.close_code, kNoError);
+}
+
+TEST(Http2ClientTest, OversizedResponseHeadResetsTheStream) {
+  Limits l;
+  l.max_header_list_size = 8 * 1024;
+  ClientFixture c(l);
+  RawPeer server(true);
+  auto id = c.session->submitRequest(makeRequest("GET", "/"), true);
+  auto ok_id = c.session->submitRequest(makeRequest("GET", "/ok"), true);
+  ASSERT_TRUE(id.ok() && ok_id.ok());
+  ASSERT_TRUE(pump(*c.session, server));
+  server.respond(*id, {{":status", "200"}, {"x-big", pattern(10000)}}, "body");
+  server.respond(*ok_id, {{":status", "200"}}, "fine");
+  ASSERT_TRUE(pump(*c.session, server));
+  const StreamLog& r = c.handler.streams[*id];
+  EXPECT_EQ(r.status, 0);  // onResponse never called
+  EXPECT_TRUE(r.closed);
+  EXPECT_EQ(r.close_code, kInternalError);
+  EXPECT_EQ(c.handler.streams[*ok_id].body, "fine");  // the connection carries on
 }
 
 TEST(Http2ClientTest, RespectsServerMaxConcurrentStreams) {

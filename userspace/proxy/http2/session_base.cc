@@ -212,6 +212,7 @@ struct Callbacks {
     st->unconsumed = 0;
     if (st->notify_close) s.deliverClosed(stream_id, error_code);
     nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+    s.removeUnsent(stream_id);
     s.releaseStream(st);
     return 0;
   }
