@@ -718,6 +718,35 @@ TEST(Http2ServerTest, RequestBodyFlowControlFollowsConsume) {
   EXPECT_TRUE(f.session->consume(id, 1).ok());  // closed stream: nothing to give back
 }
 
+// Bytes delivered but never consumed on a stream that then closes go back to the
+// connection window; and a 431-refused request's body is dropped and credited at once.
+// With a one-window connection, a leak would stall the next upload for good.
+TEST(Http2ServerTest, ClosedAndRefusedStreamsGiveTheConnectionWindowBack) {
+  Limits l;
+  l.initial_stream_window = 65535;
+  l.initial_connection_window = 65535;
+  l.max_header_list_size = 4096;
+  ServerFixture f(l);
+  f.handler.auto_consume = false;
+  RawPeer client(false);
+  const Fields put = {
+      {":method", "PUT"}, {":scheme", "http"}, {":authority", "a"}, {":path", "/up"}};
+  int32_t a = client.request(put, pattern(100000), true);
+  ASSERT_TRUE(pump(*f.session, client));
+  ASSERT_EQ(f.handler.streams[a].body.size(), 65535u);  // stalled, nothing consumed
+  ASSERT_TRUE(f.session->resetStream(a, kCancel).ok());
+  Fields big = put;
+  big.emplace_back("x-big", pattern(5000));
+  int32_t refused = client.request(big, pattern(100000), true);
+  ASSERT_TRUE(pump(*f.session, client));
+  EXPECT_EQ(client.streams[refused].status, 431);
+  f.handler.auto_consume = true;
+  int32_t b = client.request(put, pattern(200000), true);
+  ASSERT_TRUE(pump(*f.session, client));
+  EXPECT_TRUE(f.handler.streams[b].ended);
+  EXPECT_EQ(f.handler.streams[b].body, pattern(200000));
+}
+
 // The server sends 1 MiB through its bounded per-stream queue, refilling on onSendReady.
 TEST(Http2ServerTest, ResponseBodyThroughBoundedQueue) {
   Limits l;
