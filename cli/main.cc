@@ -72,6 +72,8 @@ std::string canonicalKind(std::string kind) {
       kind == "policies") {
     return "TrafficPolicy";
   }
+  if (kind == "httproute" || kind == "httproutes") return "HTTPRoute";
+  if (kind == "grpcroute" || kind == "grpcroutes") return "GRPCRoute";
   return "";
 }
 
@@ -240,8 +242,9 @@ int run(int argc, char** argv) {
       }
       const std::string kind = canonicalKind(delete_kind);
       if (kind.empty()) {
-        return usage(absl::StrCat("unknown kind \"", delete_kind,
-                                  "\"; expected Service, EndpointSlice or TrafficPolicy"));
+        return usage(absl::StrCat(
+            "unknown kind \"", delete_kind,
+            "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute or GRPCRoute"));
       }
       auto* ref = req.add_refs();
       ref->set_kind(kind);

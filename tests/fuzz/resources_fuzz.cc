@@ -37,6 +37,8 @@ absl::Status typedView(const Resource& r) {
   if (r.key.kind == kKindService) return serviceSpec(r).status();
   if (r.key.kind == kKindEndpointSlice) return endpointSliceSpec(r).status();
   if (r.key.kind == kKindTrafficPolicy) return trafficPolicySpec(r).status();
+  if (r.key.kind == kKindHttpRoute) return httpRouteSpec(r).status();
+  if (r.key.kind == kKindGrpcRoute) return grpcRouteSpec(r).status();
   return absl::InvalidArgumentError("unknown kind");
 }
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -1079,6 +1080,22 @@ TEST(Routes, MissingServicesAreNotASetError) {
   ResourceSet set;
   for (auto& r : *parsed) set.upsert(std::move(r));
   EXPECT_TRUE(validateSet(set).ok());
+}
+
+// The CRD's timeout rule compares durations: 0s (disabled) as request allows any
+// backendRequest, and a 0s backendRequest is never longer than the request.
+TEST(Routes, ZeroTimeoutsFollowTheCrdRule) {
+  for (const char* timeouts :
+       {"{request: 5s, backendRequest: 0s}", "{request: 0s, backendRequest: 1h}",
+        "{request: 5s, backendRequest: 5s}"}) {
+    const std::string yaml = absl::StrCat(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n"
+        "  rules: [{timeouts: ",
+        timeouts, "}]\n");
+    auto parsed = parseFiles({SourceFile{"r.yaml", yaml}});
+    EXPECT_TRUE(parsed.ok()) << timeouts << ": " << parsed.status();
+  }
 }
 
 TEST(Helpers, ParseGatewayDuration) {

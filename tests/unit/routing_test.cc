@@ -3,12 +3,15 @@
 // the Gateway API precedence order, header/query/method matching, weighted
 // backend splits, redirects and URL rewrites (the spec's tables), header
 // edits, mirrors, timeouts and GRPCRoute service/method matching.
+#include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "counting_new.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proxy/routing/route_table.h"
@@ -688,6 +691,110 @@ TEST(RouteTable, DescribeShowsPrecedenceOrder) {
   // Hostname-specific entries first, the catch-all of a-routes last among a-routes.
   EXPECT_THAT(entries.front().describe(), HasSubstr("host=shop.example.com"));
   EXPECT_THAT(entries.back().describe(), HasSubstr("path=PathPrefix:/"));
+}
+
+// lab/examples/web-canary.yaml (with web.yaml) as the lab applies it: web:80 becomes an
+// L7 frontend, plain requests split 90/10 between web-v1 and web-v2.
+TEST(RouteTable, LabCanaryExample) {
+  auto read = [](const std::string& name) {
+    std::ifstream in(std::string(MESHD_LAB_EXAMPLES_DIR) + "/" + name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return resources::SourceFile{name, ss.str()};
+  };
+  auto parsed = resources::parseFiles({read("web.yaml"), read("web-canary.yaml")});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  resources::ResourceSet set;
+  for (auto& r : *parsed) set.upsert(std::move(r));
+  auto lb = state::computeDesiredState(set);
+  ASSERT_TRUE(lb.ok()) << lb.status();
+  for (const state::Frontend& f : lb->frontends) EXPECT_EQ(f.l7, f.service == "web") << f.service;
+  auto t = RouteTable::build(set, *lb);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const ServiceRoutes* web = (*t)->find(ip("10.96.0.10"), 80);
+  ASSERT_NE(web, nullptr);
+  const RouteMatch* plain = web->match(Request{"GET", "/", "web", {}});
+  ASSERT_NE(plain, nullptr);
+  ASSERT_THAT(plain->rule().backends, SizeIs(2));
+  EXPECT_EQ(plain->rule().backends[0].weight, 90u);
+  EXPECT_EQ(plain->rule().request_timeout_ms, 10000u);
+  std::mt19937_64 rng(1);
+  int v1 = 0;
+  for (int i = 0; i < 10000; ++i)
+    v1 += pickBackend(plain->rule(), rng())->name == "default/web-v1:80";
+  EXPECT_NEAR(v1, 9000, 150);
+  const Cluster* c = pickBackend(plain->rule(), 0);
+  ASSERT_THAT(c->endpoints, SizeIs(2));
+  EXPECT_EQ(c->endpoints[0].address.toString(), "10.244.1.11");
+  EXPECT_EQ(c->endpoints[0].port, 8080);
+  std::vector<http1::HeaderField> canary = {{"x-canary", "always", false}};
+  const RouteMatch* forced = web->match(Request{"GET", "/x", "web", canary});
+  ASSERT_NE(forced, nullptr);
+  EXPECT_EQ(pickBackend(forced->rule(), 0)->name, "default/web-v2:80");
+}
+
+// The per-request path allocates nothing: lookup, match (headers, query, regex),
+// backend and endpoint picks, mirror sampling, and the filters writing into buffers
+// that already have room. The positive control shows the counter sees allocations.
+TEST(RouteTable, PerRequestPathAllocatesNothing) {
+  auto t = build(R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hot}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+    - matches:
+        - path: {type: RegularExpression, value: "/api/[a-z]+"}
+          headers: [{name: x-user, type: RegularExpression, value: "a.*"}]
+          queryParams: [{name: v, value: "2"}]
+      filters:
+        - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /internal}}
+        - {type: RequestMirror, requestMirror: {backendRef: {name: web-v2, port: 80}, percent: 5}}
+      backendRefs: [{name: web-v1, port: 80, weight: 3}, {name: web-v2, port: 80}]
+    - matches: [{path: {value: /old}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: example.org}}]
+)");
+  ASSERT_NE(t, nullptr);
+  const std::vector<http1::HeaderField> headers = {
+      {"host", "web", false}, {"x-user", "alice", false}, {"accept", "*/*", false}};
+  std::vector<http1::HeaderField> edited;
+  edited.reserve(16);
+  std::string buf;
+  buf.reserve(256);
+  size_t picked = 0;
+
+  meshd::testing::startCountingAllocations();
+  for (uint64_t i = 0; i < 100; ++i) {
+    const ServiceRoutes* s = t->find(ip("10.96.0.10"), 80);
+    const RouteMatch* m = s->match(Request{"GET", "/api/items?v=2", "web:80", headers});
+    if (m == nullptr) break;
+    const Cluster* c = pickBackend(m->rule(), i * 7919);
+    const Endpoint* e = c->pickEndpoint(i * 104729);
+    picked += e != nullptr;
+    picked += m->rule().mirrors[0].sampled(i);
+    edited.clear();
+    m->rule().request_headers.apply(headers, edited);
+    buf.clear();
+    m->rule().rewrite->path->apply("/api/items?v=2", buf);
+    const RouteMatch* r = s->match(Request{"GET", "/old/x", "web", headers});
+    buf.clear();
+    r->rule().redirect->appendLocation(Request{"GET", "/old/x", "web", headers}, "http", 80, buf);
+  }
+  const size_t allocations = meshd::testing::stopCountingAllocations();
+  EXPECT_EQ(allocations, 0u);
+  EXPECT_GE(picked, 100u);
+  EXPECT_EQ(buf, "https://example.org/old/x");
+
+  meshd::testing::startCountingAllocations();
+  std::string grown;
+  t->find(ip("10.96.0.10"), 80)
+      ->match(Request{"GET", "/old/x", "web", headers})
+      ->rule()
+      .redirect->appendLocation(Request{"GET", "/old/x", "web", headers}, "http", 80, grown);
+  EXPECT_GT(meshd::testing::stopCountingAllocations(), 0u);
 }
 
 }  // namespace

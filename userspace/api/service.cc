@@ -19,9 +19,11 @@ namespace {
 absl::StatusOr<resources::ResourceKey> keyFromRef(const v1::ResourceRef& ref) {
   const std::string& kind = ref.kind();
   if (kind != resources::kKindService && kind != resources::kKindEndpointSlice &&
-      kind != resources::kKindTrafficPolicy) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown kind \"", kind, "\"; expected Service, EndpointSlice or TrafficPolicy"));
+      kind != resources::kKindTrafficPolicy && kind != resources::kKindHttpRoute &&
+      kind != resources::kKindGrpcRoute) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown kind \"", kind,
+                     "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute or GRPCRoute"));
   }
   if (ref.name().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(kind, ": a name is required"));

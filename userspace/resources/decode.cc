@@ -804,9 +804,11 @@ bool isRouteHostname(absl::string_view s, bool allow_wildcard) {
   return !IpAddress::parse(std::string_view(s.data(), s.size())).ok();
 }
 
-void checkRegex(Decoder& d, const std::string& path, const std::string& pattern) {
-  if (pattern.size() > kMaxPathLength) {
-    d.fail(path, absl::StrCat("regular expression longer than ", kMaxPathLength, " bytes"));
+// An RE2 pattern of at most `max_len` bytes (the CRD's MaxLength of the field).
+void checkRegex(Decoder& d, const std::string& path, const std::string& pattern,
+                size_t max_len = kMaxPathLength) {
+  if (pattern.size() > max_len) {
+    d.fail(path, absl::StrCat("regular expression longer than ", max_len, " bytes"));
     return;
   }
   RE2::Options opts;
@@ -1292,7 +1294,7 @@ void decodeHeaderMatches(Decoder& d, const json& m, const std::string& mpath,
       vm.value = *v;
       const std::string vpath = childPath(path, "value");
       if (vm.type == ValueMatchType::kRegularExpression) {
-        checkRegex(d, vpath, *v);
+        checkRegex(d, vpath, *v, query ? kMaxPathLength : kMaxHeaderValueLength);
       } else if (query ? (v->empty() || v->size() > kMaxPathLength) : !isHeaderValue(*v)) {
         d.fail(vpath, query ? "must be 1-1024 characters"
                             : "must be 1-4096 printable ASCII characters, with single spaces or "
@@ -1442,12 +1444,11 @@ HttpRouteSpec decodeHttpRoute(Decoder& d, const json& doc, const ResourceKey& ke
         (std::string_view(field) == "request" ? r.timeouts.request_ms
                                               : r.timeouts.backend_request_ms) = *ms;
       }
+      // The CRD's rule: a request timeout of 0s (disabled) allows any backendRequest.
       if (r.timeouts.request_ms && r.timeouts.backend_request_ms && *r.timeouts.request_ms != 0 &&
-          (*r.timeouts.backend_request_ms == 0 ||
-           *r.timeouts.backend_request_ms > *r.timeouts.request_ms)) {
+          *r.timeouts.backend_request_ms > *r.timeouts.request_ms) {
         d.fail(childPath(tpath, "backendRequest"),
                absl::StrCat("backendRequest ", formatDurationMs(*r.timeouts.backend_request_ms),
-                            *r.timeouts.backend_request_ms == 0 ? " (disabled)" : "",
                             " cannot be longer than request ",
                             formatDurationMs(*r.timeouts.request_ms)));
       }

@@ -40,6 +40,9 @@ class ResourceSet {
 // Checks that need the whole set, not one document:
 //  - no two Services share a clusterIP + port + protocol;
 //  - at most one TrafficPolicy targets a Service.
+// HTTPRoutes and GRPCRoutes get no set check: Kubernetes accepts a route whose
+// parent or backend Service is missing (the Gateway API reports it in the route's
+// status), and so does meshd (such a backend's share of requests gets 500).
 // InvalidArgument with one line per problem, each naming both resources. The
 // line is reported against the resource that has source positions (the one
 // just applied) when only one of the pair has them.

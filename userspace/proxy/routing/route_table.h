@@ -9,14 +9,11 @@
 // bound to the Service in precedence order; regexes are compiled RE2 objects
 // (thread-safe for matching); filters are precomputed data.
 //
-//   find(vip, port) ──► ServiceRoutes ──match(request)──► RouteMatch ──► Rule
-//                        (null: no route,                 (null: 404)     ├ filters (edits,
-//                        redirect,
-//                         the L4 path serves it)                          │  rewrite, mirrors)
-//                                                                         └ pickBackend ──► Cluster
-//                                                                              (null: 500)
-//                                                                              ──pickEndpoint──►
-//                                                                              Endpoint
+//   find(vip, port) ─► ServiceRoutes      null: no route, the L4 path serves it
+//     match(request) ─► RouteMatch      null: 404
+//       rule() ─► Rule                  filters: header edits, redirect, rewrite, mirrors
+//         pickBackend(rule, rnd) ─► Cluster        null: 500
+//           pickEndpoint(rnd) ─► Endpoint          null: 500 (unresolved) or 503
 #pragma once
 
 #include <cstdint>
@@ -24,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
