@@ -214,7 +214,7 @@ def cpu_breakdown(results):
 # ------------------------------------------------------------------ plots
 
 COLORS = {"direct": "#4c72b0", "sidecar": "#c44e52", "haproxy-node": "#dd8452",
-          "meshd-l4": "#55a868"}
+          "meshd-l4": "#55a868", "meshd-l7": "#8172b3"}
 
 
 def _bars(ax, results, workload, metrics, placement, labels=None):
@@ -322,7 +322,7 @@ def plot_cpu_mem(results, outdir):
     ax2.set_xticks(range(len(cells)))
     ax2.set_xticklabels(labels, fontsize=7)
     ax2.set_ylabel("MB (VmHWM)")
-    ax2.set_title("Peak RSS of the largest proxy process (meshd for meshd-l4)")
+    ax2.set_title("Peak RSS of the largest proxy process (meshd for meshd-l4/l7)")
     fig.tight_layout()
     path = os.path.join(outdir, "cpu_mem.png")
     fig.savefig(path, dpi=110)
@@ -413,7 +413,12 @@ METHOD = """## How it is measured
   n2-p1. `direct`, `sidecar` and `haproxy-node` run in a lab without meshd (`MESHLAB_ID=mbench
   meshlab up --no-meshd`, so the baseline has no BPF hooks at all); `meshd-l4` in a second
   lab, up at the same time, with meshd on both nodes (`MESHLAB_ID=mbenchm`) and one Service
-  per placement whose only endpoint is the server pod.
+  per placement whose only endpoint is the server pod. `meshd-l7` uses the same lab and a
+  second Service per placement (same endpoint) with an HTTPRoute bound to each port: the
+  connect hook redirects the client's connection to its node's meshd (:15001, one proxy
+  worker, pinned with the rest of meshd to the client CPU like the other client-side
+  proxies), which routes every HTTP/1.1 request and relays TCP workloads opaquely. The
+  app↔meshd hop is plain TCP here (the suite's meshd runs with `--sockmap=off`).
 - **Repetitions are interleaved**: the whole sequence (every workload × placement, the
   variants side by side) runs once, then again, R times; each run sets its server and
   proxies up from scratch. Load that drifts during the suite hits every variant alike.
@@ -443,7 +448,7 @@ METHOD = """## How it is measured
   `bpftool -j prog show` with kernel.bpf_stats_enabled=1 (restored afterwards). Kernel work
   done in softirq (packet processing on the veths, iptables) is not charged to any process
   and is not in these numbers. **Memory**: VmHWM of each proxy process (meshd's for
-  meshd-l4).
+  meshd-l4 and meshd-l7).
 - **Noise**: a 2-CPU VM shared with other work; check the load average in the header
   before comparing runs. Compare ratios, not microseconds.
 """

@@ -162,6 +162,17 @@ class VariantsTest(unittest.TestCase):
         for w in W.WORKLOADS:
             self.assertIn(f"port: {w.port},", y)
 
+    def test_meshd_l7_binds_a_route_to_every_port_of_its_own_vips(self):
+        y = V.meshd_l7_yaml(W.WORKLOADS)
+        ports = sorted({w.port for w in W.WORKLOADS})
+        self.assertEqual(y.count("kind: HTTPRoute"), len(ports) * len(V.PLACEMENTS))
+        for p in V.PLACEMENTS:
+            self.assertIn(f"clusterIP: {V.L7_VIPS[p.name]}", y)
+            self.assertNotEqual(V.L7_VIPS[p.name], p.vip)  # meshd-l4 keeps its L4 VIP
+            for x in ports:
+                self.assertIn(f'parentRefs: [{{group: "", kind: Service, name: bench-l7-{p.name}, '
+                              f'port: {x}}}]', y)
+
     def test_variant_names_unique(self):
         self.assertEqual(len(V.BY_NAME), len(V.VARIANTS))
         self.assertEqual(len(W.BY_NAME), len(W.WORKLOADS))
