@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <set>
 #include <string>
@@ -35,6 +36,7 @@
 #include "datapath/orig_dst.h"
 #include "datapath/preflight.h"
 #include "datapath/reconciler.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "state/lb_state.h"
 #include "tests/root/fixture.h"
@@ -398,6 +400,50 @@ TEST_F(RedirectRootTest, BadRedirectTargetsAreRefused) {
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
   // The refused calls left the target as it was.
   EXPECT_EQ(dp_->redirectTarget(), (RedirectTarget{ip(kNode4), ip(kNode6), kProxyPort}));
+}
+
+// The app<->meshd hop splice: sockops on meshd's own cgroup, never on the steered
+// subtree, an ancestor of it or a cgroup inside it; pinned and adopted on restart.
+TEST_F(RedirectRootTest, ProxySockopsOnlyOnACgroupOutsideTheSteeredSubtree) {
+  const std::string parent = std::filesystem::path(node_->path()).parent_path().string();
+  for (const std::string& bad : {node_->path(), pod_->path(), parent}) {
+    absl::Status s = dp_->attachProxySockops(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << bad << ": " << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("steered cgroup")) << s;
+  }
+  EXPECT_EQ(dp_->proxySockopsCgroup(), "");
+  Cgroup meshd_cg;  // a sibling of the node's cgroup, as the lab and a DaemonSet pod have
+  ASSERT_TRUE(dp_->attachProxySockops(meshd_cg.path()).ok());
+  EXPECT_EQ(dp_->proxySockopsCgroup(), meshd_cg.path());
+  const std::string pin = dp_->instanceDir() + "/links/mesh_sockops_proxy";
+  EXPECT_TRUE(std::filesystem::exists(pin));
+  // A restarted meshd adopts the pinned link (same cgroup: same link id).
+  uint32_t link_id = 0;
+  {
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    const int fd = bpf_obj_get(pin.c_str());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+    link_id = info.id;
+    close(fd);
+  }
+  rec_.reset();
+  dp_.reset();
+  openDatapath();
+  ASSERT_TRUE(dp_->attachProxySockops(meshd_cg.path()).ok());
+  {
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    const int fd = bpf_obj_get(pin.c_str());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+    EXPECT_EQ(info.id, link_id);
+    close(fd);
+  }
+  rec_.reset();
+  dp_.reset();  // before meshd_cg goes (the link holds the cgroup)
+  (void)Datapath::removePins(config_.pin_root, config_.instance);
 }
 
 // 200 connections from 4 processes at once: each finds its own entry.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -35,6 +36,16 @@ nlohmann::ordered_json mapInfoJson(const datapath::MapInfo& m) {
 nlohmann::ordered_json programJson(const datapath::ProgramInfo& p) {
   return {{"name", p.name},      {"attachType", p.attach_type}, {"progId", p.prog_id},
           {"linkId", p.link_id}, {"runCount", p.run_cnt},       {"runTimeNs", p.run_time_ns}};
+}
+
+// meshd's own cgroup v2 directory ("0::<path>" in /proc/self/cgroup).
+absl::StatusOr<std::string> ownCgroup(const std::string& cgroup2_mount) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("0::")) return cgroup2_mount + line.substr(3);
+  }
+  return absl::NotFoundError("meshd's cgroup v2 path is not in /proc/self/cgroup");
 }
 
 }  // namespace
@@ -106,6 +117,20 @@ absl::Status Daemon::init() {
     }
     if (r.enabled()) {
       spdlog::info("L7 services redirect to {}", r.toString());
+      // The app↔meshd hop: splice it like any local pair when the fast path is on.
+      if (datapath_->sockmap().active) {
+        auto own = ownCgroup(host.cgroup2_mount);
+        absl::Status spliced = own.ok() ? datapath_->attachProxySockops(*own) : own.status();
+        if (spliced.ok()) {
+          proxy_splice_ = absl::StrCat("on (sockops on meshd's cgroup ", *own, ")");
+        } else {
+          proxy_splice_ = absl::StrCat("off: ", spliced.message());
+          spdlog::warn("the app-to-meshd hop is not spliced: {}", std::string(spliced.message()));
+        }
+      } else {
+        proxy_splice_ = "off: sockmap is off";
+      }
+      spdlog::info("app-to-meshd hop splice: {}", proxy_splice_);
     } else {
       spdlog::info("L7 redirect off (no --redirect-address): L7 services take the L4 path");
     }
@@ -126,9 +151,9 @@ absl::Status Daemon::init() {
 
   // 6. The model loads the store and reconciles the maps to it. The L7 proxy's
   // configuration follows every state the model programs (before the kernel does).
-  const unsigned workers =
-      options_.proxy_workers != 0 ? options_.proxy_workers
-                                  : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned workers = options_.proxy_workers != 0
+                               ? options_.proxy_workers
+                               : std::max(1u, std::thread::hardware_concurrency());
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
   model_->setObserver(l7_.get());
@@ -353,15 +378,13 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
     s["sockmap"] = datapath::sockmapStatusText(datapath_->sockmap());
     s["sockmapMode"] = std::string(datapath::sockmapModeName(datapath_->sockmap().mode));
     s["l7Redirect"] = datapath_->redirectTarget().toString();
+    s["l7HopSplice"] = proxy_splice_;
   }
   if (proxy_) {
     const proxy::ProxyStats ps = proxy_->stats();
-    s["l7Proxy"] = {{"port", proxy_->port()},
-                    {"routedServices", l7_->routedServices()},
-                    {"accepted", ps.accepted},
-                    {"http", ps.http},
-                    {"opaque", ps.opaque},
-                    {"origDstUnknown", ps.orig_dst_unknown}};
+    s["l7Proxy"] = {{"port", proxy_->port()},  {"routedServices", l7_->routedServices()},
+                    {"accepted", ps.accepted}, {"http", ps.http},
+                    {"opaque", ps.opaque},     {"origDstUnknown", ps.orig_dst_unknown}};
   } else {
     s["l7Proxy"] = "off";
   }

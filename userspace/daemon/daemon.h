@@ -18,8 +18,8 @@
 #include "api/control.h"
 #include "api/service.h"
 #include "daemon/instance_lock.h"
-#include "datapath/datapath.h"
 #include "daemon/l7.h"
+#include "datapath/datapath.h"
 #include "datapath/reconciler.h"
 #include "proxy/core/proxy.h"
 #include "state/lb_state_sink.h"
@@ -116,7 +116,8 @@ class Daemon : public api::MeshdControl {
   std::string renderMetrics();
 
   DaemonOptions options_;
-  std::string cgroup_path_;  // resolved
+  std::string cgroup_path_;                           // resolved
+  std::string proxy_splice_ = "off: no L7 redirect";  // the app↔meshd hop, for status
   InstanceLockPtr lock_;
   telemetry::Readiness readiness_;
   absl::Mutex datapath_mu_;  // Datapath's inspection calls are not documented thread-safe

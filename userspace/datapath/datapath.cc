@@ -304,6 +304,62 @@ absl::Status Datapath::load() {
   return startSockmap();
 }
 
+absl::Status Datapath::attachProxySockops(const std::string& proxy_cgroup) {
+  const fs::path proxy = fs::path(proxy_cgroup).lexically_normal();
+  const fs::path steered = fs::path(config_.cgroup_path).lexically_normal();
+  auto within = [](const fs::path& inner, const fs::path& outer) {
+    auto [o, i] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+    return o == outer.end();
+  };
+  if (within(steered, proxy) || within(proxy, steered)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("meshd's cgroup ", proxy.string(), " is ",
+                     within(proxy, steered) ? "inside" : "an ancestor of (or the same as)",
+                     " the steered cgroup ", steered.string(),
+                     ": run meshd in a cgroup of its own outside the subtree it steers"));
+  }
+  ScopedFd cg(::open(proxy.c_str(), O_RDONLY | O_DIRECTORY));
+  if (cg.get() < 0) {
+    return errnoError(errno, absl::StrCat("opening meshd's cgroup ", proxy.string()));
+  }
+  const uint64_t cg_id = cgroupId(proxy.string());
+  bpf_program* prog = skel_->progs.mesh_sockops;
+  const std::string pin = absl::StrCat(instanceDir(), "/links/mesh_sockops_proxy");
+  if (fs::exists(pin)) {
+    bpf_link* link = bpf_link__open(pin.c_str());
+    if (link == nullptr) return errnoError(errno, absl::StrCat("opening pinned link ", pin));
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    const bool same = bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) == 0 &&
+                      info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cg_id;
+    if (same) {
+      if (int ret = bpf_link__update_program(link, prog); ret != 0) {
+        bpf_link__destroy(link);
+        return errnoError(-ret, absl::StrCat("switching pinned link ", pin, " to the new program"));
+      }
+      proxy_sockops_link_ = link;
+      proxy_cgroup_ = proxy.string();
+      return absl::OkStatus();
+    }
+    // meshd runs in another cgroup than the one its predecessor spliced: move the link.
+    (void)bpf_link__unpin(link);
+    (void)bpf_link__detach(link);
+    bpf_link__destroy(link);
+  }
+  bpf_link* link = bpf_program__attach_cgroup(prog, cg.get());
+  if (link == nullptr) {
+    return errnoError(errno,
+                      absl::StrCat("attaching mesh_sockops to meshd's cgroup ", proxy.string()));
+  }
+  if (int ret = bpf_link__pin(link, pin.c_str()); ret != 0) {
+    bpf_link__destroy(link);
+    return errnoError(-ret, absl::StrCat("pinning link ", pin));
+  }
+  proxy_sockops_link_ = link;
+  proxy_cgroup_ = proxy.string();
+  return absl::OkStatus();
+}
+
 absl::Status Datapath::attachSkMsg() {
   bpf_program* prog = skel_->progs.mesh_sk_msg;
   const int map_fd = bpf_map__fd(skel_->maps.mesh_sockhash);
@@ -440,6 +496,7 @@ absl::Status Datapath::setSockmapActive(bool active) {
 Datapath::~Datapath() {
   maps_.reset();
   // Closes our fds only: pinned maps and links stay in the kernel.
+  if (proxy_sockops_link_ != nullptr) bpf_link__destroy(proxy_sockops_link_);  // pinned: stays
   if (skel_ != nullptr) mesh::destroy(skel_);
 }
 

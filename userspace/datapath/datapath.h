@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 
 struct mesh;  // the bpftool skeleton (mesh.skel.h)
+struct bpf_link;
 
 namespace meshd::datapath {
 
@@ -108,6 +109,17 @@ class Datapath {
   absl::Status setSockmapActive(bool active);
   std::string instanceDir() const;
 
+  // Splices the app↔meshd hop of redirected connections: attaches the sockops
+  // program also to meshd's own cgroup `proxy_cgroup` (outside the steered
+  // subtree), so meshd's accepted sockets join their client in mesh_sockhash at
+  // PASSIVE_ESTABLISHED. Pinned as links/mesh_sockops_proxy and adopted on
+  // restart; a pinned link on another cgroup is replaced. FailedPrecondition when
+  // `proxy_cgroup` is the steered cgroup, an ancestor of it or inside it (its
+  // own connects would then be steered, or the whole host's sockets seen).
+  absl::Status attachProxySockops(const std::string& proxy_cgroup);
+  // The cgroup attachProxySockops() attached to ("" = none).
+  const std::string& proxySockopsCgroup() const { return proxy_cgroup_; }
+
   // Points connects to L7 services at meshd's listener (mesh_config): IPv4
   // VIPs to v4:port, IPv6 VIPs to v6:port (host order). port 0 (or no address
   // of a VIP's family) turns the redirect off: such services take the L4 path
@@ -159,6 +171,8 @@ class Datapath {
   // The last mesh_config written (or adopted): its switches are written whole.
   mesh_config config_value_{};
   OrigDstTablePtr orig_dst_;
+  bpf_link* proxy_sockops_link_ = nullptr;  // ours (not the skeleton's): destroyed in ~Datapath
+  std::string proxy_cgroup_;
 };
 
 }  // namespace meshd::datapath

@@ -118,5 +118,12 @@ check "a 503 UF is counted with its flag" \
 check "a 404 NR is counted with its flag" \
   grep -q 'response_code="404".*response_flags="NR"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
 
+# 8. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
+#    sockets to their clients in the sockhash): the kernel counted redirected sends.
+check "meshctl status: l7HopSplice on" grep -q 'l7HopSplice: *on' <<<"$("$MESHLAB" meshctl n1 status 2>&1)"
+redirected=$(grep '^meshd_bpf_events_total{reason="sockmap_redirected"}' <<<"$metrics" | awk '{print $NF}')
+check "app<->meshd bytes went socket to socket (sockmap_redirected ${redirected:-0} >= 1000)" \
+  test "${redirected:-0}" -ge 1000
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
