@@ -41,12 +41,12 @@ if [[ ${MESHD_BENCH_SKIP_BUILD:-0} != 1 ]]; then
   bash "$REPO/scripts/build.sh"
 fi
 
-# run.py owns its labs (lab/meshlab with MESHLAB_ID=mbench and mbenchm: named apart from the default
+# run.py owns its labs (lab/meshlab with MESHLAB_ID=mbench, mbenchm and mbenchs: named apart from the default
 # lab and each other): it brings them up and tears them down, also on
 # SIGINT/SIGTERM. This trap is the second line: whatever happens to run.py, no lab is left.
 cleanup() {
   local id
-  for id in mbench mbenchm; do # bench/suite/lab.py LAB_IDS
+  for id in mbench mbenchm mbenchs; do # bench/suite/lab.py LAB_IDS
     MESHLAB_ID=$id MESHLAB_QUIET=1 bash "$REPO/lab/meshlab" down >/dev/null 2>&1 || true
   done
 }

@@ -417,8 +417,10 @@ METHOD = """## How it is measured
   second Service per placement (same endpoint) with an HTTPRoute bound to each port: the
   connect hook redirects the client's connection to its node's meshd (:15001, one proxy
   worker, pinned with the rest of meshd to the client CPU like the other client-side
-  proxies), which routes every HTTP/1.1 request and relays TCP workloads opaquely. The
-  app↔meshd hop is plain TCP here (the suite's meshd runs with `--sockmap=off`).
+  proxies), which routes every HTTP/1.1 request and relays TCP workloads opaquely. It runs
+  in a third lab (`MESHLAB_ID=mbenchs`) whose meshd has the sockmap splice on, so the
+  app↔meshd hop goes socket to socket (meshd-l4's lab keeps it off: the L4 splice is
+  measured by scripts/bench-sockmap.sh).
 - **Repetitions are interleaved**: the whole sequence (every workload × placement, the
   variants side by side) runs once, then again, R times; each run sets its server and
   proxies up from scratch. Load that drifts during the suite hits every variant alike.

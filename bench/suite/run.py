@@ -209,7 +209,7 @@ def main():
                "workloads": [{"name": w.name, "title": w.title} for w in ws
                              if w.name not in skipped],
                "placements": [p.name for p in V.PLACEMENTS]}
-    kinds = [k for k in ("plain", "meshd") if any(c[0].lab == k for c in cells)]
+    kinds = [k for k in ("plain", "meshd", "meshd-splice") if any(c[0].lab == k for c in cells)]
     for k in kinds:
         if os.path.exists(f"{run_dir(LAB_IDS[k])}/topology"):
             log(f"the suite's lab {LAB_IDS[k]} is already running ({run_dir(LAB_IDS[k])}/"
@@ -217,7 +217,8 @@ def main():
                 f"is a leftover: MESHLAB_ID={LAB_IDS[k]} lab/meshlab down, then retry.")
             return 1
     # meshd-l4 is the plain L4 path: meshd's sockmap splice (on by default since
-    # --sockmap=auto) is measured apart, by scripts/bench-sockmap.sh.
+    # --sockmap=auto) is measured apart, by scripts/bench-sockmap.sh. meshd-l7 runs in a
+    # third lab with the splice on (--sockmap=auto): its app<->meshd hop is spliced.
     labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir,
                    env={"MESHLAB_SOCKMAP": "off"} if k == "meshd" else {}) for k in kinds}
     # Adjacent runs share the machine's state best: order by workload and placement, with
@@ -232,7 +233,7 @@ def main():
         with BpfStats():
             for k in kinds:
                 log(f"lab up: {k} ({LAB_IDS[k]})")
-                labs[k].up(with_meshd=(k == "meshd"))
+                labs[k].up(with_meshd=(k != "plain"))
             done_setups = set()
             for v, _, _ in order:
                 if v.lab_setup and (v.lab, v.lab_setup) not in done_setups:

@@ -1,6 +1,7 @@
 """The variants the suite compares: one declarative entry each in VARIANTS.
 
-A variant says which lab it needs ("plain": no meshd; "meshd": meshd on every node), what
+A variant says which lab it needs ("plain": no meshd; "meshd": meshd on every node with
+the sockmap splice off; "meshd-splice": the same with it on), what
 to set up around a workload (proxies, iptables rules), which address the client dials,
 and which processes belong to it (accounted for CPU and peak memory as "proxy"). Adding
 meshd L4+sockmap, L7 or L7+mTLS later is one more entry: a lab kind (or a lab_setup that
@@ -262,7 +263,8 @@ VARIANTS = [
             lab_setup=meshd_lab_setup),
     Variant("meshd-l7", "meshd L7: the client dials a Service VIP with an HTTPRoute; the "
             "connect hook redirects it into the client node's meshd (1 worker), which routes "
-            "each HTTP/1.1 request and relays other bytes; 1 proxy hop", "meshd",
+            "each HTTP/1.1 request and relays other bytes; 1 proxy hop, the app<->meshd hop "
+            "spliced by sockmap", "meshd-splice",
             meshd_l7_setup, lab_setup=meshd_l7_lab_setup,
             known_failures={"h2": "HTTP/2 through meshd's proxy is being wired (relayed "
                                   "opaquely until then)",
