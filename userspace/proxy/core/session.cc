@@ -183,6 +183,8 @@ void Session::drive() {
   for (int round = 0; round < 16; ++round) {
     bool progress = readClient();
     progress |= readUpstream();
+    // Advance the state machine as far as it goes before writing, so a response head
+    // and its body leave in one send.
     progress |= step();
     if (dead) return;
     progress |= flushUpstream();
@@ -232,6 +234,9 @@ bool Session::readClient() {
       if (mode_ != Mode::kRaw && !exchange_ && head_deadline_ms_ == 0) {
         head_deadline_ms_ = w_.nowMs() + w_.options().request_headers_timeout_ms;
       }
+      // No short-read shortcut on this side: a client socket spliced by sockmap can
+      // hold bytes in two queues (the psock's and TCP's, e.g. bytes that arrived before
+      // the splice), and one read() returns from one of them only.
       continue;
     }
     readable_ = false;
@@ -261,6 +266,12 @@ bool Session::readUpstream() {
     if (n > 0) {
       got = true;
       last_activity_ms_ = w_.nowMs();
+      if (static_cast<size_t>(n) < room && !up_->hup) {
+        // Drained (short read). meshd's upstream sockets are never in the sockhash, so
+        // all their bytes are in TCP's one receive queue.
+        up_->readable = false;
+        return got;
+      }
       continue;
     }
     up_->readable = false;

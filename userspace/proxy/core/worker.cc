@@ -95,6 +95,7 @@ void UpstreamConn::onEvent(uint32_t events) {
     }
   }
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hup = true;
   if (events & EPOLLOUT) writable = true;
   if (owner != nullptr) {
     owner->drive();
@@ -299,12 +300,18 @@ UpstreamConn* Worker::acquire(const SocketAddress& addr, int* err, bool* reused)
       --pooled_count_;
       c->pooled = false;
       bool alive = !c->failed && !c->eof && c->in.empty();
-      if (alive && !c->connecting) {
-        // A connection the server closed (or wrote to) while idle is never handed out:
-        // the event may not have been processed yet, so ask the socket.
+      // A connection the server closed (or wrote to) while idle is never handed out: the
+      // event may not have been processed yet, so ask the socket — when it has been idle
+      // for a second or more. Servers close idle connections after seconds, not within
+      // the same moment they answered; a keep-alive stream of requests skips the syscall.
+      const uint64_t idle_ms = nowMs() + options_.upstream_idle_ms -
+                               std::min(c->deadline_ms, nowMs() + options_.upstream_idle_ms);
+      if (alive && !c->connecting && !c->hup && idle_ms >= 1000) {
         char byte;
         const ssize_t n = ::recv(c->fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
         alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+      } else if (c->hup) {
+        alive = false;
       }
       if (alive) {
         *reused = c->exchanges > 0;

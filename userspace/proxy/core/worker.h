@@ -50,6 +50,10 @@ class UpstreamConn final : public EventHandler {
   int error = 0;
   bool readable = false;
   bool writable = false;
+  // The peer hung up or errored (EPOLLRDHUP/HUP/ERR seen): read until 0 or EAGAIN. Until
+  // then a short read means the receive queue is empty (edge-triggered epoll reports
+  // whatever arrives later as a new event), which saves one read() per message.
+  bool hup = false;
   bool eof = false;
   bool write_shut = false;
   bool pooled = false;
