@@ -771,7 +771,10 @@ bool Session::pumpResponse() {
       upstreamFailed(502, "UPE", http_->response.error().reason);
       return true;
     }
-    return onResponseHead();
+    const bool moved = onResponseHead();
+    // A final head was queued: move the body bytes already read behind it now, so head
+    // and body leave in one send.
+    if (!response_head_sent_ || dead || mode_ != Mode::kHttp || !exchange_) return moved;
   }
   // The body.
   bool progress = false;
