@@ -693,8 +693,8 @@ TEST(RouteTable, DescribeShowsPrecedenceOrder) {
   EXPECT_THAT(entries.back().describe(), HasSubstr("path=PathPrefix:/"));
 }
 
-// lab/examples/web-canary.yaml (with web.yaml) as the lab applies it: web:80 becomes an
-// L7 frontend, plain requests split 90/10 between web-v1 and web-v2.
+// lab/examples-l7/web-canary.yaml (with lab/examples/web.yaml) as the lab applies it: web:80
+// becomes an L7 frontend, plain requests split 90/10 between web-v1 and web-v2.
 TEST(RouteTable, LabCanaryExample) {
   auto read = [](const std::string& name) {
     std::ifstream in(std::string(MESHD_LAB_EXAMPLES_DIR) + "/" + name);
@@ -702,7 +702,7 @@ TEST(RouteTable, LabCanaryExample) {
     ss << in.rdbuf();
     return resources::SourceFile{name, ss.str()};
   };
-  auto parsed = resources::parseFiles({read("web.yaml"), read("web-canary.yaml")});
+  auto parsed = resources::parseFiles({read("web.yaml"), read("../examples-l7/web-canary.yaml")});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   resources::ResourceSet set;
   for (auto& r : *parsed) set.upsert(std::move(r));
