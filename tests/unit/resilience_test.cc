@@ -17,6 +17,7 @@
 #include "proxy/resilience/fault.h"
 #include "proxy/resilience/outlier.h"
 #include "proxy/resilience/peak_ewma.h"
+#include "proxy/resilience/registry.h"
 #include "proxy/resilience/retry.h"
 
 namespace meshd::proxy::resilience {
@@ -785,6 +786,53 @@ TEST(L7Outlier, ConcurrentRecordersRespectTheCapAndEjectOnce) {
   EXPECT_EQ(o.ejectedCount(), 3u);  // time never advances: the first three stay ejected
   EXPECT_EQ(sink.calls.load(), 3);
   EXPECT_EQ(ejected_by_record.load(), 3);
+}
+
+// --- ClusterRegistry ------------------------------------------------------------------------
+
+TEST(ClusterRegistry, BreakerSurvivesSwapsAndOutlierFollowsTheEndpoints) {
+  ClusterRegistry reg;
+  state::RequestPolicy policy;
+  policy.limits.max_requests = 2;
+  const auto eps = endpoints(3);
+  ClusterStatePtr a = reg.attach("default/web:80", policy, eps);
+  Guard held = a->breaker->tryAcquireRequest();  // an exchange on snapshot A
+  RecordingSink sink;
+  for (int i = 0; i < 3; ++i) a->outlier->record(2, L7Result::k5xx, 1, sink);
+
+  // Same endpoints and settings, new limits: the same objects, reconfigured.
+  policy.limits.max_requests = 1;
+  ClusterStatePtr b = reg.attach("default/web:80", policy, eps);
+  EXPECT_EQ(b->breaker, a->breaker);
+  EXPECT_EQ(b->outlier, a->outlier);
+  EXPECT_FALSE(b->breaker->tryAcquireRequest()) << "A's request still counts against 1";
+  held.release();
+  EXPECT_TRUE(b->breaker->tryAcquireRequest());
+
+  // New endpoint list: the same breaker, a new detector carrying the state by address.
+  const std::vector<SocketAddress> next{eps[2], eps[0]};
+  ClusterStatePtr c = reg.attach("default/web:80", policy, next);
+  EXPECT_EQ(c->breaker, a->breaker);
+  EXPECT_NE(c->outlier, a->outlier);
+  ASSERT_EQ(c->outlier->size(), 2u);
+  EXPECT_EQ(c->outlier->consecutive5xx(0), 3u);
+  EXPECT_EQ(a->outlier->size(), 3u) << "snapshot A's detector is left as it was";
+
+  // New outlier settings alone also make a new detector.
+  policy.outlier.consecutive_5xx = 4;
+  ClusterStatePtr d = reg.attach("default/web:80", policy, next);
+  EXPECT_NE(d->outlier, c->outlier);
+  EXPECT_TRUE(d->outlier->record(0, L7Result::k5xx, 1, sink)) << "3 + 1 reaches the new 4";
+
+  // Clusters are independent; retain() forgets the ones a snapshot no longer has.
+  ClusterStatePtr other = reg.attach("default/api:80", policy, eps);
+  EXPECT_NE(other->breaker, a->breaker);
+  EXPECT_EQ(reg.size(), 2u);
+  reg.retain({"default/api:80"});
+  EXPECT_EQ(reg.size(), 1u);
+  ClusterStatePtr fresh = reg.attach("default/web:80", policy, eps);
+  EXPECT_NE(fresh->breaker, a->breaker);
+  EXPECT_EQ(fresh->breaker->counts().active, 0u);
 }
 
 // --- Fault injection ------------------------------------------------------------------------
