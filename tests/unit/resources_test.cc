@@ -501,6 +501,10 @@ INSTANTIATE_TEST_SUITE_P(
             std::string(kPolicyHead) + "    algorithm: Random\n" + "  faultInjection: {}\n",
             "f.yaml:9:19: TrafficPolicy/default/web: spec.faultInjection: needs a delay, an "
             "abort or both"},
+        BadInputCase{"FaultOnlyNulls",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {delay: null, abort: null}\n",
+                     "spec.faultInjection: needs a delay, an abort or both"},
         BadInputCase{"FaultDelayWithoutFixedDelay",
                      std::string(kPolicyHead) + "    algorithm: Random\n" +
                          "  faultInjection: {delay: {percentage: 5}}\n",

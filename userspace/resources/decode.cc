@@ -826,7 +826,9 @@ void decodeFaultInjection(Decoder& d, const json& f, state::FaultInjection& out)
   d.allowOnly(f, fpath, {"delay", "abort"});
   const json* delay = d.getObject(f, fpath, "delay", false);
   const json* abort = d.getObject(f, fpath, "abort", false);
-  if (!delay && !abort && !f.contains("delay") && !f.contains("abort")) {
+  // (A delay or abort that is not a mapping was reported already.)
+  auto given = [&](const char* k) { return f.contains(k) && !f[k].is_null(); };
+  if (!given("delay") && !given("abort")) {
     d.fail(fpath, "needs a delay, an abort or both");
   }
   if (delay) {
