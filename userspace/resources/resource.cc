@@ -457,6 +457,11 @@ std::string retryOnNames(uint32_t bits) {
   return out;
 }
 
+std::string_view grpcCodeName(int code) {
+  return code >= 0 && static_cast<size_t>(code) < std::size(kGrpcCodeNames) ? kGrpcCodeNames[code]
+                                                                            : "";
+}
+
 int grpcCodeFromName(std::string_view name) {
   for (size_t i = 0; i < std::size(kGrpcCodeNames); ++i) {
     if (kGrpcCodeNames[i] == name) return static_cast<int>(i);

@@ -352,5 +352,7 @@ uint32_t retryOnBit(std::string_view name);
 std::string retryOnNames(uint32_t bits);
 // gRPC status code names (Istio's grpcStatus: "UNAVAILABLE", ...) -> 0..16; -1 when unknown.
 int grpcCodeFromName(std::string_view name);
+// 0..16 -> "OK".."UNAUTHENTICATED"; "" for anything else.
+std::string_view grpcCodeName(int code);
 
 }  // namespace meshd::resources
