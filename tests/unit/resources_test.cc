@@ -338,7 +338,8 @@ INSTANTIATE_TEST_SUITE_P(
                          "  outlierDetection: {consecutiveErrors: 5}\n",
                      "f.yaml:9:22: TrafficPolicy/default/web: "
                      "spec.outlierDetection.consecutiveErrors: unknown field (allowed here: "
-                     "enabled, consecutiveFailures, baseEjectionTime, maxEjectionTime, "
+                     "enabled, consecutiveFailures, consecutive5xxErrors, "
+                     "consecutiveGatewayErrors, baseEjectionTime, maxEjectionTime, "
                      "maxEjectionPercent)"},
         BadInputCase{"OutlierPercentOver100",
                      std::string(kPolicyHead) + "    algorithm: Random\n" +
@@ -412,6 +413,130 @@ INSTANTIATE_TEST_SUITE_P(
                          "  outlierDetection: {enabled: \"yes\"}\n",
                      "spec.outlierDetection.enabled: expected true or false, got a string "
                      "(\"yes\")"},
+        BadInputCase{
+            "RetriesUnknownField",
+            std::string(kPolicyHead) + "    algorithm: Random\n" + "  retries: {attempt: 3}\n",
+            "f.yaml:9:13: TrafficPolicy/default/web: spec.retries.attempt: unknown field "
+            "(allowed here: attempts, perTryTimeout, retryOn, retriableStatusCodes, backoff)"},
+        BadInputCase{
+            "RetriesAttemptsOutOfRange",
+            std::string(kPolicyHead) + "    algorithm: Random\n" + "  retries: {attempts: 101}\n",
+            "f.yaml:9:23: TrafficPolicy/default/web: spec.retries.attempts: attempts 101 is "
+            "out of range [0, 100]"},
+        BadInputCase{
+            "RetryOnUnknownInList",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  retries: {retryOn: [5xx, bogus]}\n",
+            "f.yaml:9:28: TrafficPolicy/default/web: spec.retries.retryOn[1]: unknown retry "
+            "condition \"bogus\" (use connect-failure, refused-stream, reset, 5xx, "
+            "gateway-error, retriable-status-codes, cancelled, deadline-exceeded, "
+            "resource-exhausted, internal, unavailable, or an HTTP status code)"},
+        BadInputCase{"RetryOnUnknownInIstioString",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  retries: {retryOn: \"5xx,gateway-eror\"}\n",
+                     "f.yaml:9:22: TrafficPolicy/default/web: spec.retries.retryOn: unknown retry "
+                     "condition \"gateway-eror\""},
+        BadInputCase{
+            "RetryOnBadStatusInString",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  retries: {retryOn: \"5xx,5000\"}\n",
+            "f.yaml:9:22: TrafficPolicy/default/web: spec.retries.retryOn: \"5000\" is not "
+            "an HTTP status code (100..599)"},
+        BadInputCase{
+            "RetryOnEmptyList",
+            std::string(kPolicyHead) + "    algorithm: Random\n" + "  retries: {retryOn: []}\n",
+            "spec.retries.retryOn: must list at least one condition (attempts: 0 turns "
+            "retries off)"},
+        BadInputCase{
+            "RetryOnNotAList",
+            std::string(kPolicyHead) + "    algorithm: Random\n" + "  retries: {retryOn: 5}\n",
+            "spec.retries.retryOn: expected a list of conditions or a comma-separated "
+            "string, got an integer (5)"},
+        BadInputCase{"RetriableStatusCodesWithoutCodes",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  retries: {retryOn: [retriable-status-codes]}\n",
+                     "spec.retries.retryOn: retriable-status-codes needs the codes: list them in "
+                     "retriableStatusCodes or as numbers in retryOn"},
+        BadInputCase{
+            "RetriableStatusCodeOutOfRange",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  retries: {retriableStatusCodes: [503, 600]}\n",
+            "f.yaml:9:41: TrafficPolicy/default/web: spec.retries.retriableStatusCodes[1]: "
+            "status code 600 is out of range [100, 599]"},
+        BadInputCase{"PerTryTimeoutNotADuration",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  retries: {perTryTimeout: 5}\n",
+                     "spec.retries.perTryTimeout: expected a duration such as \"30s\""},
+        BadInputCase{"PerTryTimeoutZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  retries: {perTryTimeout: 0s}\n",
+                     "spec.retries.perTryTimeout: perTryTimeout 0s is out of range [1ms, 24h]"},
+        BadInputCase{
+            "BackoffMaxBelowBase",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  retries:\n"
+                "    backoff: {baseInterval: 100ms, maxInterval: 50ms}\n",
+            "f.yaml:10:49: TrafficPolicy/default/web: spec.retries.backoff.maxInterval: 50ms "
+            "is shorter than baseInterval (100ms)"},
+        BadInputCase{"RequestLimitsZero",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  requestLimits: {maxRequests: 0}\n",
+                     "spec.requestLimits.maxRequests: maxRequests 0 is out of range [1, 16777216]"},
+        BadInputCase{"RequestLimitsUnknown",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  requestLimits: {maxConnections: 5}\n",
+                     "spec.requestLimits.maxConnections: unknown field (allowed here: "
+                     "maxPendingRequests, maxRequests, maxRetries, retryBudget)"},
+        BadInputCase{
+            "RetryBudgetPercentOver100",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  requestLimits: {retryBudget: {percent: 120}}\n",
+            "spec.requestLimits.retryBudget.percent: percent 120 is out of range [0, 100]"},
+        BadInputCase{"Outlier5xxOutOfRange",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  outlierDetection: {consecutive5xxErrors: 1001}\n",
+                     "spec.outlierDetection.consecutive5xxErrors: consecutive5xxErrors 1001 is out "
+                     "of range [0, 1000]"},
+        BadInputCase{
+            "FaultEmpty",
+            std::string(kPolicyHead) + "    algorithm: Random\n" + "  faultInjection: {}\n",
+            "f.yaml:9:19: TrafficPolicy/default/web: spec.faultInjection: needs a delay, an "
+            "abort or both"},
+        BadInputCase{"FaultOnlyNulls",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {delay: null, abort: null}\n",
+                     "spec.faultInjection: needs a delay, an abort or both"},
+        BadInputCase{"FaultDelayWithoutFixedDelay",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {delay: {percentage: 5}}\n",
+                     "spec.faultInjection.delay.fixedDelay: required field is missing"},
+        BadInputCase{
+            "FaultPercentageOutOfRange",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  faultInjection: {delay: {fixedDelay: 1s, percentage: 150}}\n",
+            "spec.faultInjection.delay.percentage: percentage 150 is out of range [0, 100]"},
+        BadInputCase{"FaultPercentageNotANumber",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {delay: {fixedDelay: 1s, percentage: \"5%\"}}\n",
+                     "spec.faultInjection.delay.percentage: expected a percentage 0..100, got a "
+                     "string (\"5%\")"},
+        BadInputCase{"FaultAbortBothStatuses",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}}\n",
+                     "spec.faultInjection.abort: needs exactly one of httpStatus and grpcStatus"},
+        BadInputCase{"FaultAbortUnknownGrpcStatus",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {abort: {grpcStatus: UNAVAIL}}\n",
+                     "spec.faultInjection.abort.grpcStatus: unknown gRPC status \"UNAVAIL\""},
+        BadInputCase{"FaultAbortGrpcOk",
+                     std::string(kPolicyHead) + "    algorithm: Random\n" +
+                         "  faultInjection: {abort: {grpcStatus: OK}}\n",
+                     "spec.faultInjection.abort.grpcStatus: OK is not an error status"},
+        BadInputCase{
+            "FaultAbortHttpStatusOutOfRange",
+            std::string(kPolicyHead) + "    algorithm: Random\n" +
+                "  faultInjection: {abort: {httpStatus: 99}}\n",
+            "spec.faultInjection.abort.httpStatus: httpStatus 99 is out of range [200, 599]"},
         BadInputCase{"UnknownAlgorithmListsLeastLatency",
                      std::string(kPolicyHead) + "    algorithm: P2CEWMA\n",
                      "spec.loadBalancer.algorithm: unknown algorithm \"P2CEWMA\" (use Random, "
@@ -454,6 +579,105 @@ INSTANTIATE_TEST_SUITE_P(
                      "f.yaml:6:14: EndpointSlice/default/web-a: addressType: FQDN endpoints "
                      "are not supported"}),
     [](const ::testing::TestParamInfo<BadInputCase>& info) { return info.param.name; });
+
+TEST(TrafficPolicy, RequestLevelFieldsAndDefaults) {
+  auto policy = [](const std::string& body) {
+    auto parsed = parseFiles(
+        {SourceFile{"p.yaml",
+                    "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: web}\n"
+                    "spec:\n  targetRef: {kind: Service, name: web}\n" +
+                        body}});
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    if (!parsed.ok()) return TrafficPolicySpec{};
+    auto spec = trafficPolicySpec((*parsed)[0]);
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    return spec.ok() ? *spec : TrafficPolicySpec{};
+  };
+  // Nothing request-level: defaults, not L7.
+  TrafficPolicySpec none = policy("  loadBalancer: {algorithm: LeastLatency}\n");
+  EXPECT_FALSE(none.request_level);
+  EXPECT_TRUE(none.request.peak_ewma);
+  EXPECT_EQ(none.request.limits, state::RequestLimits{});
+  EXPECT_EQ(none.request.retries, state::RetrySettings{});
+
+  TrafficPolicySpec p = policy(
+      "  requestLimits:\n"
+      "    maxPendingRequests: 10\n"
+      "    maxRequests: 20\n"
+      "    maxRetries: 0\n"
+      "    retryBudget: {percent: 50}\n"
+      "  retries:\n"
+      "    attempts: 3\n"
+      "    perTryTimeout: 1.5s\n"
+      "    retryOn: [connect-failure, 5xx, unavailable]\n"
+      "    retriableStatusCodes: [409, 409, 429]\n"
+      "    backoff: {baseInterval: 100ms}\n"
+      "  outlierDetection: {consecutive5xxErrors: 7, consecutiveGatewayErrors: 3,\n"
+      "                     baseEjectionTime: 10s, maxEjectionPercent: 40}\n"
+      "  faultInjection:\n"
+      "    delay: {fixedDelay: 250ms, percentage: 12.5}\n"
+      "    abort: {grpcStatus: RESOURCE_EXHAUSTED}\n");
+  EXPECT_TRUE(p.request_level);
+  EXPECT_EQ(p.request.limits.max_pending_requests, 10u);
+  EXPECT_EQ(p.request.limits.max_requests, 20u);
+  EXPECT_EQ(p.request.limits.max_retries, 0u);
+  EXPECT_TRUE(p.request.limits.retry_budget);
+  EXPECT_EQ(p.request.limits.budget_percent, 50u);
+  EXPECT_EQ(p.request.limits.min_retry_concurrency, 3u);
+  EXPECT_EQ(p.request.retries.attempts, 3u);
+  EXPECT_EQ(p.request.retries.per_try_timeout_ms, 1500u);
+  // Listing codes turns retriable-status-codes on; duplicates go.
+  EXPECT_EQ(p.request.retries.retry_on, state::kRetryOnConnectFailure | state::kRetryOn5xx |
+                                            state::kRetryOnUnavailable |
+                                            state::kRetryOnRetriableStatusCodes);
+  EXPECT_EQ(p.request.retries.retriable_status_codes, (std::vector<uint16_t>{409, 429}));
+  EXPECT_EQ(p.request.retries.base_interval_ms, 100u);
+  EXPECT_EQ(p.request.retries.max_interval_ms, 1000u);  // 10 x base
+  EXPECT_EQ(p.request.outlier.consecutive_5xx, 7u);
+  EXPECT_EQ(p.request.outlier.consecutive_gateway_errors, 3u);
+  EXPECT_EQ(p.request.outlier.base_ejection_ms, 10'000u);
+  EXPECT_EQ(p.request.outlier.max_ejection_ms, 300'000u);
+  EXPECT_EQ(p.request.outlier.max_ejection_percent, 40u);
+  EXPECT_EQ(p.outlier.consecutive_failures, 5u);  // the L4 signal is separate
+  EXPECT_EQ(p.request.fault.delay_ms, 250u);
+  EXPECT_EQ(p.request.fault.delay_per_million, 125'000u);
+  EXPECT_EQ(p.request.fault.abort_grpc_status, 8);
+  EXPECT_EQ(p.request.fault.abort_http_status, 0);
+  EXPECT_EQ(p.request.fault.abort_per_million, 1'000'000u);  // unset: every request
+
+  // Istio's string form: numbers are retriable status codes.
+  TrafficPolicySpec istio = policy("  retries: {retryOn: \"gateway-error, 503,refused-stream\"}\n");
+  EXPECT_EQ(istio.request.retries.retry_on, state::kRetryOnGatewayError |
+                                                state::kRetryOnRetriableStatusCodes |
+                                                state::kRetryOnRefusedStream);
+  EXPECT_EQ(istio.request.retries.retriable_status_codes, std::vector<uint16_t>{503});
+  EXPECT_EQ(retryOnNames(istio.request.retries.retry_on),
+            "refused-stream,gateway-error,retriable-status-codes");
+  // Codes without retryOn keep the default conditions and replace the default codes.
+  TrafficPolicySpec codes = policy("  retries: {retriableStatusCodes: [502]}\n");
+  EXPECT_EQ(codes.request.retries.retry_on, state::RetrySettings::kDefaultRetryOn);
+  EXPECT_EQ(codes.request.retries.retriable_status_codes, std::vector<uint16_t>{502});
+  // consecutive5xxErrors: 0 alone turns a signal off and does not need L7; enabled: false
+  // turns the L7 signals off too.
+  TrafficPolicySpec off = policy("  outlierDetection: {consecutive5xxErrors: 0}\n");
+  EXPECT_FALSE(off.request_level);
+  EXPECT_EQ(off.request.outlier.consecutive_5xx, 0u);
+  TrafficPolicySpec disabled =
+      policy("  outlierDetection: {enabled: false, consecutiveGatewayErrors: 4}\n");
+  EXPECT_EQ(disabled.request.outlier.consecutive_5xx, 0u);
+  EXPECT_EQ(disabled.request.outlier.consecutive_gateway_errors, 0u);
+  // An explicit maxInterval; 0% faults are accepted (and never fire).
+  TrafficPolicySpec b = policy(
+      "  retries: {backoff: {baseInterval: 10ms, maxInterval: 15ms}}\n"
+      "  faultInjection: {abort: {httpStatus: 418, percentage: 0}}\n");
+  EXPECT_EQ(b.request.retries.max_interval_ms, 15u);
+  EXPECT_EQ(b.request.fault.abort_http_status, 418);
+  EXPECT_FALSE(b.request.fault.aborts());
+  EXPECT_EQ(grpcCodeFromName("UNAVAILABLE"), 14);
+  EXPECT_EQ(grpcCodeFromName("unavailable"), -1);
+  EXPECT_EQ(retryOnBit("5xx"), state::kRetryOn5xx);
+  EXPECT_EQ(retryOnBit("5XX"), 0u);
+}
 
 TEST(ParseFiles, YamlSyntaxErrorReportsYamlCppPosition) {
   // An unterminated flow sequence: yaml-cpp reports where it gave up.

@@ -437,6 +437,58 @@ TEST(RouteTable, ClustersResolveToEndpointsOr500Or503) {
 
 // --- filters ------------------------------------------------------------------------
 
+// Request policies: a cluster carries its backend Service's (DestinationRule-like: limits,
+// outlier detection, balancing), a ServiceRoutes the called Service's (retries, faults); an
+// L7 frontend without routes still has its own cluster.
+TEST(RouteTable, RequestPoliciesReachClustersAndServices) {
+  auto t = build(R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+    - backendRefs: [{name: web-v2, port: 80}, {name: missing, port: 80}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web}
+spec:
+  targetRef: {kind: Service, name: web}
+  retries: {attempts: 5}
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web-v2}
+spec:
+  targetRef: {kind: Service, name: web-v2}
+  requestLimits: {maxRequests: 9}
+  loadBalancer: {algorithm: LeastLatency}
+)");
+  ASSERT_NE(t, nullptr);
+  const ServiceRoutes& svc = web(*t);
+  EXPECT_EQ(svc.requestPolicy().retries.attempts, 5u);
+  const Cluster* v2 = t->cluster("default/web-v2:80");
+  ASSERT_NE(v2, nullptr);
+  ASSERT_NE(v2->request_policy, nullptr);
+  EXPECT_EQ(v2->request_policy->limits.max_requests, 9u);
+  EXPECT_TRUE(v2->request_policy->peak_ewma);
+  EXPECT_EQ(v2->request_policy->retries.attempts, 2u) << "web-v2's own retries: defaults";
+  const Cluster* missing = t->cluster("default/missing:80");
+  ASSERT_NE(missing, nullptr);
+  EXPECT_EQ(missing->request_policy, nullptr);  // unresolved: 500, nothing to apply
+  // web-v2 is L7 by its request-level policy but has no route: find() is null (no routes)
+  // and serviceCluster() is where its requests go.
+  EXPECT_EQ(t->find(ip("10.96.0.22"), 80), nullptr);
+  EXPECT_EQ(t->serviceCluster(ip("10.96.0.22"), 80), v2);
+  // web:80 is L7 by its route; its own cluster has its policy. web-v1 is not L7.
+  const Cluster* self = t->serviceCluster(ip("10.96.0.10"), 80);
+  ASSERT_NE(self, nullptr);
+  EXPECT_EQ(self->name, "default/web:80");
+  EXPECT_EQ(self->request_policy->retries.attempts, 5u);
+  EXPECT_EQ(t->serviceCluster(ip("10.96.0.21"), 80), nullptr);
+}
+
 TEST(RouteTable, HeaderEditsSetAddRemoveAndPerBackend) {
   auto t = build(R"(
 apiVersion: gateway.networking.k8s.io/v1

@@ -284,6 +284,80 @@ spec:
   }
 }
 
+// A TrafficPolicy with a request-level field makes its Service's TCP frontends L7 (only the
+// proxy can apply it) and carries the settings to every frontend; L4-only fields do not.
+TEST(DesiredState, RequestLevelPolicyMarksL7AndCarriesTheSettings) {
+  auto policy = [](const std::string& svc, const std::string& body) {
+    return "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: " + svc +
+           "}\nspec:\n  targetRef: {kind: Service, name: " + svc + "}\n" + body;
+  };
+  std::string yaml =
+      service("a", "10.96.0.1", 80, "    - {name: dns, port: 53, protocol: UDP}\n") + "---\n" +
+      service("b", "10.96.0.2", 80) + "---\n" + service("c", "10.96.0.3", 80) + "---\n" +
+      service("d", "10.96.0.4", 80) + "---\n" + service("e", "10.96.0.5", 80) + "---\n" +
+      policy("a",
+             "  retries: {attempts: 4, retryOn: [5xx]}\n"
+             "  outlierDetection: {baseEjectionTime: 2s, maxEjectionPercent: 50}\n") +
+      "---\n" +
+      policy("b",
+             "  loadBalancer: {algorithm: LeastLatency}\n"
+             "  connectionLimits: {maxConnections: 10}\n"
+             "  outlierDetection: {consecutiveFailures: 3, consecutive5xxErrors: 0}\n") +
+      "---\n" + policy("c", "  outlierDetection: {consecutiveGatewayErrors: 2}\n") + "---\n" +
+      policy("d", "  faultInjection: {abort: {httpStatus: 503, percentage: 1}}\n") + "---\n" +
+      policy("e", "  requestLimits: {maxRequests: 7}\n");
+  auto d = computeDesiredState(setOf(parse(yaml)));
+  ASSERT_TRUE(d.ok()) << d.status();
+  std::map<std::string, const Frontend*> by;
+  for (const Frontend& f : d->frontends) {
+    by[absl::StrCat(f.service, ":", f.port, "/", resources::protocolName(f.protocol))] = &f;
+  }
+  ASSERT_EQ(by.size(), 6u);
+  const Frontend& a = *by.at("a:80/TCP");
+  EXPECT_TRUE(a.l7);
+  EXPECT_EQ(a.request.retries.attempts, 4u);
+  EXPECT_EQ(a.request.retries.retry_on, state::kRetryOn5xx);
+  // The L7 detector gets the policy's ejection timing and cap.
+  EXPECT_EQ(a.request.outlier.consecutive_5xx, 5u);
+  EXPECT_EQ(a.request.outlier.base_ejection_ms, 2'000u);
+  EXPECT_EQ(a.request.outlier.max_ejection_ms, 300'000u);
+  EXPECT_EQ(a.request.outlier.max_ejection_percent, 50u);
+  EXPECT_FALSE(by.at("a:53/UDP")->l7) << "UDP never goes through the proxy";
+  const Frontend& b = *by.at("b:80/TCP");
+  EXPECT_FALSE(b.l7) << "LeastLatency, connection limits and connect-failure detection are L4";
+  EXPECT_TRUE(b.request.peak_ewma);
+  EXPECT_EQ(b.request.outlier.consecutive_5xx, 0u);
+  EXPECT_TRUE(by.at("c:80/TCP")->l7);
+  EXPECT_EQ(by.at("c:80/TCP")->request.outlier.consecutive_gateway_errors, 2u);
+  EXPECT_TRUE(by.at("d:80/TCP")->l7);
+  EXPECT_EQ(by.at("d:80/TCP")->request.fault.abort_per_million, 10'000u);
+  EXPECT_TRUE(by.at("e:80/TCP")->l7);
+  EXPECT_EQ(by.at("e:80/TCP")->request.limits.max_requests, 7u);
+  EXPECT_EQ(by.at("e:80/TCP")->request.limits.max_pending_requests, 1024u);
+}
+
+TEST(DesiredState, RequestPolicyDefaultsWithoutAPolicy) {
+  auto d = computeDesiredState(setOf(parse(service("a", "10.96.0.1", 80))));
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_THAT(d->frontends, SizeIs(1));
+  EXPECT_FALSE(d->frontends[0].l7);
+  EXPECT_EQ(d->frontends[0].request, state::RequestPolicy{});
+  const state::RequestPolicy& p = d->frontends[0].request;
+  EXPECT_EQ(p.limits.max_pending_requests, 1024u);
+  EXPECT_EQ(p.limits.max_requests, 1024u);
+  EXPECT_EQ(p.limits.max_retries, 3u);
+  EXPECT_FALSE(p.limits.retry_budget);
+  EXPECT_EQ(p.retries.attempts, 2u);
+  EXPECT_EQ(p.retries.retriable_status_codes, std::vector<uint16_t>{503});
+  EXPECT_EQ(p.retries.base_interval_ms, 25u);
+  EXPECT_EQ(p.retries.max_interval_ms, 250u);
+  EXPECT_EQ(p.outlier.consecutive_5xx, 5u);
+  EXPECT_EQ(p.outlier.consecutive_gateway_errors, 0u);
+  EXPECT_FALSE(p.fault.delays());
+  EXPECT_FALSE(p.fault.aborts());
+  EXPECT_FALSE(p.peak_ewma);
+}
+
 TEST(DesiredState, MaglevDefaultsTableSize) {
   std::string yaml = service("a", "10.96.0.9", 80) +
                      "---\napiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\n"

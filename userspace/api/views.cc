@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "mesh_lb.h"
 
 namespace meshd::api {
@@ -132,6 +133,60 @@ nlohmann::ordered_json outlierJson(const state::OutlierDetection& od) {
           {"baseEjectionTime", resources::formatDurationMs(od.base_ejection_ms)},
           {"maxEjectionTime", resources::formatDurationMs(od.max_ejection_ms)},
           {"maxEjectionPercent", od.max_ejection_percent}};
+}
+
+// A share in parts per million as the percentage users wrote (12.5).
+double percentOf(uint32_t per_million) { return per_million / 10'000.0; }
+
+// The request-level settings the L7 proxy applies (TrafficPolicy requestLimits, retries,
+// faultInjection, the L7 outlier signals), defaults included; `l7` says whether they make
+// the Service go through the proxy.
+nlohmann::ordered_json requestPolicyJson(const state::RequestPolicy& p, bool l7) {
+  nlohmann::ordered_json limits = {{"maxPendingRequests", p.limits.max_pending_requests},
+                                   {"maxRequests", p.limits.max_requests},
+                                   {"maxRetries", p.limits.max_retries}};
+  limits["retryBudget"] =
+      p.limits.retry_budget
+          ? nlohmann::ordered_json{{"percent", p.limits.budget_percent},
+                                   {"minRetryConcurrency", p.limits.min_retry_concurrency}}
+          : nlohmann::ordered_json(nullptr);
+  nlohmann::ordered_json retry_on = nlohmann::ordered_json::array();
+  for (absl::string_view c :
+       absl::StrSplit(resources::retryOnNames(p.retries.retry_on), ',', absl::SkipEmpty())) {
+    retry_on.push_back(std::string(c));
+  }
+  nlohmann::ordered_json retries = {
+      {"attempts", p.retries.attempts},
+      {"perTryTimeout",
+       p.retries.per_try_timeout_ms == 0
+           ? nlohmann::ordered_json(nullptr)
+           : nlohmann::ordered_json(resources::formatDurationMs(p.retries.per_try_timeout_ms))},
+      {"retryOn", std::move(retry_on)},
+      {"retriableStatusCodes", p.retries.retriable_status_codes},
+      {"backoff",
+       {{"baseInterval", resources::formatDurationMs(p.retries.base_interval_ms)},
+        {"maxInterval", resources::formatDurationMs(p.retries.max_interval_ms)}}}};
+  nlohmann::ordered_json fault = nlohmann::ordered_json::object();
+  if (p.fault.delay_ms != 0) {
+    fault["delay"] = {{"fixedDelay", resources::formatDurationMs(p.fault.delay_ms)},
+                      {"percentage", percentOf(p.fault.delay_per_million)}};
+  }
+  if (p.fault.abort_grpc_status >= 0) {
+    fault["abort"] = {
+        {"grpcStatus", std::string(resources::grpcCodeName(p.fault.abort_grpc_status))},
+        {"percentage", percentOf(p.fault.abort_per_million)}};
+  } else if (p.fault.abort_http_status != 0) {
+    fault["abort"] = {{"httpStatus", p.fault.abort_http_status},
+                      {"percentage", percentOf(p.fault.abort_per_million)}};
+  }
+  return {{"l7", l7},
+          {"requestLimits", std::move(limits)},
+          {"retries", std::move(retries)},
+          {"outlierDetection",
+           {{"consecutive5xxErrors", p.outlier.consecutive_5xx},
+            {"consecutiveGatewayErrors", p.outlier.consecutive_gateway_errors}}},
+          {"faultInjection", fault.empty() ? nlohmann::ordered_json(nullptr) : std::move(fault)},
+          {"leastLatencyPerRequest", p.peak_ewma}};
 }
 
 }  // namespace
@@ -307,6 +362,7 @@ absl::StatusOr<nlohmann::ordered_json> policiesView(const std::vector<resources:
     }
     row["weights"] = std::move(weights);
     row["outlierDetection"] = outlierJson(spec->outlier);
+    row["requestPolicy"] = requestPolicyJson(spec->request, spec->request_level);
     out.push_back(std::move(row));
   }
   return out;

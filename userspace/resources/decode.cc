@@ -11,8 +11,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "mesh_abi.h"
@@ -31,6 +33,11 @@ constexpr int64_t kMaxConnectRate = 1000000;
 // milliseconds up to a day (mesh_svc holds u32 milliseconds).
 constexpr int64_t kMaxConsecutiveFailures = 1000;
 constexpr int64_t kMaxEjectionMs = 24 * 3'600'000;
+// Request-level bounds: retries after the first try (a typo guard: more than 100 tries of one
+// request is never useful), per-try timeouts and fault delays (a day), retry back-off (an hour).
+constexpr int64_t kMaxRetryAttempts = 100;
+constexpr int64_t kMaxRequestDurationMs = 24 * 3'600'000;
+constexpr int64_t kMaxBackoffMs = 3'600'000;
 
 using json = nlohmann::json;
 
@@ -590,11 +597,23 @@ state::ConnectRate connectRate(Decoder& d, const json& limits, const std::string
 }
 
 // spec.outlierDetection: absent fields keep the defaults (state::OutlierDetection).
-void decodeOutlierDetection(Decoder& d, const json& od, state::OutlierDetection& out) {
+void decodeOutlierDetection(Decoder& d, const json& od, state::OutlierDetection& out,
+                            state::L7OutlierSettings& l7, bool& request_level) {
   const std::string opath = "spec.outlierDetection";
   d.allowOnly(od, opath,
-              {"enabled", "consecutiveFailures", "baseEjectionTime", "maxEjectionTime",
-               "maxEjectionPercent"});
+              {"enabled", "consecutiveFailures", "consecutive5xxErrors", "consecutiveGatewayErrors",
+               "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent"});
+  // The L7 signals (the proxied path): 0 turns one off, as in Istio.
+  if (auto v = d.getInt(od, opath, "consecutive5xxErrors", false, 0, kMaxConsecutiveFailures,
+                        "consecutive5xxErrors")) {
+    l7.consecutive_5xx = static_cast<uint32_t>(*v);
+    request_level = request_level || *v != 0;
+  }
+  if (auto v = d.getInt(od, opath, "consecutiveGatewayErrors", false, 0, kMaxConsecutiveFailures,
+                        "consecutiveGatewayErrors")) {
+    l7.consecutive_gateway_errors = static_cast<uint32_t>(*v);
+    request_level = request_level || *v != 0;
+  }
   const std::optional<bool> enabled = d.getBool(od, opath, "enabled");
   if (const json* cf = d.get(od, opath, "consecutiveFailures", false);
       cf && cf->is_number_integer() && cf->get<int64_t>() == 0) {
@@ -624,7 +643,231 @@ void decodeOutlierDetection(Decoder& d, const json& od, state::OutlierDetection&
   if (auto v = d.getInt(od, opath, "maxEjectionPercent", false, 0, 100, "maxEjectionPercent")) {
     out.max_ejection_percent = static_cast<uint32_t>(*v);
   }
-  if (enabled.has_value() && !*enabled) out.consecutive_failures = 0;
+  if (enabled.has_value() && !*enabled) {
+    out.consecutive_failures = 0;
+    l7.consecutive_5xx = 0;
+    l7.consecutive_gateway_errors = 0;
+  }
+}
+
+// A percentage 0..100 (integer or fraction, as Istio's Percent.value) in parts per million.
+std::optional<uint32_t> percentPerMillion(Decoder& d, const json& obj, const std::string& path,
+                                          absl::string_view field) {
+  const json* v = d.get(obj, path, field, false);
+  if (!v) return std::nullopt;
+  const std::string fpath = childPath(path, field);
+  if (!v->is_number()) {
+    d.fail(fpath, absl::StrCat("expected a percentage 0..100, got ", describe(*v)));
+    return std::nullopt;
+  }
+  const double p = v->get<double>();
+  if (!std::isfinite(p) || p < 0 || p > 100) {
+    d.fail(fpath, absl::StrCat(field, " ", dumpForMessage(*v), " is out of range [0, 100]"));
+    return std::nullopt;
+  }
+  return static_cast<uint32_t>(std::llround(p * 10'000));
+}
+
+// spec.requestLimits: Envoy's circuit-breaker thresholds (unset fields keep the defaults).
+void decodeRequestLimits(Decoder& d, const json& rl, state::RequestLimits& out) {
+  const std::string rpath = "spec.requestLimits";
+  d.allowOnly(rl, rpath, {"maxPendingRequests", "maxRequests", "maxRetries", "retryBudget"});
+  if (auto v = d.getInt(rl, rpath, "maxPendingRequests", false, 1, kMaxConnectionLimit,
+                        "maxPendingRequests")) {
+    out.max_pending_requests = static_cast<uint32_t>(*v);
+  }
+  if (auto v = d.getInt(rl, rpath, "maxRequests", false, 1, kMaxConnectionLimit, "maxRequests")) {
+    out.max_requests = static_cast<uint32_t>(*v);
+  }
+  // 0 is allowed here: no retry at a time (retries off for the Service's cluster).
+  if (auto v = d.getInt(rl, rpath, "maxRetries", false, 0, kMaxConnectionLimit, "maxRetries")) {
+    out.max_retries = static_cast<uint32_t>(*v);
+  }
+  if (const json* rb = d.getObject(rl, rpath, "retryBudget", false)) {
+    const std::string bpath = childPath(rpath, "retryBudget");
+    d.allowOnly(*rb, bpath, {"percent", "minRetryConcurrency"});
+    out.retry_budget = true;
+    if (auto v = d.getInt(*rb, bpath, "percent", false, 0, 100, "percent")) {
+      out.budget_percent = static_cast<uint32_t>(*v);
+    }
+    if (auto v = d.getInt(*rb, bpath, "minRetryConcurrency", false, 0, kMaxConnectionLimit,
+                          "minRetryConcurrency")) {
+      out.min_retry_concurrency = static_cast<uint32_t>(*v);
+    }
+  }
+}
+
+constexpr char kRetryOnHelp[] =
+    "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, "
+    "cancelled, deadline-exceeded, resource-exhausted, internal, unavailable, or an HTTP status "
+    "code";
+
+// spec.retries: Istio's VirtualService retries (attempts, perTryTimeout, retryOn — a list or
+// Istio's comma-separated string, where numbers are retriable status codes) plus Envoy's
+// retriableStatusCodes and back-off.
+void decodeRetries(Decoder& d, const json& r, state::RetrySettings& out) {
+  const std::string rpath = "spec.retries";
+  d.allowOnly(r, rpath,
+              {"attempts", "perTryTimeout", "retryOn", "retriableStatusCodes", "backoff"});
+  if (auto v = d.getInt(r, rpath, "attempts", false, 0, kMaxRetryAttempts, "attempts")) {
+    out.attempts = static_cast<uint32_t>(*v);
+  }
+  if (auto v = d.durationMs(r, rpath, "perTryTimeout", 1, kMaxRequestDurationMs)) {
+    out.per_try_timeout_ms = *v;
+  }
+  std::vector<uint16_t> codes;
+  bool codes_given = false;
+  auto statusCode = [&](const json& v, const std::string& path) {
+    if (auto c = d.integer(v, path, 100, 599, "status code")) {
+      codes.push_back(static_cast<uint16_t>(*c));
+    }
+  };
+  if (const json* rc = d.getArray(r, rpath, "retriableStatusCodes", false)) {
+    const std::string cpath = childPath(rpath, "retriableStatusCodes");
+    codes_given = true;
+    if (rc->empty()) d.fail(cpath, "must list at least one status code (or leave it out)");
+    for (size_t i = 0; i < rc->size(); ++i) statusCode((*rc)[i], indexPath(cpath, i));
+  }
+  if (const json* on = d.get(r, rpath, "retryOn", false)) {
+    const std::string opath = childPath(rpath, "retryOn");
+    uint32_t bits = 0;
+    bool ok = true;
+    auto condition = [&](absl::string_view name, const std::string& path) {
+      const std::string trimmed(absl::StripAsciiWhitespace(name));
+      if (trimmed.empty()) {
+        d.fail(path, "empty condition");
+        ok = false;
+        return;
+      }
+      if (std::all_of(trimmed.begin(), trimmed.end(),
+                      [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); })) {
+        int code = 0;
+        if (trimmed.size() != 3 || !absl::SimpleAtoi(trimmed, &code) || code < 100 || code > 599) {
+          d.fail(path, absl::StrCat("\"", trimmed, "\" is not an HTTP status code (100..599)"));
+          ok = false;
+          return;
+        }
+        codes.push_back(static_cast<uint16_t>(code));
+        codes_given = true;
+        bits |= state::kRetryOnRetriableStatusCodes;
+        return;
+      }
+      const uint32_t bit = retryOnBit(trimmed);
+      if (bit == 0) {
+        d.fail(path,
+               absl::StrCat("unknown retry condition \"", trimmed, "\" (use ", kRetryOnHelp, ")"));
+        ok = false;
+        return;
+      }
+      bits |= bit;
+    };
+    if (on->is_string()) {
+      const std::string text = on->get<std::string>();
+      for (absl::string_view part : absl::StrSplit(text, ',')) condition(part, opath);
+    } else if (on->is_array()) {
+      if (on->empty())
+        d.fail(opath, "must list at least one condition (attempts: 0 turns retries off)");
+      for (size_t i = 0; i < on->size(); ++i) {
+        const std::string ipath = indexPath(opath, i);
+        if (auto s = d.string((*on)[i], ipath)) {
+          condition(*s, ipath);
+        } else {
+          ok = false;
+        }
+      }
+    } else {
+      d.fail(opath, absl::StrCat("expected a list of conditions or a comma-separated string, got ",
+                                 describe(*on)));
+      ok = false;
+    }
+    if (ok) {
+      if (codes_given) bits |= state::kRetryOnRetriableStatusCodes;
+      if ((bits & state::kRetryOnRetriableStatusCodes) != 0 && !codes_given) {
+        d.fail(opath,
+               "retriable-status-codes needs the codes: list them in retriableStatusCodes or as "
+               "numbers in retryOn");
+      }
+      out.retry_on = bits;
+    }
+  } else if (codes_given) {
+    out.retry_on |= state::kRetryOnRetriableStatusCodes;
+  }
+  if (codes_given) {
+    std::sort(codes.begin(), codes.end());
+    codes.erase(std::unique(codes.begin(), codes.end()), codes.end());
+    out.retriable_status_codes = std::move(codes);
+  }
+  if (const json* b = d.getObject(r, rpath, "backoff", false)) {
+    const std::string bpath = childPath(rpath, "backoff");
+    d.allowOnly(*b, bpath, {"baseInterval", "maxInterval"});
+    if (auto v = d.durationMs(*b, bpath, "baseInterval", 1, kMaxBackoffMs)) {
+      out.base_interval_ms = *v;
+    }
+    if (auto v = d.durationMs(*b, bpath, "maxInterval", 1, kMaxBackoffMs)) {
+      if (*v < out.base_interval_ms) {
+        d.fail(childPath(bpath, "maxInterval"),
+               absl::StrCat(formatDurationMs(*v), " is shorter than baseInterval (",
+                            formatDurationMs(out.base_interval_ms), ")"));
+      }
+      out.max_interval_ms = *v;
+    } else {
+      // Envoy's default: 10 x baseInterval.
+      out.max_interval_ms = static_cast<uint32_t>(std::min<uint64_t>(
+          uint64_t{out.base_interval_ms} * state::RetrySettings::kMaxIntervalFactor,
+          kMaxBackoffMs * state::RetrySettings::kMaxIntervalFactor));
+    }
+  }
+}
+
+// spec.faultInjection: Istio's HTTPFaultInjection (delay and/or abort, each with a percentage,
+// unset = 100%).
+void decodeFaultInjection(Decoder& d, const json& f, state::FaultInjection& out) {
+  const std::string fpath = "spec.faultInjection";
+  d.allowOnly(f, fpath, {"delay", "abort"});
+  const json* delay = d.getObject(f, fpath, "delay", false);
+  const json* abort = d.getObject(f, fpath, "abort", false);
+  // (A delay or abort that is not a mapping was reported already.)
+  auto given = [&](const char* k) { return f.contains(k) && !f[k].is_null(); };
+  if (!given("delay") && !given("abort")) {
+    d.fail(fpath, "needs a delay, an abort or both");
+  }
+  if (delay) {
+    const std::string dpath = childPath(fpath, "delay");
+    d.allowOnly(*delay, dpath, {"fixedDelay", "percentage"});
+    if (!delay->contains("fixedDelay"))
+      d.fail(childPath(dpath, "fixedDelay"), "required field is missing");
+    if (auto v = d.durationMs(*delay, dpath, "fixedDelay", 1, kMaxRequestDurationMs)) {
+      out.delay_ms = *v;
+    }
+    out.delay_per_million =
+        percentPerMillion(d, *delay, dpath, "percentage").value_or(state::FaultInjection::kMillion);
+  }
+  if (abort) {
+    const std::string apath = childPath(fpath, "abort");
+    d.allowOnly(*abort, apath, {"httpStatus", "grpcStatus", "percentage"});
+    const bool http = abort->contains("httpStatus");
+    const bool grpc = abort->contains("grpcStatus");
+    if (http == grpc) {
+      d.fail(apath, "needs exactly one of httpStatus and grpcStatus");
+    }
+    if (auto v = d.getInt(*abort, apath, "httpStatus", false, 200, 599, "httpStatus")) {
+      out.abort_http_status = static_cast<uint16_t>(*v);
+    }
+    if (auto g = d.getString(*abort, apath, "grpcStatus", false)) {
+      const int code = grpcCodeFromName(*g);
+      if (code <= 0) {
+        d.fail(childPath(apath, "grpcStatus"),
+               code == 0 ? std::string("OK is not an error status")
+                         : absl::StrCat("unknown gRPC status \"", *g,
+                                        "\" (use a code name such as UNAVAILABLE, "
+                                        "DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED)"));
+      } else {
+        out.abort_grpc_status = code;
+      }
+    }
+    out.abort_per_million =
+        percentPerMillion(d, *abort, apath, "percentage").value_or(state::FaultInjection::kMillion);
+  }
 }
 
 TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
@@ -633,9 +876,25 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
   const json* spec = d.getObject(doc, "", "spec", true);
   if (!spec) return out;
   d.allowOnly(*spec, "spec",
-              {"targetRef", "loadBalancer", "connectionLimits", "outlierDetection", "draining"});
+              {"targetRef", "loadBalancer", "connectionLimits", "outlierDetection", "draining",
+               "requestLimits", "retries", "faultInjection"});
   if (const json* od = d.getObject(*spec, "spec", "outlierDetection", false)) {
-    decodeOutlierDetection(d, *od, out.outlier);
+    decodeOutlierDetection(d, *od, out.outlier, out.request.outlier, out.request_level);
+  }
+  out.request.outlier.base_ejection_ms = out.outlier.base_ejection_ms;
+  out.request.outlier.max_ejection_ms = out.outlier.max_ejection_ms;
+  out.request.outlier.max_ejection_percent = out.outlier.max_ejection_percent;
+  if (const json* rl = d.getObject(*spec, "spec", "requestLimits", false)) {
+    decodeRequestLimits(d, *rl, out.request.limits);
+    out.request_level = true;
+  }
+  if (const json* r = d.getObject(*spec, "spec", "retries", false)) {
+    decodeRetries(d, *r, out.request.retries);
+    out.request_level = true;
+  }
+  if (const json* f = d.getObject(*spec, "spec", "faultInjection", false)) {
+    decodeFaultInjection(d, *f, out.request.fault);
+    out.request_level = true;
   }
   if (const json* dr = d.getObject(*spec, "spec", "draining", false)) {
     d.allowOnly(*dr, "spec.draining", {"terminateConnections"});
@@ -701,6 +960,7 @@ TrafficPolicySpec decodeTrafficPolicy(Decoder& d, const json& doc) {
                           "LeastLatency)"));
     }
   }
+  out.request.peak_ewma = out.algorithm == state::LbAlgorithm::kLeastLatency;
   const bool maglev = out.algorithm == state::LbAlgorithm::kMaglev;
   if (maglev) out.maglev_table_size = MESH_MAGLEV_DEFAULT_SIZE;
   if (const json* m = d.getObject(*lb, lpath, "maglev", false)) {

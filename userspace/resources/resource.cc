@@ -1,5 +1,6 @@
 #include "resources/resource.h"
 
+#include <iterator>
 #include <limits>
 #include <sstream>
 
@@ -398,5 +399,74 @@ std::optional<uint64_t> parseGatewayDuration(std::string_view text) {
 }
 
 std::string protocolName(state::Protocol p) { return p == state::Protocol::kUdp ? "UDP" : "TCP"; }
+
+namespace {
+struct RetryOnName {
+  std::string_view name;
+  uint32_t bit;
+};
+// In bit order (retryOnNames prints in this order).
+constexpr RetryOnName kRetryOnNames[] = {
+    {"connect-failure", state::kRetryOnConnectFailure},
+    {"refused-stream", state::kRetryOnRefusedStream},
+    {"reset", state::kRetryOnReset},
+    {"5xx", state::kRetryOn5xx},
+    {"gateway-error", state::kRetryOnGatewayError},
+    {"retriable-status-codes", state::kRetryOnRetriableStatusCodes},
+    {"cancelled", state::kRetryOnCancelled},
+    {"deadline-exceeded", state::kRetryOnDeadlineExceeded},
+    {"resource-exhausted", state::kRetryOnResourceExhausted},
+    {"internal", state::kRetryOnInternal},
+    {"unavailable", state::kRetryOnUnavailable},
+};
+constexpr std::string_view kGrpcCodeNames[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+}  // namespace
+
+uint32_t retryOnBit(std::string_view name) {
+  for (const auto& n : kRetryOnNames) {
+    if (n.name == name) return n.bit;
+  }
+  return 0;
+}
+
+std::string retryOnNames(uint32_t bits) {
+  std::string out;
+  for (const auto& n : kRetryOnNames) {
+    if ((bits & n.bit) == 0) continue;
+    if (!out.empty()) out += ',';
+    out += n.name;
+  }
+  return out;
+}
+
+std::string_view grpcCodeName(int code) {
+  return code >= 0 && static_cast<size_t>(code) < std::size(kGrpcCodeNames) ? kGrpcCodeNames[code]
+                                                                            : "";
+}
+
+int grpcCodeFromName(std::string_view name) {
+  for (size_t i = 0; i < std::size(kGrpcCodeNames); ++i) {
+    if (kGrpcCodeNames[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
 
 }  // namespace meshd::resources

@@ -155,6 +155,14 @@ struct TrafficPolicySpec {
   bool terminate_removed = false;          // spec.draining.terminateConnections
   // spec.outlierDetection (defaults when absent; enabled: false -> consecutive_failures 0).
   state::OutlierDetection outlier;
+  // Request-level settings for the L7 proxy: spec.requestLimits, spec.retries,
+  // spec.faultInjection, spec.outlierDetection.consecutive5xxErrors/consecutiveGatewayErrors
+  // (their ejection timing copied from `outlier`); peak_ewma with algorithm LeastLatency.
+  // Defaults when absent.
+  state::RequestPolicy request;
+  // Whether any request-level field is set (requestLimits, retries, faultInjection, or a
+  // non-zero consecutive5xxErrors / consecutiveGatewayErrors): the Service then needs L7.
+  bool request_level = false;
 };
 
 // --- Gateway API routes (HTTPRoute, GRPCRoute), bound to Services as GAMMA
@@ -337,5 +345,14 @@ std::string formatDurationMs(uint64_t ms);
 // nullopt when the text is not one.
 std::optional<uint64_t> parseGatewayDuration(std::string_view text);
 std::string protocolName(state::Protocol p);
+// retryOn condition names ("connect-failure", "5xx", "unavailable", ...) <-> state::RetryOn
+// bits. retryOnBit: 0 when the name is unknown.
+uint32_t retryOnBit(std::string_view name);
+// The names of the bits set, in bit order, comma-separated ("connect-failure,5xx").
+std::string retryOnNames(uint32_t bits);
+// gRPC status code names (Istio's grpcStatus: "UNAVAILABLE", ...) -> 0..16; -1 when unknown.
+int grpcCodeFromName(std::string_view name);
+// 0..16 -> "OK".."UNAUTHENTICATED"; "" for anything else.
+std::string_view grpcCodeName(int code);
 
 }  // namespace meshd::resources

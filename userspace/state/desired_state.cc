@@ -95,6 +95,9 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.client_connect_rate = policy->client_connect_rate;
           f.terminate_removed = policy->terminate_removed;
           f.outlier = policy->outlier;
+          f.request = policy->request;
+          // A request-level setting can only be applied by the L7 proxy.
+          f.l7 = policy->request_level && sp.protocol == Protocol::kTcp;
         }
         // HTTP routing is for TCP ports; a route bound to a UDP port changes nothing.
         if (parents && sp.protocol == Protocol::kTcp) {

@@ -20,7 +20,11 @@ using resources::ResourceSet;
 // (address, port), duplicates removed (the first slice in key order wins).
 // `l7` is set on the TCP frontends an HTTPRoute or GRPCRoute binds through a
 // parentRef (port unset: every port of the Service; port or sectionName set:
-// that port). A route whose Service does not exist binds nothing.
+// that port). A route whose Service does not exist binds nothing. `l7` is also set on
+// every TCP frontend of a Service whose TrafficPolicy sets a request-level field
+// (requestLimits, retries, faultInjection, a non-zero consecutive5xxErrors or
+// consecutiveGatewayErrors): only the proxy can apply them. `request` is the policy's
+// request-level settings (defaults without a policy).
 // Fails with InvalidArgument when a resource does not validate or two
 // Services/TrafficPolicies conflict (see resources::validateSet).
 absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set);

@@ -150,5 +150,42 @@ spec:
             R"("maxEjectionTime":"5m","maxEjectionPercent":10})");
 }
 
+TEST(ViewsTest, PoliciesShowTheRequestPolicy) {
+  auto parsed = resources::parseFiles({resources::SourceFile{"p.yaml", R"(
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web}
+spec:
+  targetRef: {kind: Service, name: web}
+  requestLimits: {maxRequests: 50, retryBudget: {percent: 25}}
+  retries: {attempts: 3, perTryTimeout: 1500ms, retryOn: "5xx,409"}
+  faultInjection: {delay: {fixedDelay: 2s, percentage: 12.5}, abort: {grpcStatus: UNAVAILABLE}}
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: api}
+spec:
+  targetRef: {kind: Service, name: api}
+)"}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto rows = policiesView(*parsed, "", "");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ(
+      (*rows)[0]["requestPolicy"].dump(),
+      R"({"l7":true,"requestLimits":{"maxPendingRequests":1024,"maxRequests":50,"maxRetries":3,)"
+      R"("retryBudget":{"percent":25,"minRetryConcurrency":3}},"retries":{"attempts":3,)"
+      R"("perTryTimeout":"1s500ms","retryOn":["5xx","retriable-status-codes"],)"
+      R"("retriableStatusCodes":[409],"backoff":{"baseInterval":"25ms","maxInterval":"250ms"}},)"
+      R"("outlierDetection":{"consecutive5xxErrors":5,"consecutiveGatewayErrors":0},)"
+      R"("faultInjection":{"delay":{"fixedDelay":"2s","percentage":12.5},)"
+      R"("abort":{"grpcStatus":"UNAVAILABLE","percentage":100.0}},"leastLatencyPerRequest":false})");
+  // Defaults, and not L7 by itself.
+  EXPECT_EQ((*rows)[1]["requestPolicy"]["l7"], false);
+  EXPECT_TRUE((*rows)[1]["requestPolicy"]["faultInjection"].is_null());
+  EXPECT_TRUE((*rows)[1]["requestPolicy"]["requestLimits"]["retryBudget"].is_null());
+  EXPECT_EQ((*rows)[1]["requestPolicy"]["retries"]["retriableStatusCodes"].dump(), "[503]");
+}
+
 }  // namespace
 }  // namespace meshd::api

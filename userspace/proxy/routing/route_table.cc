@@ -387,9 +387,17 @@ class RouteTableBuilder {
       }
       if (any) vips[key].push_back(f.vip);
     }
+    // Every L7 TCP frontend's own cluster (also those without routes: a request-level
+    // TrafficPolicy alone makes a Service L7), with its request policy.
+    for (const state::Frontend& f : lb_.frontends) {
+      if (f.protocol != state::Protocol::kTcp || !f.l7) continue;
+      table_->cluster_by_vip_[RouteTable::VipPort{f.vip, f.port}] =
+          cluster(f.ns, resources::ServicePortRef{f.service, f.port});
+    }
     for (auto& [key, routes] : bound) {
       auto svc = std::make_unique<ServiceRoutes>();
       svc->service_ = absl::StrCat(std::get<0>(key), "/", std::get<1>(key), ":", std::get<2>(key));
+      svc->request_policy_ = policy(std::get<0>(key), std::get<1>(key), std::get<2>(key));
       for (const Route* route : routes) {
         svc->entries_.insert(svc->entries_.end(), route->entries.begin(), route->entries.end());
       }
@@ -523,6 +531,26 @@ class RouteTableBuilder {
     e.path_regex_ = compile(e.path_);
   }
 
+  // The request policy of the TCP frontend ns/service:port (one copy per Service port, shared
+  // by its frontends of both families), or the defaults when there is no such frontend.
+  const state::RequestPolicy* policy(const std::string& ns, const std::string& service,
+                                     uint16_t port) {
+    const std::string name = absl::StrCat(ns, "/", service, ":", port);
+    if (auto it = policy_by_name_.find(name); it != policy_by_name_.end()) return it->second;
+    auto p = std::make_unique<state::RequestPolicy>();
+    for (const state::Frontend& f : lb_.frontends) {
+      if (f.ns == ns && f.service == service && f.port == port &&
+          f.protocol == state::Protocol::kTcp) {
+        *p = f.request;
+        break;
+      }
+    }
+    const state::RequestPolicy* out = p.get();
+    policy_by_name_.emplace(name, out);
+    table_->policies_.push_back(std::move(p));
+    return out;
+  }
+
   const Cluster* cluster(const std::string& ns, const resources::ServicePortRef& ref) {
     const std::string name = absl::StrCat(ns, "/", ref.name, ":", ref.port);
     if (auto it = table_->cluster_by_name_.find(name); it != table_->cluster_by_name_.end()) {
@@ -551,6 +579,7 @@ class RouteTableBuilder {
                        c->endpoints.end());
     uint64_t sum = 0;
     for (const Endpoint& e : c->endpoints) c->cumulative.push_back(sum += e.weight);
+    if (c->resolved) c->request_policy = policy(ns, ref.name, ref.port);
     const Cluster* out = c.get();
     table_->cluster_by_name_.emplace(name, out);
     table_->clusters_.push_back(std::move(c));
@@ -619,9 +648,15 @@ class RouteTableBuilder {
   }
 
   const state::DesiredLbState& lb_;
+  absl::flat_hash_map<std::string, const state::RequestPolicy*> policy_by_name_;
   std::shared_ptr<RouteTable> table_ = std::shared_ptr<RouteTable>(new RouteTable());
   std::vector<Route> routes_;
 };
+
+const Cluster* RouteTable::serviceCluster(const IpAddress& vip, uint16_t port) const {
+  auto it = cluster_by_vip_.find(VipPort{vip, port});
+  return it == cluster_by_vip_.end() ? nullptr : it->second;
+}
 
 absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::build(
     const resources::ResourceSet& set, const state::DesiredLbState& lb) {

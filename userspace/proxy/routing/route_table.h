@@ -63,6 +63,11 @@ struct Cluster {
   bool resolved = false;
   std::vector<Endpoint> endpoints;   // sorted by (address, port), weights > 0
   std::vector<uint64_t> cumulative;  // running sum of endpoint weights
+  // The backend Service's request-level policy (its TrafficPolicy; defaults without one):
+  // circuit-breaker thresholds and retry budget, L7 outlier detection, peak-EWMA balancing —
+  // the settings of the destination, as Istio's DestinationRule. Owned by the table; null
+  // only when `resolved` is false.
+  const state::RequestPolicy* request_policy = nullptr;
 
   // Weighted random pick over the endpoints; `random` is any uniformly random
   // 64-bit value. nullptr when there are no endpoints. This is the seam where a
@@ -217,10 +222,15 @@ class ServiceRoutes {
   // Every match in precedence order.
   absl::Span<const RouteMatch> entries() const { return entries_; }
   const std::string& service() const { return service_; }  // "ns/svc:port"
+  // The called Service's request-level policy (its TrafficPolicy; defaults without one):
+  // retries and fault injection apply to the requests the client sent to this Service,
+  // whichever backendRef a rule picks — as Istio's VirtualService retries/fault. Never null.
+  const state::RequestPolicy& requestPolicy() const { return *request_policy_; }
 
  private:
   friend class RouteTableBuilder;
   std::string service_;
+  const state::RequestPolicy* request_policy_ = nullptr;
   std::vector<RouteMatch> entries_;
 };
 
@@ -239,6 +249,11 @@ class RouteTable {
   const ServiceRoutes* find(const IpAddress& vip, uint16_t port) const;
   // Every cluster by name ("ns/svc:port"); nullptr when absent.
   const Cluster* cluster(std::string_view name) const;
+  // The cluster of the Service port behind vip:port (host order) itself, for every TCP
+  // frontend marked `l7` (routes bound, or a request-level TrafficPolicy); nullptr otherwise.
+  // For an L7 frontend without routes (find() is null) this is where its requests go, with
+  // its request policy (retries, faults, limits) applied.
+  const Cluster* serviceCluster(const IpAddress& vip, uint16_t port) const;
   size_t serviceCount() const { return by_vip_.size(); }
 
  private:
@@ -258,6 +273,8 @@ class RouteTable {
   std::vector<std::unique_ptr<ServiceRoutes>> services_;
   absl::flat_hash_map<std::string, const Cluster*> cluster_by_name_;
   absl::flat_hash_map<VipPort, const ServiceRoutes*> by_vip_;
+  absl::flat_hash_map<VipPort, const Cluster*> cluster_by_vip_;
+  std::vector<std::unique_ptr<state::RequestPolicy>> policies_;
 };
 
 // The host part of an authority: "web:80" -> "web", "[fd00::1]:80" -> "[fd00::1]".
