@@ -135,8 +135,9 @@ void L7Config::willApply(const state::ResourceSet& resources,
         std::string_view t = std::string_view(b.target).substr(4);
         const size_t slash = t.find('/');
         if (slash != std::string_view::npos) {
-          snap->workloads.try_emplace(b.address, Snapshot::Workload{std::string(t.substr(slash + 1)),
-                                                                   std::string(t.substr(0, slash))});
+          snap->workloads.try_emplace(b.address,
+                                      Snapshot::Workload{std::string(t.substr(slash + 1)),
+                                                         std::string(t.substr(0, slash))});
         }
       }
     }
@@ -174,7 +175,8 @@ void L7Config::willApply(const state::ResourceSet& resources,
   }
   absl::MutexLock lock(&mu_);
   for (auto& [key, fe] : snap->frontends) {
-    if (fe->preconnect != nullptr) fe->preconnect_name = *interned_.insert(fe->preconnect->name).first;
+    if (fe->preconnect != nullptr)
+      fe->preconnect_name = *interned_.insert(fe->preconnect->name).first;
   }
   current_ = std::move(snap);
   generation_.fetch_add(1, std::memory_order_release);
@@ -249,8 +251,8 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
   if (target.empty() || target[0] != '/') {
     // absolute-form: keep the path part (the parser checked its authority).
     const size_t scheme = target.find("://");
-    const size_t slash = scheme == std::string_view::npos ? std::string_view::npos
-                                                          : target.find('/', scheme + 3);
+    const size_t slash =
+        scheme == std::string_view::npos ? std::string_view::npos : target.find('/', scheme + 3);
     target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
   }
   const routing::Request rreq{req.method, target, req.authority, req.headers};
@@ -354,7 +356,14 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
     metrics_.recordTcpClosed(shard, l, r.response_bytes, r.request_bytes);
     return;
   }
-  l.request_protocol = "http";
+  // Istio's request_protocol: "http" for HTTP/1.1 and HTTP/2, "grpc" for gRPC (HTTP/2
+  // with content-type application/grpc*), whose grpc_response_status is the grpc-status.
+  if (r.protocol == "grpc") {
+    l.request_protocol = "grpc";
+    l.grpc_response_status = r.grpc_status;
+  } else {
+    l.request_protocol = "http";
+  }
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
 }

@@ -89,6 +89,7 @@ ProxyStats Proxy::stats() const {
     s.upstream_reused += c.upstream_reused.load(std::memory_order_relaxed);
     s.opaque += c.opaque.load(std::memory_order_relaxed);
     s.http += c.http.load(std::memory_order_relaxed);
+    s.http2 += c.http2.load(std::memory_order_relaxed);
   }
   return s;
 }
