@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "counting_new.h"
 #include "gtest/gtest.h"
 #include "proxy/core/buffer.h"
 #include "proxy/core/proxy.h"
@@ -931,6 +932,179 @@ TEST_F(ProxyH2Test, SlowPrefaceAndMissingHeadersAreClosed) {
     EXPECT_TRUE(closed);
   }
   EXPECT_EQ(up.streams().size(), 0u);
+}
+
+// ------------------------------------------------------------------------------------
+// No allocation per stream in the steady state: a lean h2c client and upstream (the codec
+// allocates nothing of its own once warm; nghttp2's own mallocs are not operator new and
+// are not counted), one worker, a router and observer that allocate nothing.
+
+class LeanRouter : public Router {
+ public:
+  explicit LeanRouter(SocketAddress up) : up_(up) {}
+  void route(const RequestInfo&, RouteDecision& d) override {
+    d.upstream = up_;
+    d.cluster = "test/web:80";
+  }
+  bool routeConnection(const SocketAddress&, SocketAddress& upstream,
+                       std::string_view& cluster) override {
+    upstream = up_;
+    cluster = "test/web:80";
+    return true;
+  }
+
+ private:
+  SocketAddress up_;
+};
+
+class LeanObserver : public Observer {
+ public:
+  void onRequest(const RequestRecord& r) override {
+    if (r.response_code == 200 && r.protocol == "http/2") ok.fetch_add(1);
+  }
+  std::atomic<int> ok{0};
+};
+
+// Drives one session over `fd` with a reused output buffer.
+class LeanIo {
+ public:
+  explicit LeanIo(int fd) : fd_(fd) { out_.reserve(1 << 20); }
+  bool flush(http2::detail::SessionBase& s) {
+    while (s.wantsWrite()) {
+      out_.clear();
+      s.produce(out_, 1 << 20);
+      std::string_view b(out_);
+      while (!b.empty()) {
+        const ssize_t n = ::send(fd_, b.data(), b.size(), MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        b.remove_prefix(static_cast<size_t>(n));
+      }
+    }
+    return true;
+  }
+  // Waits up to `timeout_ms` for bytes and feeds them. False on EOF or a feed error.
+  bool readOnce(http2::detail::SessionBase& s, int timeout_ms, bool* timed_out = nullptr) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) {
+      if (timed_out != nullptr) *timed_out = true;
+      return timed_out != nullptr;
+    }
+    const ssize_t n = ::read(fd_, buf_, sizeof(buf_));
+    if (n <= 0) return false;
+    return s.feed(absl::MakeConstSpan(buf_, static_cast<size_t>(n))).ok();
+  }
+
+ private:
+  int fd_;
+  std::string out_;
+  uint8_t buf_[65536];
+};
+
+class LeanUpstream : public http2::ServerHandler {
+ public:
+  void onRequest(int32_t id, const http2::RequestHeaders&, bool end_stream) override {
+    if (end_stream) answer(id);
+  }
+  void onData(int32_t id, absl::Span<const uint8_t> data, bool end_stream) override {
+    (void)session->consume(id, data.size());
+    if (end_stream) answer(id);
+  }
+  void onTrailers(int32_t id, absl::Span<const http1::HeaderField>) override { answer(id); }
+  void onStreamClosed(int32_t, uint32_t) override {}
+  void answer(int32_t id) {
+    static const http1::HeaderField kFields[] = {{"content-type", "text/plain", false}};
+    (void)session->submitResponse(id, 200, kFields, false);
+    static constexpr std::string_view kOk = "ok";
+    (void)session->submitData(id, bytes(kOk), true);
+  }
+  std::unique_ptr<http2::ServerSession> session;
+};
+
+class LeanClient : public http2::ClientHandler {
+ public:
+  void onResponse(int32_t, uint16_t status, absl::Span<const http1::HeaderField>, bool) override {
+    if (status == 200) ++ok_heads;
+  }
+  void onData(int32_t id, absl::Span<const uint8_t> data, bool) override {
+    (void)session->consume(id, data.size());
+  }
+  void onTrailers(int32_t, absl::Span<const http1::HeaderField>) override {}
+  void onStreamClosed(int32_t, uint32_t code) override {
+    if (code == 0) ++closed;
+  }
+  void onGoaway(int32_t) override {}
+  std::unique_ptr<http2::ClientSession> session;
+  int ok_heads = 0;
+  int closed = 0;
+};
+
+TEST(ProxyH2AllocationTest, NoAllocationPerStreamInSteadyState) {
+  ScopedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  socklen_t len = loopback(0).toSockaddr(&ss);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  len = sizeof(ss);
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  const SocketAddress up = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    // The proxy's pre-connect arrives first and is closed unused; serve every connection
+    // in turn (the h2 one is the one that stays).
+    while (!stop) {
+      pollfd p{listener.get(), POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ScopedFd fd(::accept(listener.get(), nullptr, nullptr));
+      if (!fd.valid()) continue;
+      LeanUpstream h;
+      h.session = std::move(*http2::ServerSession::create(h));
+      LeanIo io(fd.get());
+      while (!stop && io.flush(*h.session)) {
+        bool idle = false;
+        if (!io.readOnce(*h.session, 50, &idle)) break;
+      }
+    }
+  });
+  LeanRouter router(up);
+  TestOriginalDst odst;
+  LeanObserver observer;
+  ProxyOptions o;
+  o.listen = loopback(0);
+  o.workers = 1;
+  auto proxy = Proxy::start(o, router, odst, &observer);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  Socket c = Socket::connectTo((*proxy)->port());
+  LeanClient client;
+  client.session = std::move(*http2::ClientSession::create(client));
+  LeanIo io(c.fd());
+  static const http1::HeaderField kFields[] = {{"user-agent", "t", false},
+                                               {"accept", "*/*", false}};
+  const http2::RequestHeaders req{"GET", "http", "web", "/items?page=2", kFields};
+  // Ten streams at a time, each batch until all closed.
+  auto batch = [&] {
+    const int target = client.closed + 10;
+    for (int i = 0; i < 10; ++i) {
+      if (!client.session->submitRequest(req, true).ok()) return false;
+    }
+    while (client.closed < target) {
+      if (!io.flush(*client.session)) return false;
+      if (!io.readOnce(*client.session, kIoTimeoutMs)) return false;
+    }
+    return true;
+  };
+  int batches = 0;
+  for (int i = 0; i < 20; ++i) batches += batch();  // warm-up: pools, buffers, maps
+  meshd::testing::startCountingAllocations();
+  for (int i = 0; i < 200; ++i) batches += batch();
+  const size_t allocations = meshd::testing::stopCountingAllocations();
+  EXPECT_EQ(batches, 220);
+  EXPECT_EQ(client.ok_heads, 2200);
+  EXPECT_EQ(allocations, 0u);
+  c.close();
+  (*proxy)->stop();
+  stop = true;
+  server.join();
+  EXPECT_EQ(observer.ok.load(), 2200);
 }
 
 }  // namespace
