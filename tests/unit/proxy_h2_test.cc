@@ -934,6 +934,19 @@ TEST_F(ProxyH2Test, SlowPrefaceAndMissingHeadersAreClosed) {
   EXPECT_EQ(up.streams().size(), 0u);
 }
 
+TEST(ProxyH2StartTest, BadHttp2LimitsAreAClearError) {
+  TestRouter router;
+  TestOriginalDst odst;
+  ProxyOptions o;
+  o.listen = loopback(0);
+  o.h2_limits.max_frame_size = 100;
+  auto p = Proxy::start(o, router, odst, nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("proxy h2_limits: http2 limits: max_frame_size 100"),
+            std::string::npos)
+      << p.status();
+}
+
 // ------------------------------------------------------------------------------------
 // No allocation per stream in the steady state: a lean h2c client and upstream (the codec
 // allocates nothing of its own once warm; nghttp2's own mallocs are not operator new and
