@@ -143,7 +143,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 check "nghttpd answers through meshd over h2c within 10 s" test "$ready" == 1
-out=$(in_pod n1-p1 -- curl -s --http2-prior-knowledge --max-time 5 -w '\n%{http_code} %{http_version}' http://10.96.0.27/index.html)
+out=$(in_pod n1-p1 -- curl -s --http2-prior-knowledge --max-time 5 -w '%{http_code} %{http_version}' http://10.96.0.27/index.html)
 check "curl --http2-prior-knowledge -> 200 over HTTP/2 with the file ('$(tr '\n' '|' <<<"$out")')" \
   test "$out" == $'hello over h2\n200 2'
 out=$(in_pod n1-p1 -- h2load -n 2000 -c 10 -m 10 http://10.96.0.27/index.html 2>&1)
@@ -187,7 +187,7 @@ class Echo(lab_pb2_grpc.EchoServicer):
 
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
 lab_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-server.add_insecure_port("0.0.0.0:50051")
+server.add_insecure_port("0.0.0.0:%s" % (sys.argv[2] if len(sys.argv) > 2 else "50051"))
 server.start()
 server.wait_for_termination()
 PY
@@ -196,7 +196,8 @@ import queue, sys
 sys.path.insert(0, sys.argv[1])
 import grpc, lab_pb2, lab_pb2_grpc
 Msg = lab_pb2.Msg
-ch = grpc.insecure_channel("10.96.0.26:50051", options=[("grpc.enable_http_proxy", 0)])
+target = sys.argv[2] if len(sys.argv) > 2 else "10.96.0.26:50051"
+ch = grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
 grpc.channel_ready_future(ch).result(timeout=10)
 stub = lab_pb2_grpc.EchoStub(ch)
 print("unary", stub.Unary(Msg(text="hi"), timeout=5).text)
