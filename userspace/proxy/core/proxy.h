@@ -94,8 +94,11 @@ struct RequestRecord {
   std::string_view response_flags;
   std::string_view method;
   uint64_t duration_us = 0;
-  uint64_t request_bytes = 0;   // bytes received from the client for this request
-  uint64_t response_bytes = 0;  // bytes sent to the client for this response
+  // Bytes received from the client for this request and sent to it for the response:
+  // head and body in HTTP/1.1; in HTTP/2 the DATA payload only (heads are HPACK-coded
+  // and share the connection's compression state).
+  uint64_t request_bytes = 0;
+  uint64_t response_bytes = 0;
   SocketAddress peer, orig_dst, upstream;
   std::string_view protocol;  // "http/1.1" | "http/2" | "grpc" | "tcp"
   std::string_view request_id;
