@@ -441,8 +441,9 @@ TEST_F(ProxyCoreTest, ServerFirstProtocolIsRelayedWithoutClientBytes) {
 
 TEST_F(ProxyCoreTest, NonHttpClientBytesAreRelayedOpaquely) {
   const std::string tls_like("\x16\x03\x01\x00\x05hello", 10);
-  const std::string h2_preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  for (const std::string& first : {tls_like, h2_preface, std::string("*1\r\n$4\r\nPING\r\n")}) {
+  // "PRI" that is not the HTTP/2 preface (the preface itself is HTTP/2: proxy_h2_test.cc).
+  const std::string not_h2_preface = "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n";
+  for (const std::string& first : {tls_like, not_h2_preface, std::string("*1\r\n$4\r\nPING\r\n")}) {
     UpstreamServer up([&first](UpstreamServer::Conn& c) {
       if (!c.readUntil(first)) return;
       c.send("reply");
@@ -1034,11 +1035,29 @@ TEST(SocketAddressTest, ParsesAndPrints) {
             std::string::npos);
 }
 
+TEST(ProtocolDetectionTest, H2ServerSettingsAreNotAServerFirstProtocol) {
+  EXPECT_TRUE(looksLikeH2ServerPreface(std::string("\0\0\x0c\x04\0\0\0\0\0", 9)));
+  EXPECT_TRUE(looksLikeH2ServerPreface(std::string("\0\0\0\x04\0\0\0\0\0", 9)));
+  EXPECT_TRUE(looksLikeH2ServerPreface(std::string("\0\0", 2)));  // could still be
+  EXPECT_FALSE(looksLikeH2ServerPreface("220 smtp.example ESMTP\r\n"));
+  EXPECT_FALSE(looksLikeH2ServerPreface(std::string("\0\0\x0c\x04\x01\0\0\0\0", 9)));  // ACK
+  EXPECT_FALSE(looksLikeH2ServerPreface(std::string("\0\0\x0c\x01\0\0\0\0\0", 9)));    // HEADERS
+  EXPECT_FALSE(looksLikeH2ServerPreface(std::string("\0\0\x07\x04\0\0\0\0\0", 9)));    // 7 % 6
+  EXPECT_FALSE(looksLikeH2ServerPreface(std::string("\0\0\x0c\x04\0\0\0\0\x01", 9)));  // stream 1
+}
+
 TEST(ProtocolDetectionTest, Classifies) {
   EXPECT_EQ(detectProtocol("GET "), Detected::kHttp1);
   EXPECT_EQ(detectProtocol("GE"), Detected::kNeedMore);
   EXPECT_EQ(detectProtocol("\r\nPOST /"), Detected::kHttp1);
-  EXPECT_EQ(detectProtocol("PRI * HTTP/2.0\r\n"), Detected::kOpaque);
+  // HTTP/2 prior knowledge: the whole preface; a part of it waits; anything else after
+  // "PRI " is opaque.
+  EXPECT_EQ(detectProtocol("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Detected::kHttp2);
+  EXPECT_EQ(detectProtocol(std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04", 28)),
+            Detected::kHttp2);
+  EXPECT_EQ(detectProtocol("PRI * HTTP/2.0\r\n"), Detected::kNeedMore);
+  EXPECT_EQ(detectProtocol("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), Detected::kOpaque);
+  EXPECT_EQ(detectProtocol("PRI * HTTP/1.1\r\n"), Detected::kOpaque);
   EXPECT_EQ(detectProtocol("PR"), Detected::kNeedMore);
   EXPECT_EQ(detectProtocol("\x16\x03\x01"), Detected::kOpaque);
   EXPECT_EQ(detectProtocol("G@T / HTTP/1.1"), Detected::kNeedMore);

@@ -426,7 +426,8 @@ void TestObserver::onRequest(const RequestRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   records_.push_back({std::string(r.cluster), std::string(r.response_flags), std::string(r.method),
                       std::string(r.protocol), std::string(r.request_id), r.response_code,
-                      r.request_bytes, r.response_bytes, r.upstream, r.orig_dst});
+                      r.request_bytes, r.response_bytes, r.upstream, r.orig_dst,
+                      std::string(r.grpc_status)});
   cv_.notify_all();
 }
 

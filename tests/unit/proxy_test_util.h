@@ -187,6 +187,7 @@ class TestObserver : public Observer {
     int code = 0;
     uint64_t request_bytes = 0, response_bytes = 0;
     SocketAddress upstream, orig_dst;
+    std::string grpc_status;
   };
   void onRequest(const RequestRecord& r) override;
   // Waits until `n` records exist (true) or timeout.

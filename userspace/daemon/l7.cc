@@ -356,7 +356,14 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
     metrics_.recordTcpClosed(shard, l, r.response_bytes, r.request_bytes);
     return;
   }
-  l.request_protocol = "http";
+  // Istio's request_protocol: "http" for HTTP/1.1 and HTTP/2, "grpc" for gRPC (HTTP/2
+  // with content-type application/grpc*), whose grpc_response_status is the grpc-status.
+  if (r.protocol == "grpc") {
+    l.request_protocol = "grpc";
+    l.grpc_response_status = r.grpc_status;
+  } else {
+    l.request_protocol = "http";
+  }
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
 }

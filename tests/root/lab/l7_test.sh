@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Root end-to-end test of the L7 path on the lab (see tests/root/lab.cmake): real curl in
 # the pods, the kernel redirect into each node's meshd, HTTPRoute routing, and the
-# Istio request metrics. Resources: tests/root/lab/l7.yaml.
+# Istio request metrics; HTTP/2 (curl --http2-prior-knowledge, h2load) to an nghttpd and
+# gRPC (python3-grpcio: unary, server/client/bidi streaming, an error status) to a
+# python server, both started in pods by this script. Resources: tests/root/lab/l7.yaml.
 #
 # Canary tolerance: 1000 requests each pick web-v2 with p = 0.1, so its share has a
 # standard deviation of sqrt(0.1 * 0.9 / 1000) = 0.95 points; +-3.5 points is 3.7 sd (a
@@ -34,7 +36,16 @@ check() { # DESCRIPTION CMD...
   shift
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
-trap '"$MESHLAB" down >/dev/null 2>&1' EXIT
+# Background servers in pods (stopped by PID) and their scratch directory.
+bg_pids=()
+TMP=$(mktemp -d)
+cleanup() {
+  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+  "$MESHLAB" down >/dev/null 2>&1
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
 
 in_pod() { "$MESHLAB" exec "$@"; }
 
@@ -118,7 +129,124 @@ check "a 503 UF is counted with its flag" \
 check "a 404 NR is counted with its flag" \
   grep -q 'response_code="404".*response_flags="NR"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
 
-# 8. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
+# 8. HTTP/2 with prior knowledge (h2c) through meshd: h2 in, h2 out, to nghttpd in n2-p2.
+mkdir -p "$TMP/www"
+echo "hello over h2" >"$TMP/www/index.html"
+in_pod n2-p2 -- nghttpd --no-tls -d "$TMP/www" 8090 >"$TMP/nghttpd.log" 2>&1 &
+bg_pids+=($!)
+ready=0
+for _ in $(seq 1 100); do
+  if [[ $(in_pod n1-p1 -- curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code}' --max-time 2 http://10.96.0.27/ 2>/dev/null) == 200 ]]; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+check "nghttpd answers through meshd over h2c within 10 s" test "$ready" == 1
+out=$(in_pod n1-p1 -- curl -s --http2-prior-knowledge --max-time 5 -w '%{http_code} %{http_version}' http://10.96.0.27/index.html)
+check "curl --http2-prior-knowledge -> 200 over HTTP/2 with the file ('$(tr '\n' '|' <<<"$out")')" \
+  test "$out" == $'hello over h2\n200 2'
+out=$(in_pod n1-p1 -- h2load -n 2000 -c 10 -m 10 http://10.96.0.27/index.html 2>&1)
+check "h2load: 2000 requests over 10 h2c clients, 0 failed" grep -q '2000 succeeded, 0 failed' <<<"$out"
+grep -E '^(requests|status codes):' <<<"$out" | sed 's/^/  /'
+
+# 9. gRPC through a GRPCRoute (grpc-l7): stubs generated now from a tiny proto, a python
+#    server in n2-p1, a python client in n1-p1 (its node's meshd does the L7 work).
+cat >"$TMP/lab.proto" <<'PROTO'
+syntax = "proto3";
+package lab;
+message Msg { string text = 1; int32 n = 2; }
+service Echo {
+  rpc Unary(Msg) returns (Msg);
+  rpc ServerStream(Msg) returns (stream Msg);
+  rpc ClientStream(stream Msg) returns (Msg);
+  rpc Bidi(stream Msg) returns (stream Msg);
+  rpc Fail(Msg) returns (Msg);
+}
+PROTO
+cat >"$TMP/grpc_server.py" <<'PY'
+import sys
+from concurrent import futures
+sys.path.insert(0, sys.argv[1])
+import grpc, lab_pb2, lab_pb2_grpc
+
+class Echo(lab_pb2_grpc.EchoServicer):
+    def Unary(self, req, ctx):
+        return lab_pb2.Msg(text="unary:" + req.text)
+    def ServerStream(self, req, ctx):
+        for i in range(req.n):
+            yield lab_pb2.Msg(text="%s-%d" % (req.text, i), n=i)
+    def ClientStream(self, it, ctx):
+        texts = [m.text for m in it]
+        return lab_pb2.Msg(text=",".join(texts), n=len(texts))
+    def Bidi(self, it, ctx):
+        for m in it:
+            yield lab_pb2.Msg(text="echo:" + m.text, n=m.n)
+    def Fail(self, req, ctx):
+        ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+lab_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+server.add_insecure_port("0.0.0.0:%s" % (sys.argv[2] if len(sys.argv) > 2 else "50051"))
+server.start()
+server.wait_for_termination()
+PY
+cat >"$TMP/grpc_client.py" <<'PY'
+import queue, sys
+sys.path.insert(0, sys.argv[1])
+import grpc, lab_pb2, lab_pb2_grpc
+Msg = lab_pb2.Msg
+target = sys.argv[2] if len(sys.argv) > 2 else "10.96.0.26:50051"
+ch = grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+grpc.channel_ready_future(ch).result(timeout=10)
+stub = lab_pb2_grpc.EchoStub(ch)
+print("unary", stub.Unary(Msg(text="hi"), timeout=5).text)
+print("server-stream", ",".join(m.text for m in stub.ServerStream(Msg(text="s", n=5), timeout=5)))
+r = stub.ClientStream(iter([Msg(text=t) for t in "abc"]), timeout=5)
+print("client-stream", r.text, r.n)
+# Bidi, interleaved: each reply arrives before the next message is sent, so nothing on
+# the way may hold the stream's bytes back until it ends.
+q = queue.Queue()
+def gen():
+    while True:
+        m = q.get()
+        if m is None:
+            return
+        yield m
+call = stub.Bidi(gen(), timeout=10)
+got = []
+for t in ["x", "y", "z"]:
+    q.put(Msg(text=t))
+    got.append(next(call).text)
+q.put(None)
+rest = list(call)
+print("bidi", ",".join(got), len(rest))
+try:
+    stub.Fail(Msg(text="f"), timeout=5)
+    print("fail none")
+except grpc.RpcError as e:
+    print("fail", e.code().name, e.details())
+PY
+if /usr/bin/python3 -m grpc_tools.protoc -I "$TMP" --python_out="$TMP" --grpc_python_out="$TMP" "$TMP/lab.proto"; then
+  in_pod n2-p1 -- /usr/bin/python3 "$TMP/grpc_server.py" "$TMP" >"$TMP/grpc_server.log" 2>&1 &
+  bg_pids+=($!)
+  out=$(in_pod n1-p1 -- timeout 60 /usr/bin/python3 "$TMP/grpc_client.py" "$TMP" 2>&1)
+  check "gRPC unary through meshd" grep -qx 'unary unary:hi' <<<"$out"
+  check "gRPC server streaming (5 messages)" grep -qx 'server-stream s-0,s-1,s-2,s-3,s-4' <<<"$out"
+  check "gRPC client streaming (3 messages)" grep -qx 'client-stream a,b,c 3' <<<"$out"
+  check "gRPC bidi streaming, interleaved" grep -qx 'bidi echo:x,echo:y,echo:z 0' <<<"$out"
+  check "gRPC error status passed through (NOT_FOUND + message)" grep -qx 'fail NOT_FOUND no such thing' <<<"$out"
+  if ((failed > 0)); then sed 's/^/  client: /' <<<"$out" | tail -n 20; tail -n 5 "$TMP/grpc_server.log"; fi
+else
+  fail "grpc_tools.protoc generated the stubs"
+fi
+metrics=$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics)
+check "gRPC calls are counted with request_protocol=grpc and grpc_response_status" \
+  grep -q 'request_protocol="grpc".*grpc_response_status="5"\|grpc_response_status="5".*request_protocol="grpc"' \
+  <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
+check "HTTP/2 requests are counted (request_protocol=http, h2-l7)" \
+  grep -q 'destination_service_name="h2-l7".*request_protocol="http"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
+# 10. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
 #    sockets to their clients in the sockhash): the kernel counted redirected sends.
 check "meshctl status: l7HopSplice on" grep -q 'l7HopSplice: *on' <<<"$("$MESHLAB" meshctl n1 status 2>&1)"
 redirected=$(grep '^meshd_bpf_events_total{reason="sockmap_redirected"}' <<<"$metrics" | awk '{print $NF}')

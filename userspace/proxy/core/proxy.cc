@@ -7,6 +7,7 @@
 #include "common/scoped_fd.h"
 #include "common/status.h"
 #include "proxy/core/worker.h"
+#include "proxy/http2/server_session.h"
 
 namespace meshd::proxy {
 namespace {
@@ -40,6 +41,21 @@ absl::StatusOr<std::unique_ptr<Proxy>> Proxy::start(ProxyOptions options, Router
   if (options.max_buffer_bytes < 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
         "proxy max_buffer_bytes ", options.max_buffer_bytes, " is below the minimum of 1024"));
+  }
+  {
+    // The HTTP/2 limits are checked by the codec when a session is made: make one now, so
+    // a bad value fails here rather than on the first HTTP/2 connection.
+    struct NoHandler final : http2::ServerHandler {
+      void onRequest(int32_t, const http2::RequestHeaders&, bool) override {}
+      void onData(int32_t, absl::Span<const uint8_t>, bool) override {}
+      void onTrailers(int32_t, absl::Span<const http1::HeaderField>) override {}
+      void onStreamClosed(int32_t, uint32_t) override {}
+    } no_handler;
+    auto probe = http2::ServerSession::create(no_handler, options.h2_limits);
+    if (!probe.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("proxy h2_limits: ", probe.status().message()));
+    }
   }
   unsigned workers = options.workers;
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
@@ -89,6 +105,7 @@ ProxyStats Proxy::stats() const {
     s.upstream_reused += c.upstream_reused.load(std::memory_order_relaxed);
     s.opaque += c.opaque.load(std::memory_order_relaxed);
     s.http += c.http.load(std::memory_order_relaxed);
+    s.http2 += c.http2.load(std::memory_order_relaxed);
   }
   return s;
 }

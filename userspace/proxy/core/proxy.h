@@ -17,6 +17,7 @@
 #include "absl/types/span.h"
 #include "common/net.h"
 #include "proxy/http1/head_parser.h"
+#include "proxy/http2/types.h"
 
 namespace meshd::proxy {
 
@@ -83,8 +84,9 @@ class Router {
                                std::string_view& cluster) = 0;
 };
 
-// One finished request (protocol "http/1.1") or opaque connection (protocol "tcp").
-// Views are valid only during Observer::onRequest.
+// One finished request (protocol "http/1.1", "http/2", or "grpc" for an HTTP/2 request
+// with content-type application/grpc*) or opaque connection (protocol "tcp"). Views are
+// valid only during Observer::onRequest.
 struct RequestRecord {
   std::string_view cluster;
   uint16_t response_code = 0;  // 0: no response was sent (e.g. the client went away)
@@ -92,11 +94,17 @@ struct RequestRecord {
   std::string_view response_flags;
   std::string_view method;
   uint64_t duration_us = 0;
-  uint64_t request_bytes = 0;   // bytes received from the client for this request
-  uint64_t response_bytes = 0;  // bytes sent to the client for this response
+  // Bytes received from the client for this request and sent to it for the response:
+  // head and body in HTTP/1.1; in HTTP/2 the DATA payload only (heads are HPACK-coded
+  // and share the connection's compression state).
+  uint64_t request_bytes = 0;
+  uint64_t response_bytes = 0;
   SocketAddress peer, orig_dst, upstream;
-  std::string_view protocol;  // "http/1.1" | "tcp"
+  std::string_view protocol;  // "http/1.1" | "http/2" | "grpc" | "tcp"
   std::string_view request_id;
+  // gRPC only: the grpc-status the client got (from the upstream's trailers or
+  // trailers-only head, or the one meshd answered with); "" if none was seen.
+  std::string_view grpc_status;
 };
 
 class Observer {
@@ -110,6 +118,8 @@ struct ProxyOptions {
   SocketAddress listen;
   unsigned workers = 0;  // 0 = one per CPU
   http1::Limits limits;
+  // HTTP/2 limits, for downstream (h2c client) and upstream (pooled h2c) sessions alike.
+  http2::Limits h2_limits;
   // Envoy's defaults: downstream idle 1 h; request headers (slowloris) 10 s from the first
   // byte of a head (Envoy: disabled by default; issue 5 asks for it); upstream connect
   // timeout 10 s (Envoy's cluster connect_timeout is 5 s; 10 s follows the issue);
@@ -133,6 +143,7 @@ struct ProxyStats {
   uint64_t upstream_reused = 0;  // requests sent on a pooled connection
   uint64_t opaque = 0;           // connections relayed as opaque TCP
   uint64_t http = 0;             // connections handled as HTTP/1.1
+  uint64_t http2 = 0;            // connections handled as HTTP/2 (prior-knowledge h2c)
 };
 
 class Worker;

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <charconv>
 
+#include "proxy/core/h2.h"
 #include "proxy/http1/chars.h"
+#include "proxy/http2/types.h"
 
 namespace meshd::proxy {
 namespace {
@@ -104,7 +106,38 @@ std::string_view originForm(std::string_view target) {
 
 }  // namespace
 
+bool looksLikeH2ServerPreface(std::string_view b) {
+  // A SETTINGS frame header (RFC 9113 §4.1, §6.5): 24-bit length (a multiple of 6),
+  // type 0x4, flags 0 (not an ACK), stream 0; judged on the bytes that arrived so far.
+  static constexpr uint8_t kHeader[9] = {0, 0, 0, 0x04, 0, 0, 0, 0, 0};
+  if (!b.empty() && b[0] != 0) return false;  // the length is at most 16384
+  for (size_t i = 3; i < b.size() && i < 9; ++i) {
+    if (static_cast<uint8_t>(b[i]) != kHeader[i]) return false;
+  }
+  if (b.size() >= 3) {
+    const uint32_t len = (static_cast<uint32_t>(static_cast<uint8_t>(b[0])) << 16) |
+                         (static_cast<uint32_t>(static_cast<uint8_t>(b[1])) << 8) |
+                         static_cast<uint8_t>(b[2]);
+    if (len % 6 != 0 || len > 16384) return false;
+  }
+  return true;
+}
+
 Detected detectProtocol(std::string_view b) {
+  // The HTTP/2 client preface (prior knowledge) starts at the first byte. A partial one
+  // waits for more (bounded by the request-headers timeout); "PRI " followed by anything
+  // else is relayed opaquely, as any other unknown method could not be HTTP/1.1 either.
+  if (!b.empty() && b[0] == 'P') {
+    switch (http2::matchPreface(
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(b.data()), b.size()))) {
+      case http2::PrefaceMatch::kComplete:
+        return Detected::kHttp2;
+      case http2::PrefaceMatch::kPartial:
+        return Detected::kNeedMore;
+      case http2::PrefaceMatch::kMismatch:
+        break;
+    }
+  }
   // Leading CRLFs: the parser tolerates one (RFC 9112 §2.2) and answers 400 to more; both
   // are HTTP's to judge, so they are skipped here.
   while (!b.empty() && b[0] == '\r') {
@@ -113,7 +146,7 @@ Detected detectProtocol(std::string_view b) {
     b.remove_prefix(2);
   }
   if (b.empty()) return Detected::kNeedMore;
-  // The HTTP/2 preface starts with the reserved method PRI: relay it opaquely (for now).
+  // The reserved method PRI that is not the HTTP/2 preface: relay it opaquely.
   constexpr std::string_view kPri = "PRI ";
   if (b.substr(0, kPri.size()) == kPri.substr(0, std::min(b.size(), kPri.size()))) {
     return b.size() >= kPri.size() ? Detected::kOpaque : Detected::kNeedMore;
@@ -231,7 +264,7 @@ bool Session::readClient() {
     if (n > 0) {
       got = true;
       last_activity_ms_ = w_.nowMs();
-      if (mode_ != Mode::kRaw && !exchange_ && head_deadline_ms_ == 0) {
+      if (mode_ != Mode::kRaw && mode_ != Mode::kH2 && !exchange_ && head_deadline_ms_ == 0) {
         head_deadline_ms_ = w_.nowMs() + w_.options().request_headers_timeout_ms;
       }
       // No short-read shortcut on this side: a client socket spliced by sockmap can
@@ -339,14 +372,24 @@ bool Session::step() {
       return stepHttp();
     case Mode::kRaw:
       return stepRaw();
+    case Mode::kH2:
+      return stepH2();
   }
   return false;
 }
 
 bool Session::stepDetect() {
-  if (up_ != nullptr && !up_->in.empty()) {  // the server spoke first
-    becomeRaw();
-    return true;
+  if (up_ != nullptr && !up_->in.empty()) {
+    // The server spoke first: a server-first protocol, unless it is an h2c server sending
+    // its SETTINGS right after accept (prior-knowledge servers may; nghttp2's and gRPC's
+    // do). Then the client decides, within the request-headers timeout (sweep()).
+    if (!looksLikeH2ServerPreface(up_->in.view())) {
+      becomeRaw();
+      return true;
+    }
+    if (h2_server_wait_ms_ == 0) {
+      h2_server_wait_ms_ = w_.nowMs() + w_.options().request_headers_timeout_ms;
+    }
   }
   if (error_) {
     close();
@@ -356,6 +399,9 @@ bool Session::stepDetect() {
     switch (detectProtocol(in_.view())) {
       case Detected::kHttp1:
         becomeHttp();
+        return true;
+      case Detected::kHttp2:
+        becomeH2();
         return true;
       case Detected::kOpaque:
         becomeRaw();
@@ -402,6 +448,34 @@ void Session::becomeHttp() {
     w_.release(up_);
     up_ = nullptr;
   }
+}
+
+void Session::becomeH2() {
+  mode_ = Mode::kH2;
+  w_.counters.http2.fetch_add(1, std::memory_order_relaxed);
+  orig_dst_text_ = orig_dst_.toString();
+  // The pre-connected upstream spoke no HTTP/2 yet; streams use the worker's h2 pool.
+  dropUpstream();
+  h2_ = std::make_unique<H2Conn>(*this);
+  if (!h2_->init().ok()) {
+    close();
+    return;
+  }
+  // head_deadline_ms_ keeps running from the first byte: the first request's HEADERS
+  // must complete within request_headers_timeout_ms (slowloris); H2Conn stops it.
+}
+
+bool Session::stepH2() {
+  if (error_ || (eof_ && in_.empty())) {
+    h2_->closeAll("DC");
+    close();
+    return true;
+  }
+  if (closing_) return false;  // GOAWAY queued or sent: write it and close
+  const bool progress = h2_->step();
+  if (dead) return true;
+  if (h2_->shouldClose()) closeSoon();
+  return progress;
 }
 
 bool Session::stepRaw() {
@@ -646,9 +720,8 @@ void Session::resetExchange() {
   request_id_len_ = 0;
 }
 
-void Session::applyEdits(absl::Span<const http1::HeaderField> in,
-                         absl::Span<const HeaderEdit> edits, bool drop_expect) {
-  std::vector<http1::HeaderField>& out = http_->edited;
+void applyHeaderEdits(absl::Span<const http1::HeaderField> in, absl::Span<const HeaderEdit> edits,
+                      bool drop_expect, std::vector<http1::HeaderField>& out) {
   out.clear();
   for (const http1::HeaderField& f : in) {
     if (drop_expect && chars::equalsLower(f.name, "expect")) continue;
@@ -666,6 +739,11 @@ void Session::applyEdits(absl::Span<const http1::HeaderField> in,
     if (e.op == HeaderEdit::Op::kRemove || protectedField(e.name)) continue;
     out.push_back(http1::HeaderField{e.name, e.value, false});
   }
+}
+
+void Session::applyEdits(absl::Span<const http1::HeaderField> in,
+                         absl::Span<const HeaderEdit> edits, bool drop_expect) {
+  applyHeaderEdits(in, edits, drop_expect, http_->edited);
 }
 
 bool Session::pumpRequestBody() {
@@ -1020,6 +1098,23 @@ void Session::sweep(uint64_t now) {
     return;
   }
   const uint64_t idle_deadline = last_activity_ms_ + w_.options().idle_timeout_ms;
+  if (mode_ == Mode::kH2) {
+    if (head_deadline_ms_ != 0 && now >= head_deadline_ms_) {
+      // Slowloris: no complete request HEADERS within request_headers_timeout_ms.
+      h2_->closeAll("");
+      close();
+      return;
+    }
+    if (now >= idle_deadline) {
+      // Nothing moved either way for idle_timeout_ms (Envoy: 1 h downstream idle timeout):
+      // open streams end as stream idle timeouts.
+      h2_->closeAll("SI");
+      close();
+      return;
+    }
+    if (h2_->sweep(now)) drive();
+    return;
+  }
   if (now >= idle_deadline && (!exchange_ || mode_ == Mode::kRaw)) {
     // Downstream idle timeout (Envoy: 1 h). An opaque relay or tunnel is recorded.
     if (mode_ == Mode::kRaw) record(tunnel_ ? "http/1.1" : "tcp");
@@ -1040,6 +1135,14 @@ void Session::sweep(uint64_t now) {
     up_->failed = true;
     up_->error = ETIMEDOUT;
     fired = true;
+  }
+  if (mode_ == Mode::kDetect && h2_server_wait_ms_ != 0 && now >= h2_server_wait_ms_ &&
+      head_deadline_ms_ == 0) {
+    // The upstream sent what looked like HTTP/2 SETTINGS and the client stayed silent: a
+    // server-first protocol after all.
+    becomeRaw();
+    if (!dead) drive();
+    return;
   }
   if (head_deadline_ms_ != 0 && now >= head_deadline_ms_ && !exchange_ && !closing_) {
     // Slowloris: the head did not complete in time. Envoy answers 408 too.
@@ -1068,6 +1171,7 @@ void Session::abort() {
 
 void Session::close() {
   if (dead) return;
+  if (h2_ != nullptr) h2_->closeAll("DC");
   dropUpstream();
   decision_ = RouteDecision();
   fd_.reset();

@@ -2,6 +2,8 @@
 //
 //   accept ─► kDetect ──(upstream spoke first, or client bytes are not HTTP/1)──► kRaw
 //               │                                                   (opaque TCP relay)
+//               ├──(the HTTP/2 client preface)──► kH2: streams multiplexed over pooled
+//               │        h2c upstream connections (h2.h)
 //               └──(client bytes start an HTTP/1 request line)──► kHttp
 //                        exchange: head ─► route ─► forward head + body ─► response
 //                        (101 / 2xx to CONNECT) ──► kRaw (tunnel)
@@ -28,8 +30,20 @@
 namespace meshd::proxy {
 
 // What the first bytes of a connection are (see docs/design/0003, "Protocol detection").
-enum class Detected : uint8_t { kNeedMore, kHttp1, kOpaque };
+enum class Detected : uint8_t { kNeedMore, kHttp1, kHttp2, kOpaque };
 Detected detectProtocol(std::string_view first_bytes);
+
+// A route's header edits applied to `in` (into `out`, cleared first): set/remove replace
+// every field of that name, add appends; edits of framing and hop-by-hop fields are
+// ignored (HeaderEdit). `drop_expect` leaves out Expect (answered by the proxy).
+void applyHeaderEdits(absl::Span<const http1::HeaderField> in, absl::Span<const HeaderEdit> edits,
+                      bool drop_expect, std::vector<http1::HeaderField>& out);
+
+// True when `upstream_bytes` are (the start of) an HTTP/2 server's SETTINGS frame: an
+// h2c upstream that speaks first is not taken for a server-first protocol.
+bool looksLikeH2ServerPreface(std::string_view upstream_bytes);
+
+class H2Conn;
 
 class Session final : public EventHandler {
  public:
@@ -51,7 +65,8 @@ class Session final : public EventHandler {
   size_t index = 0;  // in Worker::sessions_
 
  private:
-  enum class Mode : uint8_t { kDetect, kHttp, kRaw };
+  friend class H2Conn;
+  enum class Mode : uint8_t { kDetect, kHttp, kRaw, kH2 };
   enum class Body : uint8_t { kNone, kLength, kChunked, kUntilClose };
 
   // The HTTP/1.1 state: allocated when the connection turns out to be HTTP.
@@ -78,6 +93,8 @@ class Session final : public EventHandler {
   bool stepHttp();
   void becomeHttp();
   void becomeRaw();
+  void becomeH2();
+  bool stepH2();
   bool beginExchange();
   void resetExchange();  // fields of a new exchange; exchange_ = true
   bool pumpRequestBody();
@@ -107,6 +124,7 @@ class Session final : public EventHandler {
   Buffer out_;                 // bytes for the client not yet written
   UpstreamConn* up_ = nullptr;
   std::unique_ptr<Http> http_;
+  std::unique_ptr<H2Conn> h2_;
   Mode mode_ = Mode::kDetect;
 
   bool readable_ = true;
@@ -119,7 +137,8 @@ class Session final : public EventHandler {
   uint64_t linger_deadline_ms_ = 0;
   uint64_t linger_drained_ = 0;
   uint64_t last_activity_ms_ = 0;
-  uint64_t head_deadline_ms_ = 0;  // request-headers timeout (0 = not running)
+  uint64_t head_deadline_ms_ = 0;   // request-headers timeout (0 = not running)
+  uint64_t h2_server_wait_ms_ = 0;  // detection: the upstream sent SETTINGS; client decides
 
   // The current exchange (HTTP) or relay (opaque, tunnel).
   bool exchange_ = false;

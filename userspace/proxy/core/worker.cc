@@ -12,6 +12,7 @@
 #include <cerrno>
 
 #include "common/status.h"
+#include "proxy/core/h2.h"
 #include "proxy/core/session.h"
 
 namespace meshd::proxy {
@@ -156,6 +157,10 @@ Worker::~Worker() {
   }
   for (Session* s : dead_sessions_) delete s;
   for (UpstreamConn* c : dead_upstreams_) delete c;
+  for (auto& [addr, conns] : h2_pool_) {
+    for (H2Upstream* c : conns) delete c;
+  }
+  for (H2Upstream* c : dead_h2_) delete c;
 }
 
 void Worker::requestStop() {
@@ -171,7 +176,9 @@ void Worker::run() {
   updateClock();
   last_sweep_ms_ = nowMs();
   while (!stopping_ && !stop_requested_) {
-    int timeout = (sessions_.empty() && pooled_count_ == 0) ? -1 : static_cast<int>(kSweepMs);
+    int timeout = (sessions_.empty() && pooled_count_ == 0 && h2_count_ == 0)
+                      ? -1
+                      : static_cast<int>(kSweepMs);
     if (!again_.empty()) timeout = 0;
     const int n = ::epoll_wait(epoll_.get(), events, kMaxEvents, timeout);
     updateClock();
@@ -193,10 +200,13 @@ void Worker::run() {
       last_sweep_ms_ = nowMs();
       sweep();
     }
+    flushDirty();
     for (Session* s : dead_sessions_) delete s;
     dead_sessions_.clear();
     for (UpstreamConn* c : dead_upstreams_) delete c;
     dead_upstreams_.clear();
+    for (H2Upstream* c : dead_h2_) delete c;
+    dead_h2_.clear();
   }
   // Shutdown: close everything this worker owns.
   while (!sessions_.empty()) sessions_.back()->abort();
@@ -208,10 +218,16 @@ void Worker::run() {
     conns.clear();
   }
   pool_.clear();
+  std::vector<H2Upstream*> h2;
+  for (auto& [addr, conns] : h2_pool_) h2.insert(h2.end(), conns.begin(), conns.end());
+  for (H2Upstream* c : h2) destroy(c, http2::kCancel, false);
+  h2_pool_.clear();
   for (Session* s : dead_sessions_) delete s;
   dead_sessions_.clear();
   for (UpstreamConn* c : dead_upstreams_) delete c;
   dead_upstreams_.clear();
+  for (H2Upstream* c : dead_h2_) delete c;
+  dead_h2_.clear();
   listener_.reset();
 }
 
@@ -256,12 +272,12 @@ void Worker::acceptAll() {
   }
 }
 
-UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
+int Worker::openUpstreamSocket(const SocketAddress& addr, int* err, bool* connecting) {
   const int fd = ::socket(addr.ip.family == AF_INET6 ? AF_INET6 : AF_INET,
                           SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *err = errno;
-    return nullptr;
+    return -1;
   }
   setNoDelay(fd);
   counters.upstream_connects.fetch_add(1, std::memory_order_relaxed);
@@ -271,12 +287,20 @@ UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
   if (rc != 0 && errno != EINPROGRESS) {
     *err = errno;
     ::close(fd);
-    return nullptr;
+    return -1;
   }
+  *connecting = rc != 0;
+  return fd;
+}
+
+UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
+  bool connecting = false;
+  const int fd = openUpstreamSocket(addr, err, &connecting);
+  if (fd < 0) return nullptr;
   auto* c = new UpstreamConn(*this, fd, addr, in_limit_, options_.max_buffer_bytes);
-  c->connecting = rc != 0;
-  c->connected_once = rc == 0;
-  c->writable = rc == 0;
+  c->connecting = connecting;
+  c->connected_once = !connecting;
+  c->writable = !connecting;
   c->deadline_ms = nowMs() + options_.connect_timeout_ms;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -287,6 +311,89 @@ UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
     return nullptr;
   }
   return c;
+}
+
+void Worker::learnMaxStreams(const SocketAddress& addr, uint32_t max_streams) {
+  h2_max_streams_[addr] = max_streams;
+}
+
+H2Upstream* Worker::acquireH2(const SocketAddress& addr, int* err) {
+  std::vector<H2Upstream*>& conns = h2_pool_[addr];
+  auto learned = h2_max_streams_.find(addr);
+  const uint32_t assumed = learned == h2_max_streams_.end()
+                               ? options_.h2_limits.max_concurrent_streams
+                               : std::max<uint32_t>(1, learned->second);
+  for (H2Upstream* c : conns) {
+    if (c->usable(assumed)) return c;
+  }
+  bool connecting = false;
+  const int fd = openUpstreamSocket(addr, err, &connecting);
+  if (fd < 0) return nullptr;
+  auto* c = new H2Upstream(*this, fd, addr, connecting);
+  c->deadline_ms = nowMs() + options_.connect_timeout_ms;
+  if (absl::Status st = c->init(options_.h2_limits); !st.ok()) {
+    *err = EINVAL;  // limits were validated at Proxy::start; not expected
+    delete c;
+    return nullptr;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = static_cast<EventHandler*>(c);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    *err = errno;
+    delete c;
+    return nullptr;
+  }
+  conns.push_back(c);
+  ++h2_count_;
+  return c;
+}
+
+void Worker::destroy(H2Upstream* c, uint32_t code, bool connect_failed) {
+  if (c->dead) return;
+  c->dead = true;
+  if (c->dirty) {
+    for (H2Upstream*& d : h2_dirty_) {
+      if (d == c) d = nullptr;
+    }
+    c->dirty = false;
+  }
+  auto it = h2_pool_.find(c->addr);
+  if (it != h2_pool_.end()) {
+    std::vector<H2Upstream*>& v = it->second;
+    auto pos = std::find(v.begin(), v.end(), c);
+    if (pos != v.end()) {
+      *pos = v.back();
+      v.pop_back();
+      --h2_count_;
+    }
+  }
+  c->fd.reset();
+  // Tell every stream; their sessions answer or reset their clients.
+  absl::flat_hash_map<int32_t, H2Stream*> streams;
+  streams.swap(c->streams);
+  for (auto& [id, st] : streams) {
+    st->up = nullptr;
+    st->conn->upClosed(*st, code, connect_failed);
+  }
+  dead_h2_.push_back(c);
+}
+
+void Worker::flushLater(H2Upstream* c) {
+  if (c->dirty || c->dead) return;
+  c->dirty = true;
+  h2_dirty_.push_back(c);
+}
+
+void Worker::flushDirty() {
+  // flush() may schedule sessions (onSendReady) but never marks another connection dirty.
+  for (size_t i = 0; i < h2_dirty_.size(); ++i) {
+    H2Upstream* c = h2_dirty_[i];
+    if (c == nullptr) continue;
+    c->dirty = false;
+    c->flush();
+  }
+  h2_dirty_.clear();
 }
 
 UpstreamConn* Worker::acquire(const SocketAddress& addr, int* err, bool* reused) {
@@ -407,6 +514,19 @@ void Worker::sweep() {
       if (now >= c->deadline_ms) destroy(c);
     }
   }
+  // HTTP/2 upstreams: connect timeout (streams get 503 UF), idle expiry without streams.
+  std::vector<H2Upstream*>& expired = h2_expired_;
+  expired.clear();
+  for (auto& [addr, conns] : h2_pool_) {
+    for (H2Upstream* c : conns) {
+      if (c->connecting ? now >= c->deadline_ms
+                        : (c->streams.empty() && c->idle_since_ms != 0 &&
+                           now >= c->idle_since_ms + options_.upstream_idle_ms)) {
+        expired.push_back(c);
+      }
+    }
+  }
+  for (H2Upstream* c : expired) destroy(c, http2::kCancel, c->connecting);
 }
 
 void Worker::newRequestId(char out[36]) {

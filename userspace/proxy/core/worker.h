@@ -20,6 +20,7 @@ namespace meshd::proxy {
 
 class Worker;
 class Session;
+class H2Upstream;
 
 // Receives the epoll events of one file descriptor (epoll_event.data.ptr).
 class EventHandler {
@@ -70,6 +71,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> upstream_reused{0};
   std::atomic<uint64_t> opaque{0};
   std::atomic<uint64_t> http{0};
+  std::atomic<uint64_t> http2{0};
 };
 
 class Worker {
@@ -103,6 +105,19 @@ class Worker {
   UpstreamConn* acquire(const SocketAddress& addr, int* err, bool* reused);
   // A new connection (connecting) to `addr`, or nullptr with `*err`.
   UpstreamConn* connect(const SocketAddress& addr, int* err);
+  // A pooled HTTP/2 connection to `addr` that takes a new stream, or a new one
+  // (connecting; the client preface is queued). nullptr if the socket or connect() failed
+  // at once (`*err` = errno).
+  H2Upstream* acquireH2(const SocketAddress& addr, int* err);
+  // Closes an HTTP/2 upstream connection now: its streams are told (`code`; connect_failed:
+  // the connection was never established). Freed after the current batch of events.
+  void destroy(H2Upstream* conn, uint32_t code, bool connect_failed);
+  // Remembers the SETTINGS_MAX_CONCURRENT_STREAMS an HTTP/2 endpoint announced: a new
+  // connection to it opens at most that many streams before its own SETTINGS arrive (so a
+  // burst is not refused with REFUSED_STREAM beyond the endpoint's limit).
+  void learnMaxStreams(const SocketAddress& addr, uint32_t max_streams);
+  // Flush `conn`'s output once the current batch of events is handled.
+  void flushLater(H2Upstream* conn);
   // Back to the pool if it can carry another request, else closed.
   void release(UpstreamConn* conn);
   // Closes it now; freed after the current batch of events.
@@ -120,6 +135,9 @@ class Worker {
   void acceptAll();
   void sweep();
   void removeFromPool(UpstreamConn* conn);
+  // socket() + non-blocking connect() + epoll registration for `handler`; -1 with `*err`.
+  int openUpstreamSocket(const SocketAddress& addr, int* err, bool* connecting);
+  void flushDirty();
   void updateClock();
 
   struct Tag final : EventHandler {
@@ -157,6 +175,12 @@ class Worker {
   std::vector<Session*> again_batch_;
   std::vector<Session*> dead_sessions_;
   std::vector<UpstreamConn*> dead_upstreams_;
+  absl::flat_hash_map<SocketAddress, std::vector<H2Upstream*>> h2_pool_;
+  size_t h2_count_ = 0;
+  std::vector<H2Upstream*> h2_dirty_;
+  std::vector<H2Upstream*> dead_h2_;
+  std::vector<H2Upstream*> h2_expired_;
+  absl::flat_hash_map<SocketAddress, uint32_t> h2_max_streams_;  // learnMaxStreams()
 
   friend class Session;
 };

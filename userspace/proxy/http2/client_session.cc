@@ -23,6 +23,10 @@ absl::StatusOr<std::unique_ptr<ClientSession>> ClientSession::create(ClientHandl
 ClientSession::ClientSession(ClientHandler& handler, const Limits& limits, const Clock& clock)
     : SessionBase(limits, clock), handler_(handler) {}
 
+uint32_t ClientSession::peerMaxConcurrentStreams() const {
+  return nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
 bool ClientSession::canOpenStream() const {
   if (failed() || goawayReceived() || shouldClose()) return false;
   uint32_t peer =

@@ -49,6 +49,9 @@ class ClientSession final : public detail::SessionBase {
   // fewer streams open than both our Limits::max_concurrent_streams and the upstream's
   // SETTINGS_MAX_CONCURRENT_STREAMS, stream ids not exhausted.
   bool canOpenStream() const;
+  // The upstream's SETTINGS_MAX_CONCURRENT_STREAMS (0xffffffff, "unlimited", until its
+  // SETTINGS arrived or when it sent none).
+  uint32_t peerMaxConcurrentStreams() const;
 
   // Opens a stream with `request` (method, scheme, authority and path are required except
   // for CONNECT, which has no scheme and path). Hop-by-hop fields and `host` are dropped,
