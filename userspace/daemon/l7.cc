@@ -1,6 +1,7 @@
 #include "daemon/l7.h"
 
 #include <sys/socket.h>
+#include <time.h>
 
 #include <algorithm>
 #include <random>
@@ -8,6 +9,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "proxy/resilience/fault.h"
+#include "proxy/resilience/outlier.h"
+#include "proxy/resilience/peak_ewma.h"
 #include "spdlog/spdlog.h"
 
 namespace meshd::daemon {
@@ -64,9 +68,85 @@ std::pair<std::string_view, std::string_view> serviceOf(std::string_view cluster
   return {ns, rest.substr(0, rest.rfind(':'))};
 }
 
+// Per-request latency-aware balancing (TrafficPolicy loadBalancer LeastLatency): one
+// peak-EWMA P2C balancer per cluster and worker thread, keyed by the cluster's name so its
+// state survives config swaps (PeakEwmaBalancer::update carries endpoints by address).
+// Only the worker that picked an endpoint records its latency, so nothing is shared.
+struct WorkerBalancers {
+  struct Entry {
+    proxy::resilience::PeakEwmaBalancer balancer;
+    uint64_t snapshot = 0;  // Snapshot::id it was updated for (ids are never reused)
+  };
+  absl::flat_hash_map<std::string, Entry> by_cluster;
+};
+
+WorkerBalancers& workerBalancers() {
+  thread_local WorkerBalancers b;
+  return b;
+}
+
+uint64_t monotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ULL + uint64_t(ts.tv_nsec);
+}
+
+// The endpoint for one request: weighted random, or peak-EWMA P2C when the cluster's policy
+// asks for LeastLatency.
+const routing::Endpoint* pickEndpoint(const routing::Cluster& c, uint64_t snapshot_id) {
+  if (c.request_policy == nullptr || !c.request_policy->peak_ewma || c.endpoints.size() < 2) {
+    return c.pickEndpoint(nextRandom());
+  }
+  auto& map = workerBalancers().by_cluster;
+  auto it = map.find(c.name);
+  if (it == map.end()) it = map.try_emplace(c.name).first;  // first request: allocates once
+  WorkerBalancers::Entry& e = it->second;
+  if (e.snapshot != snapshot_id) {  // a new snapshot: re-index by address (not per request)
+    std::vector<SocketAddress> eps;
+    eps.reserve(c.endpoints.size());
+    for (const auto& ep : c.endpoints) eps.push_back(SocketAddress{ep.address, ep.port});
+    e.balancer.update(eps);
+    e.snapshot = snapshot_id;
+  }
+  const size_t i = e.balancer.pick(c.cumulative, nextRandom(), monotonicNs());
+  if (i >= c.endpoints.size()) return c.pickEndpoint(nextRandom());
+  e.balancer.onStart(i);
+  return &c.endpoints[i];
+}
+
+// Fault injection's abort (Istio's fault.abort): fills a direct response with flag FI when
+// this request draws it. Delays need a timer in the proxy core: not yet.
+bool faultAbort(const state::FaultInjection& fault, proxy::RouteDecision& out) {
+  if (!fault.aborts()) return false;
+  const proxy::resilience::FaultDecision d =
+      proxy::resilience::FaultInjector(fault).decide(nextRandom());
+  if (!d.aborted()) return false;
+  out.kind = proxy::RouteDecision::Kind::kDirectResponse;
+  out.status = d.abort_http_status != 0
+                   ? d.abort_http_status
+                   : proxy::resilience::httpStatusFromGrpc(d.abort_grpc_status);
+  out.body = "fault filter abort\n";
+  out.response_flags = "FI";
+  return true;
+}
+
+// The latency of a finished request, for the balancer that picked its endpoint.
+void recordLatency(std::string_view cluster, const SocketAddress& upstream, uint64_t duration_us) {
+  auto& map = workerBalancers().by_cluster;
+  auto it = map.find(absl::string_view(cluster.data(), cluster.size()));
+  if (it == map.end()) return;
+  const size_t i = it->second.balancer.indexOf(upstream);
+  if (i >= it->second.balancer.size()) return;
+  it->second.balancer.onFinish(i, duration_us * 1000, monotonicNs());
+}
+
 }  // namespace
 
+// Snapshot ids: unique in the process (several L7Configs in tests; addresses get reused).
+static std::atomic<uint64_t> g_next_snapshot_id{1};
+
 struct L7Config::Snapshot {
+  uint64_t id = g_next_snapshot_id.fetch_add(1, std::memory_order_relaxed);
   std::shared_ptr<const routing::RouteTable> table;
   // Every frontend's own endpoints, for connections before (or without) HTTP.
   struct Frontend {
@@ -100,7 +180,9 @@ struct L7Config::Snapshot {
 };
 
 L7Config::L7Config(datapath::OrigDstTablePtr orig_dst, unsigned metric_shards)
-    : orig_dst_(std::move(orig_dst)), metrics_(metric_shards) {
+    : orig_dst_(std::move(orig_dst)),
+      metrics_(metric_shards),
+      instance_(g_next_snapshot_id.fetch_add(1, std::memory_order_relaxed)) {
   absl::MutexLock lock(&mu_);
   current_ = std::make_shared<const Snapshot>();
 }
@@ -187,13 +269,13 @@ std::shared_ptr<const L7Config::Snapshot> L7Config::snapshot() const {
   // the generation moved. (One L7Config per process: the daemon's.)
   thread_local uint64_t seen = ~uint64_t{0};
   thread_local std::shared_ptr<const Snapshot> cached;
-  thread_local const L7Config* owner = nullptr;
+  thread_local uint64_t owner = 0;
   const uint64_t gen = generation_.load(std::memory_order_acquire);
-  if (gen != seen || owner != this || cached == nullptr) {
+  if (gen != seen || owner != instance_ || cached == nullptr) {
     absl::MutexLock lock(&mu_);
     cached = current_;
     seen = generation_.load(std::memory_order_relaxed);
-    owner = this;
+    owner = instance_;
   }
   return cached;
 }
@@ -228,10 +310,19 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
   const routing::ServiceRoutes* routes =
       snap->table ? snap->table->find(req.orig_dst.ip, req.orig_dst.port) : nullptr;
   if (routes == nullptr) {
-    // No route bound (any more): the Service's own endpoints, as the L4 path would.
-    auto it = snap->frontends.find(VipPort{req.orig_dst.ip, req.orig_dst.port});
-    const routing::Cluster* c = it == snap->frontends.end() ? nullptr : &it->second->cluster;
-    const routing::Endpoint* ep = c ? c->pickEndpoint(nextRandom()) : nullptr;
+    // No route bound: the Service's own endpoints — its L7 cluster when a request-level
+    // TrafficPolicy made it L7 (faults, balancing), else as the L4 path would.
+    const routing::Cluster* c =
+        snap->table ? snap->table->serviceCluster(req.orig_dst.ip, req.orig_dst.port) : nullptr;
+    if (c == nullptr) {
+      auto it = snap->frontends.find(VipPort{req.orig_dst.ip, req.orig_dst.port});
+      c = it == snap->frontends.end() ? nullptr : &it->second->cluster;
+    }
+    if (c != nullptr && c->request_policy != nullptr && faultAbort(c->request_policy->fault, out)) {
+      out.pin = std::move(snap);
+      return;
+    }
+    const routing::Endpoint* ep = c ? pickEndpoint(*c, snap->id) : nullptr;
     if (ep == nullptr) {
       out.kind = proxy::RouteDecision::Kind::kDirectResponse;
       out.status = 503;
@@ -281,9 +372,15 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     out.pin = std::move(held);
     return;
   }
+  // Fault injection (the called Service's TrafficPolicy, like a VirtualService's fault):
+  // an abort answers here with flag FI. Delays need a timer in the core: not yet.
+  if (faultAbort(routes->requestPolicy().fault, out)) {
+    out.pin = std::move(snap);
+    return;
+  }
   const routing::BackendRef* ref = routing::pickBackendRef(rule, nextRandom());
   const routing::Cluster* c = ref ? ref->cluster : nullptr;
-  const routing::Endpoint* ep = c ? c->pickEndpoint(nextRandom()) : nullptr;
+  const routing::Endpoint* ep = c ? pickEndpoint(*c, snap->id) : nullptr;
   if (ep == nullptr) {
     out.kind = proxy::RouteDecision::Kind::kDirectResponse;
     out.status = static_cast<uint16_t>(c ? c->unavailableStatus() : 500);
@@ -366,6 +463,7 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
   }
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
+  if (r.upstream.valid() && !r.cluster.empty()) recordLatency(r.cluster, r.upstream, r.duration_us);
 }
 
 }  // namespace meshd::daemon

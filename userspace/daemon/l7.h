@@ -60,6 +60,9 @@ class L7Config : public state::ConfigObserver,
   datapath::OrigDstTablePtr orig_dst_;
   telemetry::RequestMetrics metrics_;
   std::atomic<unsigned> next_shard_{0};
+  // Unique in the process (not the address: tests make several L7Configs, and a worker
+  // thread's cached snapshot must not outlive the instance it came from).
+  const uint64_t instance_;
   std::atomic<uint64_t> generation_{0};
   mutable absl::Mutex mu_;
   std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);

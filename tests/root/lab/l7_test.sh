@@ -246,6 +246,12 @@ check "gRPC calls are counted with request_protocol=grpc and grpc_response_statu
   <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
 check "HTTP/2 requests are counted (request_protocol=http, h2-l7)" \
   grep -q 'destination_service_name="h2-l7".*request_protocol="http"' <<<"$(grep '^istio_requests_total{' <<<"$metrics")"
+# 11. Fault injection from a TrafficPolicy alone (no route): every request aborted, 418 FI.
+check "fault-l7 -> 418 from the fault filter (3/3)" \
+  test "$(in_pod n2-p1 -- curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code} ' http://10.96.0.29/ http://10.96.0.29/ http://10.96.0.29/)" == "418 418 418 "
+check "the aborts are counted with flag FI on node 2" \
+  grep -q 'response_code="418".*response_flags="FI"' <<<"$(in_pod n2 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')"
+
 # 10. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
 #    sockets to their clients in the sockhash): the kernel counted redirected sends.
 check "meshctl status: l7HopSplice on" grep -q 'l7HopSplice: *on' <<<"$("$MESHLAB" meshctl n1 status 2>&1)"
