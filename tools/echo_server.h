@@ -3,8 +3,8 @@
 // the mesh picked.
 //   TCP:  on accept writes "NAME\n", then echoes every byte back.
 //   HTTP: GET/HEAD on any path answers 200 with body "NAME\n" (keep-alive honoured),
-//         GET .../headers (any path ending so) adds the request head as received (what a proxy forwarded);
-//         other methods 405, malformed requests 400 and close.
+//         GET .../headers (any path ending so) adds the request head as received (what a proxy
+//         forwarded); other methods 405, malformed requests 400 and close.
 //   UDP:  answers each datagram with "NAME\n" to its source.
 #pragma once
 
