@@ -265,11 +265,7 @@ VARIANTS = [
             "connect hook redirects it into the client node's meshd (1 worker), which routes "
             "each HTTP/1.1 request and relays other bytes; 1 proxy hop, the app<->meshd hop "
             "spliced by sockmap", "meshd-splice",
-            meshd_l7_setup, lab_setup=meshd_l7_lab_setup,
-            known_failures={"h2": "HTTP/2 through meshd's proxy is being wired (relayed "
-                                  "opaquely until then)",
-                            "grpc": "HTTP/2 through meshd's proxy is being wired (relayed "
-                                    "opaquely until then)"}),
+            meshd_l7_setup, lab_setup=meshd_l7_lab_setup),
 ]
 
 BY_NAME = {v.name: v for v in VARIANTS}
