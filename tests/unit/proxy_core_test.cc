@@ -463,6 +463,43 @@ TEST_F(ProxyCoreTest, NonHttpClientBytesAreRelayedOpaquely) {
   }
 }
 
+// An upstream that resets the connection while the client keeps streaming: the relay ends
+// (the client's connection closes) and the worker stays free for other connections. Before
+// the fix a failed send to the upstream was retried forever (EPIPE in a loop).
+TEST_F(ProxyCoreTest, UpstreamResetDuringOpaqueStreamEndsTheRelay) {
+  UpstreamServer up([](UpstreamServer::Conn& c) {
+    if (c.index() == 0) {
+      c.readSome();
+      linger lg{1, 0};  // close with RST: the proxy's next sends fail with EPIPE/ECONNRESET
+      ::setsockopt(c.socket().fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      c.close();
+      return;
+    }
+    if (!c.readUntil("ping")) return;
+    c.send("pong");
+    c.readSome(kIoTimeoutMsForEof());
+  });
+  router_.forwardTo(up.address());
+  ProxyOptions o;
+  o.workers = 1;  // one event loop: a stuck worker would stall the second client too
+  startProxy(o);
+  Socket c = client();
+  const std::string chunk(256 * 1024, '\x01');  // binary: opaque at once
+  std::thread writer([&] {
+    for (int i = 0; i < 16; ++i) {
+      if (::send(c.fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL) <= 0) break;
+    }
+  });
+  bool closed = false;
+  c.readAll(kIoTimeoutMsForEof(), &closed);
+  writer.join();
+  EXPECT_TRUE(closed) << "the client connection stayed open after the upstream reset";
+  Socket c2 = client();
+  c2.send(std::string("\x02ping", 5));
+  std::string buf;
+  EXPECT_TRUE(c2.readUntil(buf, "pong")) << "the worker did not serve a second connection";
+}
+
 TEST_F(ProxyCoreTest, UpstreamRefusedIs503UF) {
   const SocketAddress dead = loopback(closedPort());
   router_.forwardTo(dead);
@@ -1069,7 +1106,11 @@ TEST(ProtocolDetectionTest, Classifies) {
   EXPECT_EQ(detectProtocol("PRI * HTTP/1.1\r\n"), Detected::kOpaque);
   EXPECT_EQ(detectProtocol("PR"), Detected::kNeedMore);
   EXPECT_EQ(detectProtocol("\x16\x03\x01"), Detected::kOpaque);
-  EXPECT_EQ(detectProtocol("G@T / HTTP/1.1"), Detected::kNeedMore);
+  // A line that is not a registered method's prefix does not wait for its end: a
+  // client-first protocol sending a few bytes (connrate's one-byte ping) must not stall.
+  EXPECT_EQ(detectProtocol("G@T / HTTP/1.1"), Detected::kOpaque);
+  EXPECT_EQ(detectProtocol("x"), Detected::kOpaque);
+  EXPECT_EQ(detectProtocol("PROPFIND /x"), Detected::kOpaque);
   EXPECT_EQ(detectProtocol("G@T / HTTP/1.1\r\n"), Detected::kHttp1);
   EXPECT_EQ(detectProtocol("PROPFIND /x HTTP/1.1\r\n"), Detected::kHttp1);
   EXPECT_EQ(detectProtocol("*1\r\n$4\r\nPING\r\n"), Detected::kOpaque);

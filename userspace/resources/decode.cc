@@ -1773,17 +1773,19 @@ GrpcRouteSpec decodeGrpcRoute(Decoder& d, const json& doc, const ResourceKey& ke
           if (!g.service.empty()) checkRegex(d, childPath(ppath, "service"), g.service);
           if (!g.method.empty()) checkRegex(d, childPath(ppath, "method"), g.method);
         } else {
-          static const LazyRE2 kService = {R"re((?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*)re"};
-          static const LazyRE2 kMethod = {R"re([A-Za-z_][A-Za-z_0-9]*)re"};
+          // Function-local statics (compiled once, thread-safe), not LazyRE2: its aggregate
+          // initialization trips clang's -Wmissing-field-initializers (the fuzz build).
+          static const RE2 kService(R"re((?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*)re");
+          static const RE2 kMethod(R"re([A-Za-z_][A-Za-z_0-9]*)re");
           if (!g.service.empty() &&
-              (g.service.size() > kMaxPathLength || !RE2::FullMatch(g.service, *kService))) {
+              (g.service.size() > kMaxPathLength || !RE2::FullMatch(g.service, kService))) {
             d.fail(childPath(ppath, "service"),
                    absl::StrCat("\"", g.service,
                                 "\" is not a gRPC service name (dot-separated identifiers, "
                                 "e.g. helloworld.Greeter)"));
           }
           if (!g.method.empty() &&
-              (g.method.size() > kMaxPathLength || !RE2::FullMatch(g.method, *kMethod))) {
+              (g.method.size() > kMaxPathLength || !RE2::FullMatch(g.method, kMethod))) {
             d.fail(childPath(ppath, "method"),
                    absl::StrCat("\"", g.method, "\" is not a gRPC method name (an identifier)"));
           }

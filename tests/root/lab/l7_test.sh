@@ -230,6 +230,17 @@ PY
 if /usr/bin/python3 -m grpc_tools.protoc -I "$TMP" --python_out="$TMP" --grpc_python_out="$TMP" "$TMP/lab.proto"; then
   in_pod n2-p1 -- /usr/bin/python3 "$TMP/grpc_server.py" "$TMP" >"$TMP/grpc_server.log" 2>&1 &
   bg_pids+=($!)
+  # The server is up once its port accepts (python and grpcio take a while to start on a
+  # busy machine; meshd would answer UNAVAILABLE/UF meanwhile, as it should).
+  up=0
+  for _ in $(seq 1 300); do
+    if in_pod n2-p1 -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/50051' 2>/dev/null; then
+      up=1
+      break
+    fi
+    sleep 0.1
+  done
+  check "the python gRPC server listens in n2-p1 within 30 s" test "$up" == 1
   out=$(in_pod n1-p1 -- timeout 60 /usr/bin/python3 "$TMP/grpc_client.py" "$TMP" 2>&1)
   check "gRPC unary through meshd" grep -qx 'unary unary:hi' <<<"$out"
   check "gRPC server streaming (5 messages)" grep -qx 'server-stream s-0,s-1,s-2,s-3,s-4' <<<"$out"

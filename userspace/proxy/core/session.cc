@@ -178,7 +178,12 @@ Detected detectProtocol(std::string_view b) {
     }
   }
   if (b.size() >= kMaxDetectLine) return Detected::kOpaque;
-  return Detected::kNeedMore;
+  // No line end yet. Only a prefix of a registered method may wait for more: anything else
+  // (a client-first protocol that sends a few bytes and waits for the answer, e.g. a
+  // one-byte ping) is relayed at once rather than held until the request-headers timeout.
+  // An unknown-method request whose line arrives split is relayed opaquely too (it still
+  // reaches the Service, only without per-request routing).
+  return prefix_of_method ? Detected::kNeedMore : Detected::kOpaque;
 }
 
 Session::Session(Worker& worker, int fd, const SocketAddress& peer, const SocketAddress& orig_dst,
@@ -357,9 +362,12 @@ bool Session::flushUpstream() {
       up_->writable = false;
       break;
     }
+    // EPIPE, ECONNRESET: the upstream is gone. Stop here: the loop would otherwise retry
+    // the same send forever (found by the benchmark's iperf3 through the opaque relay).
     up_->failed = true;
     up_->error = n < 0 ? errno : EPIPE;
     wrote = true;
+    break;
   }
   return wrote;
 }
