@@ -139,21 +139,17 @@ def node_proxy_setup(run):
 
 # ------------------------------------------------------------------ meshd L4
 
-def meshd_services_yaml(workloads, instance="lab"):
-    """One Service per placement: the placement's VIP, every workload's port, one
-    endpoint (the placement's server pod)."""
-    docs = []
-    ports = sorted({w.port for w in workloads})
-    for p in PLACEMENTS:
-        name = f"bench-{p.name}"
-        port_lines = "\n".join(f"    - {{name: p{x}, port: {x}, targetPort: {x}, protocol: TCP}}"
-                               for x in ports)
-        slice_ports = "\n".join(f"  - {{name: p{x}, port: {x}, protocol: TCP}}" for x in ports)
-        docs.append(f"""apiVersion: v1
+def _service_yaml(name, vip, ports, placement, instance):
+    """A Service on VIP with every port in PORTS and one EndpointSlice whose only endpoint
+    is PLACEMENT's server pod."""
+    port_lines = "\n".join(f"    - {{name: p{x}, port: {x}, targetPort: {x}, protocol: TCP}}"
+                           for x in ports)
+    slice_ports = "\n".join(f"  - {{name: p{x}, port: {x}, protocol: TCP}}" for x in ports)
+    return f"""apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
-  clusterIP: {p.vip}
+  clusterIP: {vip}
   ports:
 {port_lines}
 ---
@@ -167,10 +163,17 @@ addressType: IPv4
 ports:
 {slice_ports}
 endpoints:
-  - addresses: ["{p.server_ip}"]
-    nodeName: {instance}-n{p.server[0]}
-""")
-    return "---\n".join(docs)
+  - addresses: ["{placement.server_ip}"]
+    nodeName: {instance}-n{placement.server[0]}
+"""
+
+
+def meshd_services_yaml(workloads, instance="lab"):
+    """One Service per placement: the placement's VIP, every workload's port, one
+    endpoint (the placement's server pod)."""
+    ports = sorted({w.port for w in workloads})
+    return "---\n".join(_service_yaml(f"bench-{p.name}", p.vip, ports, p, instance)
+                        for p in PLACEMENTS)
 
 
 def meshd_lab_setup(lab, workloads, workdir):
@@ -197,30 +200,7 @@ def meshd_l7_yaml(workloads, instance="lab"):
     ports = sorted({w.port for w in workloads})
     for p in PLACEMENTS:
         name = f"bench-l7-{p.name}"
-        port_lines = "\n".join(f"    - {{name: p{x}, port: {x}, targetPort: {x}, protocol: TCP}}"
-                               for x in ports)
-        slice_ports = "\n".join(f"  - {{name: p{x}, port: {x}, protocol: TCP}}" for x in ports)
-        docs.append(f"""apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  clusterIP: {L7_VIPS[p.name]}
-  ports:
-{port_lines}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports:
-{slice_ports}
-endpoints:
-  - addresses: ["{p.server_ip}"]
-    nodeName: {instance}-n{p.server[0]}
-""")
+        docs.append(_service_yaml(name, L7_VIPS[p.name], ports, p, instance))
         for x in ports:
             docs.append(f"""apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
