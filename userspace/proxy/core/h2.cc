@@ -503,6 +503,11 @@ bool H2Conn::sweep(uint64_t now) {
   return fired;
 }
 
+bool H2Conn::onTimer(uint64_t now_ms) {
+  (void)now_ms;
+  return false;
+}
+
 void H2Conn::closeAll(std::string_view flags) {
   if (closing_) return;
   closing_ = true;

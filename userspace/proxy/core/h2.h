@@ -112,6 +112,9 @@ class H2Conn final : public http2::ServerHandler {
   bool step();
   // Per-stream request timeouts. True when one fired (drive the session).
   bool sweep(uint64_t now_ms);
+  // A Worker::wakeAt() deadline of one of the streams passed (back-off, fault delay,
+  // per-try timeout). True when something changed (drive the session).
+  bool onTimer(uint64_t now_ms);
   // The connection is going away: every stream is recorded and its upstream stream reset.
   void closeAll(std::string_view flags);
   // True when the server session has nothing more to do (GOAWAY exchanged, fatal error).

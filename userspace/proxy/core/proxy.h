@@ -18,6 +18,9 @@
 #include "common/net.h"
 #include "proxy/http1/head_parser.h"
 #include "proxy/http2/types.h"
+#include "proxy/resilience/breaker.h"
+#include "proxy/resilience/retry.h"
+#include "state/lb_state.h"
 
 namespace meshd::proxy {
 
@@ -54,6 +57,18 @@ struct RouteDecision {
   // From the routed request head until the response head; 0 = none. Default: Envoy's
   // route timeout, 15 s. Expiry answers 504 "UT".
   uint32_t request_timeout_ms = 15'000;
+  // Resilience (docs/design/0003-l7-proxy.md, "Resilience in the core"); all optional.
+  // The called Service's retry policy; null = no retries. Its per_try_timeout_ms bounds
+  // each try (the request timeout still spans all of them).
+  const state::RetrySettings* retries = nullptr;
+  // The target cluster's request-level circuit breakers and retry budget (node-wide, the
+  // same object across config swaps); null = no limits.
+  resilience::CircuitBreaker* breaker = nullptr;
+  // Fault injection's delay: the request waits this long before it is forwarded (or before
+  // the direct response of an abort); flag DI.
+  uint32_t fault_delay_ms = 0;
+  // The router's own context for retarget()/onTry() (e.g. its per-cluster state).
+  const void* cluster_ctx = nullptr;
   // kDirectResponse (redirects, 404 no route, 500 missing backend, fault abort)
   uint16_t status = 0;
   std::string_view location;        // "" = no Location field
@@ -82,6 +97,24 @@ class Router {
   // false = none (the connection is closed and counted in Stats::no_route).
   virtual bool routeConnection(const SocketAddress& orig_dst, SocketAddress& upstream,
                                std::string_view& cluster) = 0;
+  // A retry of `decision`: sets decision.upstream to another endpoint of the same cluster,
+  // avoiding `failed` (the endpoint of the try that just failed) when another is usable.
+  // false = no endpoint: the last try's outcome is answered. Worker thread.
+  virtual bool retarget(RouteDecision& decision, const SocketAddress& failed) {
+    (void)decision;
+    (void)failed;
+    return false;
+  }
+  // The end of every try of a forwarded request (outlier detection, latency-aware
+  // balancing): the endpoint it went to, how it ended, and the time from when it was sent
+  // to its response head or failure, in µs. Called before the retry decision. Worker thread.
+  virtual void onTry(const RouteDecision& decision, const SocketAddress& endpoint,
+                     const resilience::TryOutcome& outcome, uint64_t elapsed_us) {
+    (void)decision;
+    (void)endpoint;
+    (void)outcome;
+    (void)elapsed_us;
+  }
 };
 
 // One finished request (protocol "http/1.1", "http/2", or "grpc" for an HTTP/2 request
@@ -102,6 +135,8 @@ struct RequestRecord {
   SocketAddress peer, orig_dst, upstream;
   std::string_view protocol;  // "http/1.1" | "http/2" | "grpc" | "tcp"
   std::string_view request_id;
+  // Tries made (1 + retries); 0 when the request was never forwarded.
+  uint32_t attempts = 0;
   // gRPC only: the grpc-status the client got (from the upstream's trailers or
   // trailers-only head, or the one meshd answered with); "" if none was seen.
   std::string_view grpc_status;

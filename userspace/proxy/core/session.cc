@@ -1172,6 +1172,21 @@ void Session::sweep(uint64_t now) {
   if (fired) drive();
 }
 
+void Session::onTimer(uint64_t now_ms) {
+  if (dead) return;
+  // Back-offs, fault delays and per-try timeouts check their own deadlines.
+  if (mode_ == Mode::kH2) {
+    if (h2_->onTimer(now_ms)) drive();
+  } else if (mode_ == Mode::kHttp) {
+    if (httpTimer(now_ms)) drive();
+  }
+}
+
+bool Session::httpTimer(uint64_t now_ms) {
+  (void)now_ms;
+  return false;
+}
+
 void Session::abort() {
   if (dead) return;
   close();

@@ -57,10 +57,13 @@ class Session final : public EventHandler {
   void drive();
   // Timers (called about every 50 ms).
   void sweep(uint64_t now_ms);
+  // A Worker::wakeAt() deadline passed.
+  void onTimer(uint64_t now_ms);
   // Closes everything at once (worker shutdown).
   void abort();
 
   bool dead = false;
+  uint32_t timers = 0;  // Worker::wakeAt() entries pending for this session
   bool queued = false;
   size_t index = 0;  // in Worker::sessions_
 
@@ -95,6 +98,8 @@ class Session final : public EventHandler {
   void becomeRaw();
   void becomeH2();
   bool stepH2();
+  // A wakeAt() deadline of the HTTP/1.1 exchange; true when something changed (drive).
+  bool httpTimer(uint64_t now_ms);
   bool beginExchange();
   void resetExchange();  // fields of a new exchange; exchange_ = true
   bool pumpRequestBody();

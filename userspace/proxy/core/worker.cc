@@ -179,12 +179,14 @@ void Worker::run() {
     int timeout = (sessions_.empty() && pooled_count_ == 0 && h2_count_ == 0)
                       ? -1
                       : static_cast<int>(kSweepMs);
+    timeout = waitTimeoutMs(timeout);
     if (!again_.empty()) timeout = 0;
     const int n = ::epoll_wait(epoll_.get(), events, kMaxEvents, timeout);
     updateClock();
     for (int i = 0; i < n; ++i) {
       static_cast<EventHandler*>(events[i].data.ptr)->onEvent(events[i].events);
     }
+    if (!timers_.empty() && timers_.front().at <= nowMs()) fireTimers();
     if (!again_.empty()) {
       again_batch_.clear();
       again_batch_.swap(again_);
@@ -478,9 +480,46 @@ void Worker::destroy(UpstreamConn* c) {
   dead_upstreams_.push_back(c);
 }
 
+void Worker::wakeAt(Session* session, uint64_t at_ms) {
+  timers_.push_back(Timer{at_ms, session});
+  std::push_heap(timers_.begin(), timers_.end(), Later());
+  session->timers++;
+}
+
+void Worker::fireTimers() {
+  const uint64_t now = nowMs();
+  while (!timers_.empty() && timers_.front().at <= now) {
+    std::pop_heap(timers_.begin(), timers_.end(), Later());
+    Session* s = timers_.back().session;
+    timers_.pop_back();
+    if (s == nullptr) continue;  // destroyed meanwhile
+    s->timers--;
+    if (!s->dead) s->onTimer(now);
+  }
+}
+
+int Worker::waitTimeoutMs(int sweep_timeout) const {
+  if (timers_.empty()) return sweep_timeout;
+  const uint64_t at = timers_.front().at;
+  const uint64_t now = nowMs();
+  // The clock is read in µs and compared in ms: wait until the next whole millisecond
+  // after `at` rather than wake early and spin.
+  const uint64_t wait = at <= now ? 0 : at - now;
+  if (sweep_timeout < 0 || wait < static_cast<uint64_t>(sweep_timeout)) {
+    return static_cast<int>(wait);
+  }
+  return sweep_timeout;
+}
+
 void Worker::destroy(Session* s) {
   if (s->dead) return;
   s->dead = true;
+  if (s->timers != 0) {
+    for (Timer& t : timers_) {
+      if (t.session == s) t.session = nullptr;
+    }
+    s->timers = 0;
+  }
   if (s->queued) {
     for (Session*& q : again_) {
       if (q == s) q = nullptr;

@@ -125,6 +125,11 @@ class Worker {
   void destroy(Session* session);
   // Drive `session` again after this batch (it stopped to let others run).
   void schedule(Session* session);
+  // Calls session->onTimer(now_ms) once at or soon after `at_ms` (1 ms resolution, the
+  // worker's clock). A session may ask several times; it checks its own deadlines when
+  // called (a call may come for a deadline it no longer has). For back-offs, fault delays
+  // and per-try timeouts; the coarse ones (idle, headers) stay in the 50 ms sweep.
+  void wakeAt(Session* session, uint64_t at_ms);
   void onPooledEvent(UpstreamConn* conn);
   // Writes a random UUIDv4 ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx") into out[0..36).
   void newRequestId(char out[36]);
@@ -139,6 +144,9 @@ class Worker {
   int openUpstreamSocket(const SocketAddress& addr, int* err, bool* connecting);
   void flushDirty();
   void updateClock();
+  void fireTimers();
+  // epoll_wait's timeout given the sweep period and the next timer.
+  int waitTimeoutMs(int sweep_timeout) const;
 
   struct Tag final : EventHandler {
     Worker* worker;
@@ -174,6 +182,16 @@ class Worker {
   std::vector<Session*> again_;
   std::vector<Session*> again_batch_;
   std::vector<Session*> dead_sessions_;
+  // wakeAt(): a min-heap on `at` (std::push_heap with Later); entries of a destroyed
+  // session are cleared (session = nullptr), not removed.
+  struct Timer {
+    uint64_t at;
+    Session* session;
+  };
+  struct Later {
+    bool operator()(const Timer& a, const Timer& b) const { return a.at > b.at; }
+  };
+  std::vector<Timer> timers_;
   std::vector<UpstreamConn*> dead_upstreams_;
   absl::flat_hash_map<SocketAddress, std::vector<H2Upstream*>> h2_pool_;
   size_t h2_count_ = 0;
