@@ -6,4 +6,5 @@ target_link_libraries(meshd_routing_test PRIVATE meshd_routing meshd_state absl:
                                                  GTest::gtest_main GTest::gmock)
 gtest_discover_tests(meshd_routing_test PROPERTIES LABELS unit)
 target_compile_definitions(meshd_routing_test
-  PRIVATE MESHD_LAB_EXAMPLES_DIR="${PROJECT_SOURCE_DIR}/lab/examples")
+  PRIVATE MESHD_LAB_EXAMPLES_DIR="${PROJECT_SOURCE_DIR}/lab/examples"
+          MESHD_LAB_L7_YAML="${PROJECT_SOURCE_DIR}/tests/root/lab/l7.yaml")

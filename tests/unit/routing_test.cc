@@ -785,6 +785,46 @@ TEST(RouteTable, LabCanaryExample) {
   EXPECT_EQ(pickBackend(forced->rule(), 0)->name, "default/web-v2:80");
 }
 
+// tests/root/lab/l7.yaml (the lab_l7 end-to-end test) is valid as a whole, and its
+// resilience Services carry the request policies the test relies on: a typo there would
+// otherwise show only as a failed lab run.
+TEST(RouteTable, LabL7ResourcesAndPolicies) {
+  std::ifstream in(MESHD_LAB_L7_YAML);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  ASSERT_FALSE(ss.str().empty()) << MESHD_LAB_L7_YAML;
+  auto parsed = resources::parseFiles({resources::SourceFile{"l7.yaml", ss.str()}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  resources::ResourceSet set;
+  for (auto& r : *parsed) set.upsert(std::move(r));
+  auto lb = state::computeDesiredState(set);
+  ASSERT_TRUE(lb.ok()) << lb.status();
+  auto t = RouteTable::build(set, *lb);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto frontend = [&](std::string_view name) -> const state::Frontend& {
+    for (const state::Frontend& f : lb->frontends) {
+      if (f.service == name) return f;
+    }
+    ADD_FAILURE() << "no frontend " << name;
+    return lb->frontends.front();
+  };
+  for (std::string_view s : {"retry-l7", "allbad-l7", "slow-l7", "outlier-l7", "delay-l7"}) {
+    EXPECT_TRUE(frontend(s).l7) << s;
+  }
+  EXPECT_EQ(frontend("retry-l7").request.retries.attempts, 2u);
+  EXPECT_EQ(frontend("retry-l7").request.outlier.consecutive_5xx, 0u);
+  EXPECT_EQ(frontend("allbad-l7").request.retries.base_interval_ms, 10u);
+  EXPECT_EQ(frontend("slow-l7").request.limits.max_requests, 1u);
+  EXPECT_EQ(frontend("outlier-l7").request.retries.attempts, 0u);
+  EXPECT_EQ(frontend("outlier-l7").request.outlier.consecutive_5xx, 3u);
+  EXPECT_EQ(frontend("outlier-l7").request.outlier.base_ejection_ms, 60'000u);
+  EXPECT_EQ(frontend("delay-l7").request.fault.delay_ms, 300u);
+  EXPECT_EQ(frontend("delay-l7").request.fault.delay_per_million, 1'000'000u);
+  const Cluster* outlier = (*t)->serviceCluster(ip("10.96.0.34"), 80);
+  ASSERT_NE(outlier, nullptr);
+  EXPECT_THAT(outlier->endpoints, SizeIs(2));
+}
+
 // The per-request path allocates nothing: lookup, match (headers, query, regex),
 // backend and endpoint picks, mirror sampling, and the filters writing into buffers
 // that already have room. The positive control shows the counter sees allocations.
