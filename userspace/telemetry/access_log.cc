@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -33,13 +34,12 @@ void appendDigits(char* at, unsigned v, int width) {
   }
 }
 
-// Appends `"key":` (keys are plain ASCII literals).
-void appendKey(std::string& out, std::string_view key, bool first = false) {
-  if (!first) out.push_back(',');
-  out.push_back('"');
-  out.append(key);
-  out.append("\":");
-}
+// Bytes a JSON string can carry as they are (printable ASCII but '"' and '\\').
+constexpr std::array<bool, 256> kPlain = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x7f; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
 
 void appendStringOrNull(std::string& out, std::string_view value) {
   if (value.empty()) {
@@ -93,11 +93,7 @@ void appendJsonString(std::string& out, std::string_view value) {
   while (i < value.size()) {
     // A run of bytes that need no escaping.
     size_t run = i;
-    while (run < value.size()) {
-      const auto c = static_cast<unsigned char>(value[run]);
-      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
-      ++run;
-    }
+    while (run < value.size() && kPlain[static_cast<unsigned char>(value[run])]) ++run;
     out.append(value.data() + i, run - i);
     i = run;
     if (i == value.size()) break;
@@ -157,12 +153,24 @@ void appendJsonAddress(std::string& out, const SocketAddress& address) {
     family = AF_INET;
     bytes += 12;
   }
-  char ip[INET6_ADDRSTRLEN] = {0};
-  inet_ntop(family, bytes, ip, sizeof(ip));
+  char ip[INET6_ADDRSTRLEN + 2] = {0};
+  size_t len = 0;
+  if (family == AF_INET) {
+    // By hand: glibc's inet_ntop formats IPv4 with sprintf (a third of a line's cost).
+    char* at = ip;
+    for (int i = 0; i < 4; ++i) {
+      if (i != 0) *at++ = '.';
+      at = std::to_chars(at, ip + sizeof(ip), bytes[i]).ptr;
+    }
+    len = static_cast<size_t>(at - ip);
+  } else {
+    ip[0] = '[';
+    inet_ntop(AF_INET6, bytes, ip + 1, INET6_ADDRSTRLEN);
+    len = std::strlen(ip);
+    ip[len++] = ']';
+  }
   out.push_back('"');
-  if (family == AF_INET6) out.push_back('[');
-  out.append(ip);
-  if (family == AF_INET6) out.push_back(']');
+  out.append(ip, len);
   out.push_back(':');
   appendUint(out, address.port);
   out.push_back('"');
@@ -196,44 +204,43 @@ void appendJsonTime(std::string& out, uint64_t unix_us) {
 }
 
 void formatAccessLogJson(const AccessLogEntry& e, std::string& out) {
-  out.push_back('{');
-  appendKey(out, "start_time", true);
+  out.append("{\"start_time\":");
   appendJsonTime(out, e.start_unix_us);
-  appendKey(out, "method");
+  out.append(",\"method\":");
   appendStringOrNull(out, e.method);
-  appendKey(out, "path");
+  out.append(",\"path\":");
   appendStringOrNull(out, e.path);
-  appendKey(out, "protocol");
+  out.append(",\"protocol\":");
   appendStringOrNull(out, e.protocol);
-  appendKey(out, "response_code");
+  out.append(",\"response_code\":");
   appendUint(out, e.response_code);
-  appendKey(out, "response_flags");
+  out.append(",\"response_flags\":");
   appendJsonString(out, e.response_flags.empty() ? std::string_view("-") : e.response_flags);
-  appendKey(out, "bytes_received");
+  out.append(",\"bytes_received\":");
   appendUint(out, e.bytes_received);
-  appendKey(out, "bytes_sent");
+  out.append(",\"bytes_sent\":");
   appendUint(out, e.bytes_sent);
-  appendKey(out, "duration");
+  out.append(",\"duration\":");
   appendUint(out, e.duration_us / 1000);
-  appendKey(out, "user_agent");
+  out.append(",\"user_agent\":");
   appendStringOrNull(out, e.user_agent);
-  appendKey(out, "request_id");
+  out.append(",\"request_id\":");
   appendStringOrNull(out, e.request_id);
-  appendKey(out, "authority");
+  out.append(",\"authority\":");
   appendStringOrNull(out, e.authority);
-  appendKey(out, "upstream_host");
+  out.append(",\"upstream_host\":");
   appendJsonAddress(out, e.upstream_host);
-  appendKey(out, "upstream_cluster");
+  out.append(",\"upstream_cluster\":");
   appendStringOrNull(out, e.upstream_cluster);
-  appendKey(out, "downstream_local_address");
+  out.append(",\"downstream_local_address\":");
   appendJsonAddress(out, e.downstream_local);
-  appendKey(out, "downstream_remote_address");
+  out.append(",\"downstream_remote_address\":");
   appendJsonAddress(out, e.downstream_remote);
   if (e.grpc) {
-    appendKey(out, "grpc_status");
+    out.append(",\"grpc_status\":");
     appendStringOrNull(out, e.grpc_status);
   }
-  appendKey(out, "attempts");
+  out.append(",\"attempts\":");
   appendUint(out, e.attempts);
   out.append("}\n");
 }
