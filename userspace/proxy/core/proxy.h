@@ -112,8 +112,9 @@ struct RequestRecord {
   std::string_view path;
   std::string_view authority;
   std::string_view user_agent;
-  // Wall-clock start (CLOCK_REALTIME, µs since the Unix epoch): the request's first head
-  // byte parsed / the HEADERS frame / the opaque relay's start.
+  // Wall-clock start (CLOCK_REALTIME, µs since the Unix epoch; the same instant as the
+  // start of duration_us): the HTTP/1.1 head parsed, the HTTP/2 HEADERS received, or the
+  // opaque relay begun.
   uint64_t start_unix_us = 0;
   // Tries made upstream (1 = no retry).
   uint32_t attempts = 1;
