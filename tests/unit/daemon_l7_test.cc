@@ -1,10 +1,15 @@
 // L7Config::onRequest: proxy records (protocol "http/1.1", "http/2", "grpc", "tcp") become
 // Istio request metrics with the right request_protocol and grpc_response_status. No
 // configuration is applied, so the workload and service labels are "unknown".
+#include <unistd.h>
+
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "daemon/l7.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "resources/resource.h"
 #include "state/desired_state.h"
 
@@ -193,6 +198,79 @@ spec:
   const int to_slow = picksOfSlowEndpoint(cfg, 2000, 2000);
   EXPECT_GT(to_slow, 800);  // ~1000; 800 is > 8 standard deviations away
   EXPECT_LT(to_slow, 1200);
+}
+
+// --access-log: each record becomes one JSON line with Envoy's protocol names, the record's
+// fields mapped to Istio's keys, and grpc_status only for gRPC.
+TEST(L7ConfigTest, AccessLogWritesOneLinePerRecord) {
+  char dir[] = "/tmp/meshd_l7_access_log.XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/access.log";
+  L7Config cfg(nullptr, 1);
+  auto log = telemetry::AccessLog::open(path);
+  ASSERT_TRUE(log.ok()) << log.status();
+  cfg.setAccessLog(std::move(*log));
+  proxy::RequestRecord r;
+  r.protocol = "http/1.1";
+  r.method = "GET";
+  r.path = "/a?b=1";
+  r.authority = "web:80";
+  r.user_agent = "curl/8.0";
+  r.request_id = "id-1";
+  r.response_code = 200;
+  r.request_bytes = 10;
+  r.response_bytes = 20;
+  r.duration_us = 5'500;
+  r.start_unix_us = 1'700'000'000'000'000;
+  r.cluster = "default/web:80";
+  r.peer = *SocketAddress::parse("[::ffff:10.1.0.3]:5000");
+  r.orig_dst = *SocketAddress::parse("10.96.0.10:80");
+  r.upstream = *SocketAddress::parse("10.1.0.7:8080");
+  r.attempts = 2;
+  cfg.onRequest(r);
+  r.protocol = "grpc";
+  r.grpc_status = "14";
+  r.response_flags = "UF";
+  cfg.onRequest(r);
+  proxy::RequestRecord tcp;
+  tcp.protocol = "tcp";
+  tcp.peer = *SocketAddress::parse("10.1.0.3:5001");
+  cfg.onRequest(tcp);
+  cfg.accessLog()->flush();
+
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["protocol"], "HTTP/1.1");
+  EXPECT_EQ(lines[0]["start_time"], "2023-11-14T22:13:20.000Z");
+  EXPECT_EQ(lines[0]["method"], "GET");
+  EXPECT_EQ(lines[0]["path"], "/a?b=1");
+  EXPECT_EQ(lines[0]["authority"], "web:80");
+  EXPECT_EQ(lines[0]["user_agent"], "curl/8.0");
+  EXPECT_EQ(lines[0]["request_id"], "id-1");
+  EXPECT_EQ(lines[0]["response_code"], 200);
+  EXPECT_EQ(lines[0]["response_flags"], "-");
+  EXPECT_EQ(lines[0]["bytes_received"], 10);
+  EXPECT_EQ(lines[0]["bytes_sent"], 20);
+  EXPECT_EQ(lines[0]["duration"], 5);
+  EXPECT_EQ(lines[0]["upstream_host"], "10.1.0.7:8080");
+  EXPECT_EQ(lines[0]["upstream_cluster"], "default/web:80");
+  EXPECT_EQ(lines[0]["downstream_local_address"], "10.96.0.10:80");
+  EXPECT_EQ(lines[0]["downstream_remote_address"], "10.1.0.3:5000");
+  EXPECT_EQ(lines[0]["attempts"], 2);
+  EXPECT_FALSE(lines[0].contains("grpc_status"));
+  EXPECT_EQ(lines[1]["protocol"], "HTTP/2");
+  EXPECT_EQ(lines[1]["grpc_status"], "14");
+  EXPECT_EQ(lines[1]["response_flags"], "UF");
+  EXPECT_EQ(lines[2]["protocol"], "tcp");
+  EXPECT_TRUE(lines[2]["method"].is_null());
+  EXPECT_EQ(lines[2]["downstream_remote_address"], "10.1.0.3:5001");
+  // The metrics were recorded too (the log comes after them).
+  EXPECT_NE(requestLines(cfg).find("grpc_response_status=\"14\""), std::string::npos);
+  cfg.setAccessLog(nullptr);
+  ::unlink(path.c_str());
+  ::rmdir(dir);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 // what came back.
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1118,6 +1119,44 @@ TEST(ProxyH2AllocationTest, NoAllocationPerStreamInSteadyState) {
   stop = true;
   server.join();
   EXPECT_EQ(observer.ok.load(), 2200);
+}
+
+// RequestRecord's access-log fields for HTTP/2: :path as received, :authority,
+// user-agent, a wall-clock start; a gRPC stream is "grpc".
+TEST_F(ProxyH2Test, RecordCarriesPathAuthorityUserAgentAndWallClockStart) {
+  H2Server up;
+  router_.forwardTo(up.address());
+  startProxy();
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const uint64_t before = static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  H2Client c(proxy_->port());
+  const int32_t id =
+      c.open("GET", "/things?x=1", {{"user-agent", "grpc-go/1.60"}}, true, "web.default:8080");
+  ASSERT_TRUE(c.waitClosed(id));
+  Headers grpc = kGrpcHeaders;
+  const int32_t gid = c.open("POST", "/grpc/ok", grpc, true);
+  ASSERT_TRUE(c.waitClosed(gid));
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const uint64_t after = static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  ASSERT_TRUE(observer_.waitFor(2));
+  auto recs = observer_.records();
+  if (recs[0].protocol == "grpc") std::swap(recs[0], recs[1]);
+  EXPECT_EQ(recs[0].protocol, "http/2");
+  EXPECT_EQ(recs[0].path, "/things?x=1");
+  EXPECT_EQ(recs[0].authority, "web.default:8080");
+  EXPECT_EQ(recs[0].user_agent, "grpc-go/1.60");
+  EXPECT_EQ(recs[1].protocol, "grpc");
+  EXPECT_EQ(recs[1].path, "/grpc/ok");
+  EXPECT_EQ(recs[1].grpc_status, "0");
+  EXPECT_EQ(recs[1].authority, "web");
+  EXPECT_EQ(recs[1].user_agent, "");  // the pooled stream's previous value is not kept
+  for (const auto& r : recs) {
+    EXPECT_EQ(r.attempts, 1u);
+    // Slack only for a clock step during the test (see proxy_record_test.cc).
+    EXPECT_GE(r.start_unix_us + 1'000'000, before);
+    EXPECT_LE(r.start_unix_us, after + 1'000'000);
+  }
 }
 
 }  // namespace

@@ -427,7 +427,8 @@ void TestObserver::onRequest(const RequestRecord& r) {
   records_.push_back({std::string(r.cluster), std::string(r.response_flags), std::string(r.method),
                       std::string(r.protocol), std::string(r.request_id), r.response_code,
                       r.request_bytes, r.response_bytes, r.upstream, r.orig_dst,
-                      std::string(r.grpc_status)});
+                      std::string(r.grpc_status), std::string(r.path), std::string(r.authority),
+                      std::string(r.user_agent), r.start_unix_us, r.attempts});
   cv_.notify_all();
 }
 

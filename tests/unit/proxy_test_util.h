@@ -188,6 +188,9 @@ class TestObserver : public Observer {
     uint64_t request_bytes = 0, response_bytes = 0;
     SocketAddress upstream, orig_dst;
     std::string grpc_status;
+    std::string path, authority, user_agent;
+    uint64_t start_unix_us = 0;
+    uint32_t attempts = 0;
   };
   void onRequest(const RequestRecord& r) override;
   // Waits until `n` records exist (true) or timeout.

@@ -155,6 +155,15 @@ absl::Status Daemon::init() {
                                ? options_.proxy_workers
                                : std::max(1u, std::thread::hardware_concurrency());
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
+  if (!options_.access_log.empty()) {
+    telemetry::AccessLog::Options ao;
+    ao.shards = workers;
+    ao.on_error = [](std::string_view m) { spdlog::error("{}", m); };
+    auto log = telemetry::AccessLog::open(options_.access_log, std::move(ao));
+    if (!log.ok()) return log.status();
+    l7_->setAccessLog(std::move(*log));
+    spdlog::info("access log: {} (JSON lines)", options_.access_log);
+  }
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
   model_->setObserver(l7_.get());
   updater_ = std::make_unique<state::Updater>();
@@ -387,6 +396,16 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
                     {"opaque", ps.opaque},     {"origDstUnknown", ps.orig_dst_unknown}};
   } else {
     s["l7Proxy"] = "off";
+  }
+  if (l7_ && l7_->accessLog() != nullptr) {
+    const telemetry::AccessLogStats as = l7_->accessLog()->stats();
+    s["accessLog"] = {{"path", l7_->accessLog()->path()},
+                      {"lines", as.lines},
+                      {"bytesWritten", as.bytes_written},
+                      {"writeErrors", as.write_errors},
+                      {"lostLines", as.lost_lines}};
+  } else {
+    s["accessLog"] = "off";
   }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;

@@ -52,6 +52,9 @@ struct DaemonOptions {
   // CPU) listening on the redirect port of every address ([::] when an IPv6 target
   // is set, else 0.0.0.0).
   unsigned proxy_workers = 0;
+  // The L7 proxy's JSON access log (--access-log): a file or /dev/stdout; "" = off
+  // (Istio's default profile also logs nothing until meshConfig.accessLogFile is set).
+  std::string access_log;
 };
 
 // Passes each desired state to the reconciler and records the outcome and its

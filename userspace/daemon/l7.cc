@@ -59,6 +59,31 @@ IpAddress unmapped(const IpAddress& a) {
   return v4;
 }
 
+// One access-log line (telemetry/access_log.h) for a record.
+void logAccess(telemetry::AccessLog& log, const proxy::RequestRecord& r) {
+  telemetry::AccessLogEntry e;
+  e.start_unix_us = r.start_unix_us;
+  e.method = r.method;
+  e.path = r.path;
+  e.protocol = telemetry::accessLogProtocol(r.protocol);
+  e.response_code = r.response_code;
+  e.response_flags = r.response_flags;
+  e.bytes_received = r.request_bytes;
+  e.bytes_sent = r.response_bytes;
+  e.duration_us = r.duration_us;
+  e.user_agent = r.user_agent;
+  e.request_id = r.request_id;
+  e.authority = r.authority;
+  e.upstream_host = r.upstream;
+  e.upstream_cluster = r.cluster;
+  e.downstream_local = r.orig_dst;
+  e.downstream_remote = r.peer;
+  e.grpc = r.protocol == "grpc";
+  e.grpc_status = r.grpc_status;
+  e.attempts = r.attempts;
+  log.log(e);
+}
+
 // "ns/svc:port" -> (ns, svc); views into `cluster`.
 std::pair<std::string_view, std::string_view> serviceOf(std::string_view cluster) {
   const size_t slash = cluster.find('/');
@@ -451,6 +476,7 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
     l.request_protocol = "tcp";
     metrics_.recordTcpOpened(shard, l);
     metrics_.recordTcpClosed(shard, l, r.response_bytes, r.request_bytes);
+    if (access_log_) logAccess(*access_log_, r);
     return;
   }
   // Istio's request_protocol: "http" for HTTP/1.1 and HTTP/2, "grpc" for gRPC (HTTP/2
@@ -464,6 +490,7 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
   if (r.upstream.valid() && !r.cluster.empty()) recordLatency(r.cluster, r.upstream, r.duration_us);
+  if (access_log_) logAccess(*access_log_, r);
 }
 
 }  // namespace meshd::daemon

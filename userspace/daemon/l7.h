@@ -22,6 +22,7 @@
 #include "proxy/core/proxy.h"
 #include "proxy/routing/route_table.h"
 #include "state/model.h"
+#include "telemetry/access_log.h"
 #include "telemetry/request_metrics.h"
 
 namespace meshd::daemon {
@@ -49,6 +50,10 @@ class L7Config : public state::ConfigObserver,
   std::optional<SocketAddress> lookup(int fd, const SocketAddress& peer) override;
 
   telemetry::RequestMetrics& metrics() { return metrics_; }
+  // The access log (--access-log): one line per record, after the metrics. Set before
+  // the proxy starts; null (the default) = off.
+  void setAccessLog(telemetry::AccessLogPtr log) { access_log_ = std::move(log); }
+  telemetry::AccessLog* accessLog() { return access_log_.get(); }
   // Services with routes in the current snapshot (for status).
   size_t routedServices() const;
 
@@ -59,6 +64,7 @@ class L7Config : public state::ConfigObserver,
 
   datapath::OrigDstTablePtr orig_dst_;
   telemetry::RequestMetrics metrics_;
+  telemetry::AccessLogPtr access_log_;
   std::atomic<unsigned> next_shard_{0};
   // Unique in the process (not the address: tests make several L7Configs, and a worker
   // thread's cached snapshot must not outlive the instance it came from).

@@ -70,6 +70,9 @@ int run(int argc, char** argv) {
                  "L7 proxy worker threads (event loops); 0 = one per CPU")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  app.add_option("--access-log", o.access_log,
+                 "L7 access log, one JSON object per request or TCP connection (a file, or "
+                 "/dev/stdout); default off");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

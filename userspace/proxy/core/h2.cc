@@ -86,6 +86,10 @@ void H2Stream::reset() {
   req_forwarded = 0;
   retries = 0;
   method_len = request_id_len = grpc_status_len = 0;
+  log_path.clear();
+  log_authority.clear();
+  log_user_agent.clear();
+  start_unix_us = 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -254,6 +258,7 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   st->id = id;
   streams_[id] = st;
   st->start_us = w_.nowUs();
+  st->start_unix_us = w_.unixUs();
   st->request_done = end_stream;
   st->method_len = std::min(req.method.size(), sizeof(st->method));
   std::copy_n(req.method.data(), st->method_len, st->method);
@@ -269,6 +274,8 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
       have_id = true;
     } else if (f.name == "grpc-timeout") {
       grpc_timeout = f.value;
+    } else if (f.name == "user-agent" && st->log_user_agent.empty()) {
+      copyBounded(st->log_user_agent, f.value, kRecordMaxUserAgent);
     }
   }
   if (!have_id) {
@@ -283,6 +290,8 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   info.target = req.method == "CONNECT" ? req.authority : req.path;
   info.authority = req.authority;
   info.headers = req.headers;
+  copyBounded(st->log_path, info.target, kRecordMaxPath);
+  copyBounded(st->log_authority, req.authority, kRecordMaxAuthority);
   w_.router().route(info, st->decision);
   const RouteDecision& d = st->decision;
   if (d.kind == RouteDecision::Kind::kDirectResponse) {
@@ -538,6 +547,10 @@ void H2Conn::record(H2Stream& st) {
   r.protocol = st.grpc ? "grpc" : "http/2";
   r.request_id = std::string_view(st.request_id, st.request_id_len);
   r.grpc_status = std::string_view(st.grpc_status, st.grpc_status_len);
+  r.path = st.log_path;
+  r.authority = st.log_authority;
+  r.user_agent = st.log_user_agent;
+  r.start_unix_us = st.start_unix_us;
   o->onRequest(r);
 }
 

@@ -95,6 +95,9 @@ struct H2Stream {
   size_t request_id_len = 0;
   char grpc_status[12] = {};
   size_t grpc_status_len = 0;
+  // For RequestRecord (access log): copies bounded by kRecordMax*, reused with the stream.
+  std::string log_path, log_authority, log_user_agent;
+  uint64_t start_unix_us = 0;
 
   void reset();
 };

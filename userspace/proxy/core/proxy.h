@@ -140,7 +140,27 @@ struct RequestRecord {
   // gRPC only: the grpc-status the client got (from the upstream's trailers or
   // trailers-only head, or the one meshd answered with); "" if none was seen.
   std::string_view grpc_status;
+  // For the access log (HTTP only; "" for "tcp" and when absent), copied as received and
+  // cut at the kRecordMax* bounds below: the request target (origin-form: path and query,
+  // an absolute-form target reduced to it; CONNECT's authority-form; "*"), the authority
+  // (Host or :authority) and User-Agent.
+  std::string_view path;
+  std::string_view authority;
+  std::string_view user_agent;
+  // Wall-clock start (CLOCK_REALTIME, µs since the Unix epoch; the same instant as the
+  // start of duration_us): the HTTP/1.1 head parsed, the HTTP/2 HEADERS received, or the
+  // opaque relay begun.
+  uint64_t start_unix_us = 0;
+  // Tries made upstream (1 = no retry).
+  uint32_t attempts = 1;
 };
+
+// Bounds of RequestRecord's copied strings (longer values are cut, not dropped): a path
+// past 2 KiB is rarely useful in a log line, hostnames are at most 253 bytes plus a port,
+// and User-Agent strings beyond 256 bytes are noise.
+inline constexpr size_t kRecordMaxPath = 2048;
+inline constexpr size_t kRecordMaxAuthority = 256;
+inline constexpr size_t kRecordMaxUserAgent = 256;
 
 class Observer {
  public:

@@ -434,6 +434,7 @@ void Session::becomeRaw() {
   w_.counters.opaque.fetch_add(1, std::memory_order_relaxed);
   head_deadline_ms_ = 0;
   start_us_ = w_.nowUs();
+  start_unix_us_ = w_.unixUs();
   upstream_addr_ = conn_upstream_;
   if (up_ == nullptr || (up_->failed && !up_->connected_once)) {
     flags_ = "UF";
@@ -600,12 +601,15 @@ bool Session::beginExchange() {
   // x-request-id: kept when present (first one), else a new UUIDv4.
   request_id_len_ = 0;
   bool have_id = false;
+  bool have_ua = false;
   for (const http1::HeaderField& f : head.headers) {
-    if (chars::equalsLower(f.name, "x-request-id")) {
+    if (!have_id && chars::equalsLower(f.name, "x-request-id")) {
       request_id_len_ = std::min(f.value.size(), sizeof(request_id_));
       std::copy_n(f.value.data(), request_id_len_, request_id_);
       have_id = true;
-      break;
+    } else if (!have_ua && chars::equalsLower(f.name, "user-agent")) {
+      copyBounded(log_user_agent_, f.value, kRecordMaxUserAgent);
+      have_ua = true;
     }
   }
   if (!have_id) {
@@ -619,6 +623,8 @@ bool Session::beginExchange() {
   info.method = head.method;
   info.target = head.form == http1::TargetForm::kAbsolute ? originForm(head.target) : head.target;
   info.authority = head.authority;
+  copyBounded(log_path_, info.target, kRecordMaxPath);
+  copyBounded(log_authority_, head.authority, kRecordMaxAuthority);
   info.headers = head.headers;
   decision_ = RouteDecision();
   w_.router().route(info, decision_);
@@ -710,6 +716,7 @@ void Session::resetExchange() {
   exchange_ = true;
   recorded_ = false;
   start_us_ = w_.nowUs();
+  start_unix_us_ = w_.unixUs();
   head_deadline_ms_ = 0;
   request_bytes_ = 0;
   response_bytes_ = 0;
@@ -726,6 +733,9 @@ void Session::resetExchange() {
   upstream_addr_ = SocketAddress();
   method_len_ = 0;
   request_id_len_ = 0;
+  log_path_.clear();
+  log_authority_.clear();
+  log_user_agent_.clear();
 }
 
 void applyHeaderEdits(absl::Span<const http1::HeaderField> in, absl::Span<const HeaderEdit> edits,
@@ -1091,6 +1101,12 @@ void Session::record(std::string_view protocol) {
   r.upstream = upstream_addr_;
   r.protocol = protocol;
   r.request_id = http ? std::string_view(request_id_, request_id_len_) : std::string_view();
+  if (http) {
+    r.path = log_path_;
+    r.authority = log_authority_;
+    r.user_agent = log_user_agent_;
+  }
+  r.start_unix_us = start_unix_us_;
   o->onRequest(r);
 }
 

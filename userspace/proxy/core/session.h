@@ -12,6 +12,7 @@
 // advance the state machine, write what is queued; repeated while anything moves.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,12 @@ void applyHeaderEdits(absl::Span<const http1::HeaderField> in, absl::Span<const 
 // True when `upstream_bytes` are (the start of) an HTTP/2 server's SETTINGS frame: an
 // h2c upstream that speaks first is not taken for a server-first protocol.
 bool looksLikeH2ServerPreface(std::string_view upstream_bytes);
+
+// Copies `value` cut at `max` bytes into `out`, reusing its capacity (RequestRecord's
+// strings: no allocation once a connection's buffers have grown to their bound).
+inline void copyBounded(std::string& out, std::string_view value, size_t max) {
+  out.assign(value.data(), std::min(value.size(), max));
+}
 
 class H2Conn;
 
@@ -174,6 +181,9 @@ class Session final : public EventHandler {
   size_t method_len_ = 0;
   char request_id_[64] = {};
   size_t request_id_len_ = 0;
+  // For RequestRecord (access log): copies bounded by kRecordMax*, reused across requests.
+  std::string log_path_, log_authority_, log_user_agent_;
+  uint64_t start_unix_us_ = 0;
 };
 
 }  // namespace meshd::proxy

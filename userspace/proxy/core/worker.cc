@@ -169,7 +169,18 @@ void Worker::requestStop() {
   [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
 }
 
-void Worker::updateClock() { now_us_ = monotonicUs(); }
+void Worker::updateClock() {
+  now_us_ = monotonicUs();
+  if (now_us_ >= offset_next_us_) {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const uint64_t real =
+        static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+    now_us_ = monotonicUs();
+    unix_offset_us_ = real - std::min(real, now_us_);
+    offset_next_us_ = now_us_ + 1'000'000;
+  }
+}
 
 void Worker::run() {
   epoll_event events[kMaxEvents];

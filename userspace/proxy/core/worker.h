@@ -95,6 +95,9 @@ class Worker {
   Observer* observer() { return observer_; }
   uint64_t nowMs() const { return now_us_ / 1000; }
   uint64_t nowUs() const { return now_us_; }
+  // Wall-clock time (µs since the Unix epoch) of nowUs(): the monotonic clock plus a
+  // realtime offset re-read about once a second (no clock call per request).
+  uint64_t unixUs() const { return now_us_ + unix_offset_us_; }
   // Bytes a connection may buffer from one side before it stops reading (a whole head
   // must fit), and bytes queued towards one side before it stops moving data there.
   size_t inLimit() const { return in_limit_; }
@@ -173,6 +176,8 @@ class Worker {
   std::atomic<bool> stop_requested_{false};
   bool stopping_ = false;
   uint64_t now_us_ = 0;
+  uint64_t unix_offset_us_ = 0;  // CLOCK_REALTIME - CLOCK_MONOTONIC
+  uint64_t offset_next_us_ = 0;  // when to re-read it (monotonic)
   uint64_t last_sweep_ms_ = 0;
   uint64_t rng_[2] = {0, 0};
 
