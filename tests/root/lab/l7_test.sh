@@ -263,6 +263,132 @@ check "fault-l7 -> 418 from the fault filter (3/3)" \
 check "the aborts are counted with flag FI on node 2" \
   grep -q 'response_code="418".*response_flags="FI"' <<<"$(in_pod n2 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')"
 
+# 12. Request-level resilience from TrafficPolicies (l7.yaml, "Request-level resilience"):
+#     retries, retries running out (URX), the request breaker (503 UO), L7 outlier ejection
+#     published into the kernel's ejection state, and a fault delay (DI). The upstreams are
+#     python servers that log every request they get (one line each), so the test counts
+#     what reached them rather than trusting the proxy's own account.
+cat >"$TMP/flaky.py" <<'PY'
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+mode, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path != "/ready":
+            with open(log, "a") as f:
+                f.write(self.path + "\n")
+        if mode == "slow" and self.path != "/ready":
+            time.sleep(1.5)
+        code, body = (503, b"fail\n") if mode == "fail" else (200, b"ok\n")
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
+PY
+: >"$TMP/fail.log"
+: >"$TMP/ok.log"
+: >"$TMP/slow.log"
+in_pod n2-p1 -- /usr/bin/python3 "$TMP/flaky.py" fail 8095 "$TMP/fail.log" >"$TMP/flaky1.log" 2>&1 &
+bg_pids+=($!)
+in_pod n2-p2 -- /usr/bin/python3 "$TMP/flaky.py" ok 8095 "$TMP/ok.log" >"$TMP/flaky2.log" 2>&1 &
+bg_pids+=($!)
+in_pod n2-p2 -- /usr/bin/python3 "$TMP/flaky.py" slow 8096 "$TMP/slow.log" >"$TMP/flaky3.log" 2>&1 &
+bg_pids+=($!)
+up=0
+for _ in $(seq 1 100); do
+  if in_pod n2-p1 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8095/ready &&
+    in_pod n2-p2 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8095/ready &&
+    in_pod n2-p2 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8096/ready; then
+    up=1
+    break
+  fi
+  sleep 0.1
+done
+check "the resilience test servers listen (503 on n2-p1:8095, 200 on n2-p2:8095, slow on n2-p2:8096)" test "$up" == 1
+lines() { wc -l <"$1" | tr -d ' '; }
+
+# 12a. Retries: half the first tries hit the 503 endpoint; the retry goes to the other one.
+urls=()
+for i in $(seq 1 40); do urls+=("http://10.96.0.31/r$i"); done
+out=$(in_pod n1-p1 -- curl -s --max-time 60 "${urls[@]}")
+fails=$(lines "$TMP/fail.log")
+check "retry-l7: 40/40 requests answered 200 although one endpoint always answers 503" \
+  test "$(grep -c '^ok$' <<<"$out")" == 40
+check "retry-l7: the 503 endpoint did get first tries ($fails of 40), each retried elsewhere" \
+  test "$fails" -ge 1 -a "$fails" -le 40
+check "retry-l7: the 200 endpoint got every request once (ok.log $(lines "$TMP/ok.log"))" \
+  test "$(lines "$TMP/ok.log")" == 40
+
+# 12b. Retries run out: the 503 endpoint alone gets 1 + 2 tries, the client the last 503
+#      with flag URX.
+before=$(lines "$TMP/fail.log")
+code=$(in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://10.96.0.32/x)
+check "allbad-l7: 503 after the retries ran out (got $code)" test "$code" == 503
+check "allbad-l7: the upstream got 3 tries (1 + attempts 2), got $(($(lines "$TMP/fail.log") - before))" \
+  test "$(($(lines "$TMP/fail.log") - before))" == 3
+metrics=$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')
+check "allbad-l7: counted as 503 with flag URX" \
+  grep -q 'destination_service_name="allbad-l7".*response_code="503".*response_flags="URX"' <<<"$metrics"
+check "retry-l7: counted as 40 x 200, no 503 reached the client" \
+  test "$(grep 'destination_service_name="retry-l7"' <<<"$metrics" | grep -c 'response_code="503"')" == 0
+
+# 12c. Breaker: maxRequests 1. While one request waits on the slow upstream, a second is
+#      answered 503 UO by the proxy and never reaches the upstream.
+in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://10.96.0.33/a >"$TMP/slow_a.code" &
+slow_a=$!
+for _ in $(seq 1 100); do
+  [[ $(lines "$TMP/slow.log") -ge 1 ]] && break
+  sleep 0.05
+done
+resp=$(in_pod n1-p1 -- curl -s -D - -o /dev/null --max-time 10 http://10.96.0.33/b | tr -d '\r')
+wait "$slow_a"
+check "slow-l7: the second concurrent request is 503 (got '$(head -n 1 <<<"$resp")')" \
+  grep -q '^HTTP/1.1 503' <<<"$resp"
+check "slow-l7: ... with x-meshd-response-flags: UO" grep -qi '^x-meshd-response-flags: UO' <<<"$resp"
+check "slow-l7: the first request still completes 200" test "$(cat "$TMP/slow_a.code")" == 200
+check "slow-l7: the refused request never reached the upstream (slow.log: $(tr '\n' ' ' <"$TMP/slow.log"))" \
+  test "$(cat "$TMP/slow.log")" == "/a"
+
+# 12d. L7 outlier ejection: no retries, consecutive5xxErrors 3. The 503 endpoint is ejected
+#      at its third 503 in a row; every later request goes to the other endpoint, and the
+#      ejection is in the kernel's state for the backend (meshctl reads the BPF map).
+before=$(lines "$TMP/fail.log")
+urls=()
+for i in $(seq 1 40); do urls+=("http://10.96.0.34/o$i"); done
+out=$(in_pod n1-p1 -- curl -s --max-time 60 "${urls[@]}")
+got_fail=$(($(lines "$TMP/fail.log") - before))
+check "outlier-l7: exactly 3 requests reached the 503 endpoint before its ejection (got $got_fail)" \
+  test "$got_fail" == 3
+check "outlier-l7: the other 37 were answered 200" test "$(grep -c '^ok$' <<<"$out")" == 37
+backends=$("$MESHLAB" meshctl n1 get backends outlier-l7 -o json 2>&1)
+check "outlier-l7: the kernel's state has 10.244.2.11 ejected (timesEjected 1)" \
+  python3 -c '
+import json, sys
+def rows(x):
+    if isinstance(x, dict):
+        if "backend" in x:
+            yield x
+        for v in x.values():
+            yield from rows(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from rows(v)
+bad = [r for r in rows(json.loads(sys.stdin.read())) if str(r["backend"]).startswith("10.244.2.11:")]
+sys.exit(0 if bad and bad[0].get("ejected") and bad[0].get("timesEjected") == 1 else 1)' <<<"$backends"
+grep -q '"ejected": true' <<<"$backends" || echo "$backends" | head -n 40
+
+# 12e. Fault delay: 300 ms before forwarding, flag DI.
+t=$(in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 10 http://10.96.0.35/)
+check "delay-l7: 200 after the fault delay (got '$t')" \
+  python3 -c 'import sys; c, s = sys.argv[1].split(); sys.exit(0 if c == "200" and float(s) >= 0.3 else 1)' "$t"
+check "delay-l7: counted with flag DI" \
+  grep -q 'destination_service_name="delay-l7".*response_flags="DI"' \
+  <<<"$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')"
+
 # 10. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
 #    sockets to their clients in the sockhash): the kernel counted redirected sends.
 check "meshctl status: l7HopSplice on" grep -q 'l7HopSplice: *on' <<<"$("$MESHLAB" meshctl n1 status 2>&1)"

@@ -151,8 +151,6 @@ struct RequestRecord {
   // start of duration_us): the HTTP/1.1 head parsed, the HTTP/2 HEADERS received, or the
   // opaque relay begun.
   uint64_t start_unix_us = 0;
-  // Tries made upstream (1 = no retry).
-  uint32_t attempts = 1;
 };
 
 // Bounds of RequestRecord's copied strings (longer values are cut, not dropped): a path
