@@ -1331,6 +1331,26 @@ TEST_F(ProxyH2RetryTest, Http503ThenOkIsRetriedWithTheSameBodyAndTrailers) {
   EXPECT_EQ(tries[1].http_status, 200);
 }
 
+// A body larger than the replay bound (max_buffer_bytes, 64 KiB) is not kept: its 503 is
+// not retried (the request could not be sent again whole).
+TEST_F(ProxyH2RetryTest, BodyBeyondTheReplayBoundIsNotRetried) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const std::string body = pattern(200'000);
+  const int32_t id = c.open("POST", "/seq/503,200", {}, false);
+  c.send(id, body, true);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 503);
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  EXPECT_EQ(observer_.records()[0].flags, "");  // no retry was made: no URX
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 1; }));
+  EXPECT_EQ(up.streams().size(), 1u);
+  EXPECT_EQ(up.streams()[0].body.size(), body.size());
+}
+
 // Without a retry policy the 503 goes to the client as it is.
 TEST_F(ProxyH2RetryTest, WithoutAPolicyA503IsForwarded) {
   H2Server up;

@@ -323,7 +323,7 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   st->delayed = d.fault_delay_ms > 0;
   if (d.kind == RouteDecision::Kind::kDirectResponse) {
     if (st->delayed) {
-      setWake(*st, H2Stream::Wait::kFaultDelay, w_.nowMs() + d.fault_delay_ms);
+      setWake(*st, H2Stream::Wait::kFaultDelay, afterMs(d.fault_delay_ms));
     } else {
       localReply(*st, d.status, d.response_flags, d.body, d.location);
     }
@@ -362,7 +362,7 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   // Body bytes are kept for replays only when a retry policy may use them.
   st->retain = d.retries != nullptr && d.retries->attempts > 0;
   if (st->delayed) {
-    setWake(*st, H2Stream::Wait::kFaultDelay, w_.nowMs() + d.fault_delay_ms);
+    setWake(*st, H2Stream::Wait::kFaultDelay, afterMs(d.fault_delay_ms));
     return;
   }
   st->deadline_ms = st->timeout_ms != 0 ? w_.nowMs() + st->timeout_ms : 0;
@@ -407,7 +407,7 @@ void H2Conn::startTry(H2Stream& st) {
   st.request_sent = end_stream;
   const state::RetrySettings* retries = st.decision.retries;
   if (retries != nullptr && retries->per_try_timeout_ms != 0) {
-    setWake(st, H2Stream::Wait::kPerTry, w_.nowMs() + retries->per_try_timeout_ms);
+    setWake(st, H2Stream::Wait::kPerTry, afterMs(retries->per_try_timeout_ms));
   }
   scheduleSession();
 }
@@ -426,8 +426,7 @@ bool H2Conn::endTry(H2Stream& st, const TryOutcome& outcome) {
       if (breaker != nullptr) guard = breaker->tryAcquireRetry();
       if ((breaker == nullptr || guard) && w_.router().retarget(st.decision, st.upstream_addr)) {
         st.retry_guard = std::move(guard);
-        setWake(st, H2Stream::Wait::kBackoff,
-                w_.nowMs() + policy.backoffMs(st.attempts, w_.random()));
+        setWake(st, H2Stream::Wait::kBackoff, afterMs(policy.backoffMs(st.attempts, w_.random())));
         return true;
       }
     }
@@ -461,6 +460,12 @@ void H2Conn::stopRetaining(H2Stream& st) {
     st.req_off = 0;
     st.replayable = false;
   }
+}
+
+uint64_t H2Conn::afterMs(uint64_t ms) const {
+  // Rounded up to the worker's millisecond clock, so that a wait is never shorter than
+  // asked (nowMs() truncates).
+  return (w_.nowUs() + ms * 1000 + 999) / 1000;
 }
 
 void H2Conn::setWake(H2Stream& st, H2Stream::Wait wait, uint64_t at_ms) {

@@ -182,6 +182,8 @@ class H2Conn final : public http2::ServerHandler {
   void dropBody(H2Stream& st);
   // No more replays: the body bytes already accepted upstream are let go.
   void stopRetaining(H2Stream& st);
+  // The worker-clock millisecond at which `ms` from now have surely passed.
+  uint64_t afterMs(uint64_t ms) const;
   void setWake(H2Stream& st, H2Stream::Wait wait, uint64_t at_ms);
   void clearWake(H2Stream& st);
   void record(H2Stream& st);
