@@ -412,6 +412,10 @@ class H2Server {
     //   /grpc/fail    application/grpc, no body, trailers grpc-status 5 + grpc-message
     //   /big          200 with x-size pattern bytes
     //   /reset-mid    200 head and some data, then RST_STREAM INTERNAL_ERROR
+    //   /seq/<a>,<b>,...[?...]  the n-th stream with this exact path (any connection) does
+    //                 step n (the last repeats): 200 ("ok:<path>"), 503 (body "busy"),
+    //                 g0 (gRPC, body echoed, trailers grpc-status 0), g<N> (gRPC
+    //                 trailers-only grpc-status N), reset (RST_STREAM INTERNAL_ERROR), hang
     //   anything else 200 "ok:<path>", x-upstream-authority
     void answer(int32_t id) {
       std::string path, body;
@@ -427,12 +431,42 @@ class H2Server {
       if (path.rfind("/hang", 0) == 0) return;
       Outgoing& o = out_[id];
       Headers head;
-      if (path == "/grpc/ok" || path == "/grpc/fail") {
+      uint16_t status = 200;
+      std::string step;
+      if (path.rfind("/seq/", 0) == 0) {
+        std::vector<std::string> steps;
+        const std::string list = path.substr(5, path.find('?') - 5);
+        for (size_t at = 0; at <= list.size();) {
+          const size_t comma = std::min(list.find(',', at), list.size());
+          steps.push_back(list.substr(at, comma - at));
+          at = comma + 1;
+        }
+        std::lock_guard<std::mutex> l(srv_.mu_);
+        const size_t n = srv_.seq_count_[path]++;
+        step = steps[std::min(n, steps.size() - 1)];
+      }
+      if (step == "hang") return;
+      if (step == "reset") {
+        (void)session_->resetStream(id, http2::kInternalError);
+        return;
+      }
+      if (step.size() > 1 && step[0] == 'g' && step != "g0") {
+        const Headers trailers_only = {{"content-type", "application/grpc"},
+                                       {"grpc-status", step.substr(1)}};
+        auto f = viewsOf(trailers_only);
+        EXPECT_TRUE(session_->submitResponse(id, 200, f, true).ok());
+        return;
+      }
+      if (step == "503") {
+        status = 503;
+        o.data = "busy";
+        o.end = true;
+      } else if (step == "g0" || path == "/grpc/ok" || path == "/grpc/fail") {
         head = {{"content-type", "application/grpc"}};
-        o.data = path == "/grpc/ok" ? body : "";
+        o.data = path != "/grpc/fail" ? body : "";
         o.has_trailers = true;
         o.end = true;
-        o.trailers = path == "/grpc/ok"
+        o.trailers = path != "/grpc/fail"
                          ? Headers{{"grpc-status", "0"}}
                          : Headers{{"grpc-status", "5"}, {"grpc-message", "no such thing"}};
       } else if (path == "/big") {
@@ -447,7 +481,7 @@ class H2Server {
         o.end = true;
       }
       auto f = viewsOf(head);
-      EXPECT_TRUE(session_->submitResponse(id, 200, f, false).ok());
+      EXPECT_TRUE(session_->submitResponse(id, status, f, false).ok());
       if (srv_.options_.goaway_after > 0 && ++answered_ == srv_.options_.goaway_after) {
         session_->goaway(http2::kNoError);
       }
@@ -490,6 +524,7 @@ class H2Server {
   std::vector<std::thread> threads_;
   mutable std::mutex mu_;
   std::vector<SeenStream> seen_;
+  std::map<std::string, size_t> seq_count_;  // /seq/ paths: streams seen per path
 };
 
 // ------------------------------------------------------------------------------------
@@ -1159,5 +1194,514 @@ TEST_F(ProxyH2Test, RecordCarriesPathAuthorityUserAgentAndWallClockStart) {
   }
 }
 
+// ------------------------------------------------------------------------------------
+// Resilience per stream (docs/design/0003-l7-proxy.md, "Resilience in the core: HTTP/2
+// and gRPC"): retries, circuit breakers, per-try timeouts, fault delays.
+
+// A TestRouter that also retargets retries (to `next` when set, else the same endpoint)
+// and records every try's end.
+class RetryRouter : public TestRouter {
+ public:
+  struct Try {
+    SocketAddress endpoint;
+    resilience::TryOutcome::Kind kind;
+    uint16_t http_status;
+    int32_t grpc_status;
+  };
+  bool retarget(RouteDecision& d, const SocketAddress& failed) override {
+    std::lock_guard<std::mutex> l(mu_);
+    failed_.push_back(failed);
+    if (next_.valid()) d.upstream = next_;
+    return true;
+  }
+  void onTry(const RouteDecision&, const SocketAddress& endpoint, const resilience::TryOutcome& o,
+             uint64_t) override {
+    std::lock_guard<std::mutex> l(mu_);
+    tries_.push_back({endpoint, o.kind, o.http_status, o.grpc_status});
+  }
+  void setNext(const SocketAddress& a) {
+    std::lock_guard<std::mutex> l(mu_);
+    next_ = a;
+  }
+  std::vector<Try> tries() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return tries_;
+  }
+  std::vector<SocketAddress> failed() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return failed_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  SocketAddress next_;
+  std::vector<Try> tries_;
+  std::vector<SocketAddress> failed_;
+};
+
+class ProxyH2RetryTest : public ::testing::Test {
+ protected:
+  ProxyH2RetryTest() {
+    retries_.base_interval_ms = 1;  // keep the back-offs short (0-1 ms, 0-3 ms...)
+    retries_.max_interval_ms = 5;
+  }
+  // Every stream goes to `upstream` with the test's retry policy, breaker and fault delay.
+  void routeTo(const SocketAddress& upstream) {
+    router_.setConnectionUpstream(upstream);
+    router_.setRoute([this, upstream](const RequestInfo&, RouteDecision& d) {
+      d.upstream = upstream;
+      d.cluster = "test/web:80";
+      d.retries = use_retries_ ? &retries_ : nullptr;
+      d.breaker = use_breaker_ ? &breaker_ : nullptr;
+      d.fault_delay_ms = fault_delay_ms_;
+      d.request_timeout_ms = request_timeout_ms_;
+      if (abort_status_ != 0) {
+        d.kind = RouteDecision::Kind::kDirectResponse;
+        d.status = abort_status_;
+        d.response_flags = "FI";
+        d.body = "fault filter abort";
+      }
+    });
+  }
+  void startProxy() {
+    ProxyOptions o;
+    o.listen = loopback(0);
+    o.workers = 1;
+    auto p = Proxy::start(o, router_, odst_, &observer_);
+    ASSERT_TRUE(p.ok()) << p.status();
+    proxy_ = std::move(*p);
+  }
+  void TearDown() override {
+    if (proxy_) proxy_->stop();
+  }
+  std::vector<SeenStream> streamsWithPath(const H2Server& up, std::string_view path) {
+    std::vector<SeenStream> out;
+    for (const SeenStream& s : up.streams()) {
+      if (s.path == path) out.push_back(s);
+    }
+    return out;
+  }
+
+  state::RetrySettings retries_;
+  bool use_retries_ = true;
+  resilience::CircuitBreaker breaker_;
+  bool use_breaker_ = false;
+  uint32_t fault_delay_ms_ = 0;
+  uint32_t request_timeout_ms_ = 15'000;
+  uint16_t abort_status_ = 0;
+  RetryRouter router_;
+  TestOriginalDst odst_;
+  TestObserver observer_;
+  std::unique_ptr<Proxy> proxy_;
+};
+
+// 503 (in retriableStatusCodes by default) then 200: the client sees only the 200; the
+// retry carried the same body and trailers; the 503 stream was cancelled upstream.
+TEST_F(ProxyH2RetryTest, Http503ThenOkIsRetriedWithTheSameBodyAndTrailers) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const std::string body = pattern(20'000);
+  const int32_t id = c.open("POST", "/seq/503,200", {{"x-custom", "a"}}, false);
+  c.send(id, body, true);
+  c.sendTrailers(id, {{"x-checksum", "abc"}});
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 200);
+  EXPECT_EQ(c.streams[id].body, "ok:/seq/503,200");
+
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 2; }));
+  const auto seen = streamsWithPath(up, "/seq/503,200");
+  ASSERT_EQ(seen.size(), 2u);
+  for (const SeenStream& s : seen) {
+    EXPECT_EQ(s.body, body);
+    EXPECT_EQ(find(s.trailers, "x-checksum"), "abc");
+    EXPECT_EQ(find(s.headers, "x-custom"), "a");
+  }
+  EXPECT_EQ(find(seen[0].headers, "x-request-id"), find(seen[1].headers, "x-request-id"));
+
+  ASSERT_TRUE(observer_.waitFor(1));
+  const auto rec = observer_.records()[0];
+  EXPECT_EQ(rec.code, 200);
+  EXPECT_EQ(rec.flags, "");
+  EXPECT_EQ(rec.attempts, 2u);
+  const auto tries = router_.tries();
+  ASSERT_EQ(tries.size(), 2u);
+  EXPECT_EQ(tries[0].http_status, 503);
+  EXPECT_EQ(tries[1].http_status, 200);
+}
+
+// A body larger than the replay bound (max_buffer_bytes, 64 KiB) is not kept: its 503 is
+// not retried (the request could not be sent again whole).
+TEST_F(ProxyH2RetryTest, BodyBeyondTheReplayBoundIsNotRetried) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const std::string body = pattern(200'000);
+  const int32_t id = c.open("POST", "/seq/503,200", {}, false);
+  c.send(id, body, true);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 503);
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  EXPECT_EQ(observer_.records()[0].flags, "");  // no retry was made: no URX
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 1; }));
+  EXPECT_EQ(up.streams().size(), 1u);
+  EXPECT_EQ(up.streams()[0].body.size(), body.size());
+}
+
+// Without a retry policy the 503 goes to the client as it is.
+TEST_F(ProxyH2RetryTest, WithoutAPolicyA503IsForwarded) {
+  H2Server up;
+  use_retries_ = false;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("GET", "/seq/503,200");
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 503);
+  EXPECT_EQ(c.streams[id].body, "busy");
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  EXPECT_EQ(up.streams().size(), 1u);
+}
+
+// gRPC: a trailers-only UNAVAILABLE is retried; OK reaches the client.
+TEST_F(ProxyH2RetryTest, GrpcUnavailableThenOk) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("POST", "/seq/g14,g0", kGrpcHeaders, false);
+  c.send(id, "request-message", true);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 200);
+  EXPECT_EQ(find(c.streams[id].trailers, "grpc-status"), "0");
+  EXPECT_EQ(c.streams[id].body, "request-message");
+  ASSERT_TRUE(observer_.waitFor(1));
+  const auto rec = observer_.records()[0];
+  EXPECT_EQ(rec.grpc_status, "0");
+  EXPECT_EQ(rec.attempts, 2u);
+  EXPECT_EQ(rec.flags, "");
+  const auto seen = streamsWithPath(up, "/seq/g14,g0");
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].body, "request-message");
+}
+
+// Retries exhausted: the last UNAVAILABLE goes to the client, flag URX, 1 + attempts tries.
+TEST_F(ProxyH2RetryTest, GrpcUnavailableExhaustedIsUrx) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("POST", "/seq/g14", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(find(c.streams[id].headers, "grpc-status"), "14");
+  ASSERT_TRUE(observer_.waitFor(1));
+  const auto rec = observer_.records()[0];
+  EXPECT_EQ(rec.flags, "URX");
+  EXPECT_EQ(rec.grpc_status, "14");
+  EXPECT_EQ(rec.attempts, 3u);  // the default policy: 2 retries
+  EXPECT_EQ(streamsWithPath(up, "/seq/g14").size(), 3u);
+}
+
+// INTERNAL (13) is not in the default retryOn: one try, forwarded as it is.
+TEST_F(ProxyH2RetryTest, GrpcInternalIsNotRetriedByDefault) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("POST", "/seq/g13,g0", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(find(c.streams[id].headers, "grpc-status"), "13");
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  EXPECT_EQ(observer_.records()[0].flags, "");
+  EXPECT_EQ(streamsWithPath(up, "/seq/g13,g0").size(), 1u);
+}
+
+// A streamed gRPC response whose status comes in trailers is never retried.
+TEST_F(ProxyH2RetryTest, GrpcStatusInTrailersIsNotRetried) {
+  H2Server up;
+  retries_.retry_on |= state::kRetryOn5xx;  // even with every condition on
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("POST", "/grpc/fail", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(find(c.streams[id].trailers, "grpc-status"), "5");
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  EXPECT_EQ(up.streams().size(), 1u);
+}
+
+// A connect failure is retried on the endpoint retarget() gives; URX+UF when none works.
+TEST_F(ProxyH2RetryTest, ConnectFailureIsRetriedOnAnotherEndpoint) {
+  H2Server up;
+  const SocketAddress dead = loopback(closedPort());
+  routeTo(dead);
+  router_.setNext(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("POST", "/things", {}, false);
+  c.send(id, "payload", true);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 200);
+  EXPECT_EQ(c.streams[id].body, "ok:/things");
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 1; }));
+  EXPECT_EQ(up.streams()[0].body, "payload");
+  ASSERT_TRUE(observer_.waitFor(1));
+  const auto rec = observer_.records()[0];
+  EXPECT_EQ(rec.attempts, 2u);
+  EXPECT_EQ(rec.upstream, up.address());
+  ASSERT_EQ(router_.failed().size(), 1u);
+  EXPECT_EQ(router_.failed()[0], dead);
+  const auto tries = router_.tries();
+  ASSERT_EQ(tries.size(), 2u);
+  EXPECT_EQ(tries[0].kind, resilience::TryOutcome::Kind::kConnectFailure);
+  EXPECT_EQ(tries[0].endpoint, dead);
+  EXPECT_EQ(tries[1].kind, resilience::TryOutcome::Kind::kResponse);
+}
+
+TEST_F(ProxyH2RetryTest, ConnectFailureEverywhereIsUrxUf) {
+  const SocketAddress dead = loopback(closedPort());
+  routeTo(dead);
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("GET", "/x");
+  const int32_t rpc = c.open("POST", "/rpc", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(id));
+  ASSERT_TRUE(c.waitClosed(rpc));
+  EXPECT_EQ(c.streams[id].status, 503);
+  EXPECT_EQ(find(c.streams[rpc].headers, "grpc-status"), "14");
+  ASSERT_TRUE(observer_.waitFor(2));
+  for (const auto& r : observer_.records()) {
+    EXPECT_EQ(r.flags, "URX,UF");
+    EXPECT_EQ(r.attempts, 3u);
+  }
+}
+
+// A reset before the response head is retried only when retryOn has reset.
+TEST_F(ProxyH2RetryTest, ResetBeforeHeadIsRetriedOnlyWithReset) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t a = c.open("GET", "/seq/reset,200?a");
+  ASSERT_TRUE(c.waitClosed(a));
+  EXPECT_EQ(c.streams[a].status, 503);  // the default policy does not retry resets
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].flags, "UC");
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+
+  retries_.retry_on |= state::kRetryOnReset;
+  const int32_t b = c.open("GET", "/seq/reset,200?b");
+  ASSERT_TRUE(c.waitClosed(b));
+  EXPECT_EQ(c.streams[b].status, 200);
+  EXPECT_EQ(c.streams[b].body, "ok:/seq/reset,200?b");
+  ASSERT_TRUE(observer_.waitFor(2));
+  EXPECT_EQ(observer_.records()[1].attempts, 2u);
+  EXPECT_EQ(observer_.records()[1].flags, "");
+}
+
+// The first try hangs past perTryTimeout: it is cancelled upstream and retried.
+TEST_F(ProxyH2RetryTest, PerTryTimeoutThenSuccess) {
+  H2Server up;
+  retries_.per_try_timeout_ms = 100;
+  retries_.retry_on |= state::kRetryOnReset;  // per-try timeouts are in the reset class
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("GET", "/seq/hang,200");
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[id].status, 200);
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 2; }));
+  const auto seen = streamsWithPath(up, "/seq/hang,200");
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].close_code, http2::kCancel);  // the abandoned try
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 2u);
+  EXPECT_EQ(router_.tries()[0].kind, resilience::TryOutcome::Kind::kPerTryTimeout);
+}
+
+// The request timeout spans every try and back-off: 504 UT / DEADLINE_EXCEEDED.
+TEST_F(ProxyH2RetryTest, RequestTimeoutSpansTheTries) {
+  H2Server up;
+  retries_.per_try_timeout_ms = 50;
+  retries_.attempts = 100;
+  retries_.retry_on |= state::kRetryOnReset;
+  request_timeout_ms_ = 600;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t id = c.open("GET", "/seq/hang");
+  const int32_t rpc = c.open("POST", "/seq/hang?rpc", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(id));
+  ASSERT_TRUE(c.waitClosed(rpc));
+  EXPECT_EQ(c.streams[id].status, 504);
+  EXPECT_EQ(find(c.streams[rpc].headers, "grpc-status"), "4");
+  ASSERT_TRUE(observer_.waitFor(2));
+  for (const auto& r : observer_.records()) {
+    EXPECT_EQ(r.flags, "UT");
+    EXPECT_GE(r.attempts, 2u);    // more than one try fit in the request timeout
+    EXPECT_LT(r.attempts, 100u);  // ... but the request timeout ended them
+  }
+}
+
+// maxRequests 1: a second stream gets 503 UO (gRPC: UNAVAILABLE + UO) and never reaches
+// the upstream; counts return to 0 when the streams end.
+TEST_F(ProxyH2RetryTest, BreakerOverflowIs503UoAndNeverReachesTheUpstream) {
+  H2Server up;
+  state::RequestLimits limits;
+  limits.max_requests = 1;
+  breaker_.configure(limits);
+  use_breaker_ = true;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t held = c.open("GET", "/hang/held");
+  ASSERT_TRUE(c.runUntil([&] { return up.streams().size() == 1; }));
+  EXPECT_EQ(breaker_.counts().active, 1u);
+  const int32_t over = c.open("GET", "/over");
+  const int32_t rpc = c.open("POST", "/over-rpc", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(over));
+  ASSERT_TRUE(c.waitClosed(rpc));
+  EXPECT_EQ(c.streams[over].status, 503);
+  EXPECT_EQ(find(c.streams[over].headers, "x-meshd-response-flags"), "UO");
+  EXPECT_EQ(c.streams[rpc].status, 200);
+  EXPECT_EQ(find(c.streams[rpc].headers, "grpc-status"),
+            std::to_string(resilience::kOverflowGrpcStatus));
+  ASSERT_TRUE(observer_.waitFor(2));
+  for (const auto& r : observer_.records()) {
+    EXPECT_EQ(r.flags, "UO");
+    EXPECT_EQ(r.attempts, 0u);
+  }
+  EXPECT_EQ(breaker_.counts().request_overflow, 2u);
+  c.reset(held, http2::kCancel);
+  ASSERT_TRUE(c.waitClosed(held));
+  ASSERT_TRUE(observer_.waitFor(3));
+  EXPECT_EQ(up.streams().size(), 1u);  // the refused streams never reached it
+  const auto counts = breaker_.counts();
+  EXPECT_EQ(counts.active, 0u);
+  EXPECT_EQ(counts.pending, 0u);
+  EXPECT_EQ(counts.retries, 0u);
+}
+
+// A retry budget of one concurrent retry: of two streams whose first try fails, one is
+// retried (and hangs), the other gets its 503 as it is (no URX: no retry was made).
+TEST_F(ProxyH2RetryTest, RetryBudgetLimitsConcurrentRetries) {
+  H2Server up;
+  state::RequestLimits limits;
+  limits.retry_budget = true;
+  limits.budget_percent = 0;
+  limits.min_retry_concurrency = 1;
+  breaker_.configure(limits);
+  use_breaker_ = true;
+  request_timeout_ms_ = 0;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t a = c.open("GET", "/seq/503,hang?a");
+  const int32_t b = c.open("GET", "/seq/503,hang?b");
+  ASSERT_TRUE(c.runUntil([&] { return c.streams[a].closed || c.streams[b].closed; }));
+  ASSERT_TRUE(up.waitFor([&] { return up.streams().size() == 3; }));
+  const int32_t refused = c.streams[a].closed ? a : b;
+  const int32_t retried = refused == a ? b : a;
+  EXPECT_EQ(c.streams[refused].status, 503);
+  EXPECT_EQ(c.streams[refused].body, "busy");
+  EXPECT_FALSE(c.streams[retried].closed);
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].flags, "");
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+  auto counts = breaker_.counts();
+  EXPECT_EQ(counts.retries, 1u);
+  EXPECT_EQ(counts.retry_overflow, 1u);
+  EXPECT_EQ(counts.active, 1u);
+  c.reset(retried, http2::kCancel);
+  ASSERT_TRUE(c.waitClosed(retried));
+  ASSERT_TRUE(observer_.waitFor(2));
+  EXPECT_EQ(observer_.records()[1].attempts, 2u);
+  counts = breaker_.counts();
+  EXPECT_EQ(counts.retries, 0u);
+  EXPECT_EQ(counts.active, 0u);
+  EXPECT_EQ(counts.pending, 0u);
+}
+
+// Fault delay: the stream waits at least the delay (lower bound only), flag DI; with an
+// abort the direct response follows the delay ("DI,FI"; gRPC: the mapped grpc-status).
+TEST_F(ProxyH2RetryTest, FaultDelayWithAndWithoutAbort) {
+  H2Server up;
+  fault_delay_ms_ = 200;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  auto t0 = std::chrono::steady_clock::now();
+  const int32_t id = c.open("POST", "/delayed", {}, false);
+  c.send(id, "body during the delay", true);
+  ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+  EXPECT_EQ(c.streams[id].status, 200);
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 1; }));
+  EXPECT_EQ(up.streams()[0].body, "body during the delay");
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].flags, "DI");
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+
+  abort_status_ = 403;
+  t0 = std::chrono::steady_clock::now();
+  const int32_t plain = c.open("GET", "/aborted");
+  const int32_t rpc = c.open("POST", "/aborted-rpc", kGrpcHeaders);
+  ASSERT_TRUE(c.waitClosed(plain));
+  ASSERT_TRUE(c.waitClosed(rpc));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+  EXPECT_EQ(c.streams[plain].status, 403);
+  EXPECT_EQ(c.streams[plain].body, "fault filter abort");
+  EXPECT_EQ(find(c.streams[rpc].headers, "grpc-status"), "7");  // PERMISSION_DENIED
+  ASSERT_TRUE(observer_.waitFor(3));
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_EQ(observer_.records()[i].flags, "DI,FI");
+    EXPECT_EQ(observer_.records()[i].attempts, 0u);
+  }
+  EXPECT_EQ(up.streams().size(), 1u);  // aborts never reach the upstream
+}
+
+// Many streams on one connection, only some retried: the others are unaffected.
+TEST_F(ProxyH2RetryTest, OnlyTheFailingStreamsOfAConnectionAreRetried) {
+  H2Server up;
+  routeTo(up.address());
+  startProxy();
+  H2Client c(proxy_->port());
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    const std::string path = (i % 4 == 0 ? "/seq/503,200?" : "/seq/200?") + std::to_string(i);
+    ids.push_back(c.open("POST", path, {}, false));
+    c.send(ids.back(), "body-" + std::to_string(i), true);
+  }
+  ASSERT_TRUE(c.runUntil([&] {
+    for (int32_t id : ids) {
+      if (!c.streams[id].closed) return false;
+    }
+    return true;
+  }));
+  for (int i = 0; i < 20; ++i) {
+    const StreamState& s = c.streams[ids[i]];
+    EXPECT_EQ(s.status, 200) << i;
+    EXPECT_EQ(s.close_code, 0u) << i;
+  }
+  ASSERT_TRUE(observer_.waitFor(20));
+  int retried = 0;
+  for (const auto& r : observer_.records()) {
+    const bool failing = r.path.rfind("/seq/503", 0) == 0;
+    EXPECT_EQ(r.attempts, failing ? 2u : 1u) << r.path;
+    retried += failing;
+  }
+  EXPECT_EQ(retried, 5);
+  ASSERT_TRUE(up.waitFor([&] { return up.closedCount() == 25; }));
+  for (const SeenStream& s : up.streams()) {
+    EXPECT_EQ(s.body, "body-" + s.path.substr(s.path.find('?') + 1)) << s.path;
+  }
+  EXPECT_LE(up.accepts(), 2);  // one h2 connection (+ the detection pre-connect)
+}
 }  // namespace
 }  // namespace meshd::proxy

@@ -24,8 +24,14 @@ constexpr std::string_view kConnectionTermination =
     "upstream connect error or disconnect/reset before headers. reset reason: connection "
     "termination";
 
-// Retries of one stream refused by upstreams (REFUSED_STREAM) before it gets 503 UC.
+constexpr std::string_view kOverflow =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+
+// Transparent retries of one stream refused by upstreams (REFUSED_STREAM: not processed)
+// when the retry policy does not retry it (or there is none), before it gets 503 UC.
 constexpr uint8_t kMaxRefusedRetries = 3;
+
+using resilience::TryOutcome;
 
 absl::Span<const uint8_t> bytesOf(std::string_view s, size_t off) {
   return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()) + off, s.size() - off);
@@ -64,6 +70,10 @@ void HeaderCopy::assign(absl::Span<const http1::HeaderField> in) {
 }
 
 void H2Stream::reset() {
+  // The guards first: their counters live in the breaker the decision's pin keeps alive.
+  pending_guard.release();
+  active_guard.release();
+  retry_guard.release();
   conn = nullptr;
   id = 0;
   up = nullptr;
@@ -83,8 +93,17 @@ void H2Stream::reset() {
   resp_trailers.clear();
   edited.clear();
   fwd = http2::RequestHeaders();
-  req_forwarded = 0;
-  retries = 0;
+  wait = Wait::kNone;
+  wake_ms = 0;
+  timed_index = UINT32_MAX;
+  req_acked = 0;
+  retain = false;
+  replayable = true;
+  delayed = urx = false;
+  timeout_ms = 0;
+  attempts = 0;
+  refused = 0;
+  try_start_us = 0;
   method_len = request_id_len = grpc_status_len = 0;
   log_path.clear();
   log_authority.clear();
@@ -155,11 +174,11 @@ bool H2Conn::step() {
 bool H2Conn::pump(H2Stream& st) {
   bool progress = false;
   // Request direction: client → upstream.
-  if (st.up == nullptr || st.local || st.request_sent) {
-    st.req_discard += st.req_pending.size() - st.req_off;
-    st.req_pending.clear();
-    st.req_off = 0;
-  } else {
+  if (st.wait == H2Stream::Wait::kFaultDelay || st.wait == H2Stream::Wait::kBackoff) {
+    // Between tries: the bytes wait (unconsumed, so bounded by the stream window).
+  } else if (st.up == nullptr || st.local || (st.request_sent && !st.retain)) {
+    if (!st.req_pending.empty()) dropBody(st);
+  } else if (!st.request_sent) {
     http2::ClientSession& c = *st.up->session;
     const size_t rest = st.req_pending.size() - st.req_off;
     const bool end_with_data = st.request_done && !st.req_trailers.present;
@@ -167,26 +186,33 @@ bool H2Conn::pump(H2Stream& st) {
       absl::StatusOr<size_t> taken =
           c.submitData(st.up_id, bytesOf(st.req_pending, st.req_off), end_with_data);
       if (!taken.ok()) {
-        // The upstream stream ended (its close is on its way): drop what the client sends.
-        st.req_discard += rest;
-        st.req_pending.clear();
-        st.req_off = 0;
+        // The upstream stream ended (its close is on its way): drop what the client sends,
+        // unless it is kept for a retry.
+        if (!st.retain) dropBody(st);
         st.request_sent = true;
       } else {
         if (*taken > 0) {
-          (void)server_->consume(st.id, *taken);  // re-opens the client's window
           st.req_off += *taken;
-          st.req_forwarded += *taken;
+          if (st.req_off > st.req_acked) {
+            // Re-opens the client's window (bytes replayed by a retry were consumed before).
+            (void)server_->consume(st.id, st.req_off - st.req_acked);
+            st.req_acked = st.req_off;
+          }
+          if (!st.retain) st.replayable = false;  // accepted bytes are not kept
           progress = true;
         }
         if (st.req_off == st.req_pending.size()) {
-          st.req_pending.clear();
-          st.req_off = 0;
+          if (!st.retain) {
+            st.req_pending.clear();
+            st.req_off = st.req_acked = 0;
+          }
           if (end_with_data) {
             st.request_sent = true;
             progress = true;
           }
         }
+        // Kept for a replay up to the per-request bound (max_buffer_bytes).
+        if (st.retain && st.req_off > w_.outLimit()) stopRetaining(st);
         w_.flushLater(st.up);
       }
     }
@@ -294,8 +320,13 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   copyBounded(st->log_authority, req.authority, kRecordMaxAuthority);
   w_.router().route(info, st->decision);
   const RouteDecision& d = st->decision;
+  st->delayed = d.fault_delay_ms > 0;
   if (d.kind == RouteDecision::Kind::kDirectResponse) {
-    localReply(*st, d.status, d.response_flags, d.body, d.location);
+    if (st->delayed) {
+      setWake(*st, H2Stream::Wait::kFaultDelay, afterMs(d.fault_delay_ms));
+    } else {
+      localReply(*st, d.status, d.response_flags, d.body, d.location);
+    }
     return;
   }
 
@@ -310,7 +341,9 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
       timed = true;
     }
   }
-  st->deadline_ms = timed ? std::max<uint64_t>(1, w_.nowMs() + timeout) : 0;
+  // It starts when forwarding begins (after a fault delay, as Envoy's router timeout starts
+  // after its fault filter).
+  st->timeout_ms = timed ? static_cast<uint32_t>(std::clamp<uint64_t>(timeout, 1, UINT32_MAX)) : 0;
 
   st->upstream_addr = d.upstream;
   applyHeaderEdits(req.headers, d.request_edits, false, st->edited);
@@ -326,28 +359,143 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   } else if (st->fwd.authority.empty()) {
     st->fwd.authority = s_.orig_dst_text_;
   }
-  forward(*st);
+  // Body bytes are kept for replays only when a retry policy may use them.
+  st->retain = d.retries != nullptr && d.retries->attempts > 0;
+  if (st->delayed) {
+    setWake(*st, H2Stream::Wait::kFaultDelay, afterMs(d.fault_delay_ms));
+    return;
+  }
+  st->deadline_ms = st->timeout_ms != 0 ? w_.nowMs() + st->timeout_ms : 0;
+  startTry(*st);
 }
 
-bool H2Conn::forward(H2Stream& st) {
-  // The end of the request goes with the HEADERS when nothing else will follow.
-  const bool end_stream =
-      st.request_done && st.req_pending.size() == st.req_off && !st.req_trailers.present;
+void H2Conn::startTry(H2Stream& st) {
+  resilience::CircuitBreaker* breaker = st.decision.breaker;
+  if (breaker != nullptr && !st.active_guard) {
+    // Held from the first try until the stream ends (back-offs included).
+    st.active_guard = breaker->tryAcquireRequest();
+    if (!st.active_guard) {
+      localReply(st, resilience::kOverflowHttpStatus, resilience::kOverflowFlag, kOverflow, "");
+      return;
+    }
+  }
   int err = 0;
   H2Upstream* up = w_.acquireH2(st.decision.upstream, &err);
+  if (up != nullptr && up->connecting && breaker != nullptr) {
+    // Waiting for a new connection: released once it is established or the try ends.
+    st.pending_guard = breaker->tryAcquirePending();
+    if (!st.pending_guard) {
+      localReply(st, resilience::kOverflowHttpStatus, resilience::kOverflowFlag, kOverflow, "");
+      return;
+    }
+  }
+  ++st.attempts;
+  st.try_start_us = w_.nowUs();
+  st.upstream_addr = st.decision.upstream;
+  st.status = 0;
+  st.grpc_status_len = 0;
+  st.req_off = 0;  // the body (if kept) is sent again from its start
+  st.request_sent = false;
+  // The end of the request goes with the HEADERS when nothing else will follow.
+  const bool end_stream = st.request_done && st.req_pending.empty() && !st.req_trailers.present;
   if (up == nullptr || !up->open(st, st.fwd, end_stream).ok()) {
-    localReply(st, 503, "UF", kConnectFailure, "");
-    return false;
+    if (!endTry(st, TryOutcome::connectFailure())) {
+      localReply(st, 503, "UF", kConnectFailure, "");
+    }
+    return;
   }
   st.request_sent = end_stream;
-  return true;
+  const state::RetrySettings* retries = st.decision.retries;
+  if (retries != nullptr && retries->per_try_timeout_ms != 0) {
+    setWake(st, H2Stream::Wait::kPerTry, afterMs(retries->per_try_timeout_ms));
+  }
+  scheduleSession();
+}
+
+bool H2Conn::endTry(H2Stream& st, const TryOutcome& outcome) {
+  clearWake(st);
+  st.pending_guard.release();
+  st.retry_guard.release();  // this try (if a retry) ended
+  w_.router().onTry(st.decision, st.upstream_addr, outcome, w_.nowUs() - st.try_start_us);
+  const state::RetrySettings* retries = st.decision.retries;
+  if (retries != nullptr) {
+    const resilience::RetryPolicy policy(*retries);
+    if (st.replayable && policy.shouldRetry(outcome, st.attempts)) {
+      resilience::CircuitBreaker* breaker = st.decision.breaker;
+      resilience::Guard guard;
+      if (breaker != nullptr) guard = breaker->tryAcquireRetry();
+      if ((breaker == nullptr || guard) && w_.router().retarget(st.decision, st.upstream_addr)) {
+        st.retry_guard = std::move(guard);
+        setWake(st, H2Stream::Wait::kBackoff, afterMs(policy.backoffMs(st.attempts, w_.random())));
+        return true;
+      }
+    }
+    st.urx = st.attempts > 1 && policy.retriable(outcome);
+  }
+  if (outcome.kind == TryOutcome::Kind::kRefusedStream && st.replayable &&
+      st.refused < kMaxRefusedRetries) {
+    // REFUSED_STREAM (over the upstream's MAX_CONCURRENT_STREAMS before its SETTINGS
+    // reached us, or cut off by a GOAWAY): the upstream did not process the stream. Open
+    // it again (same endpoint, another stream) at once, with or without a retry policy, as
+    // long as every body byte is still held.
+    ++st.refused;
+    st.urx = false;
+    setWake(st, H2Stream::Wait::kBackoff, w_.nowMs());
+    return true;
+  }
+  return false;
+}
+
+void H2Conn::dropBody(H2Stream& st) {
+  st.req_discard += st.req_pending.size() - st.req_acked;
+  st.req_pending.clear();
+  st.req_off = st.req_acked = 0;
+}
+
+void H2Conn::stopRetaining(H2Stream& st) {
+  st.retain = false;
+  if (st.req_off > 0) {
+    st.req_pending.erase(0, st.req_off);
+    st.req_acked -= st.req_off;  // req_acked >= req_off
+    st.req_off = 0;
+    st.replayable = false;
+  }
+}
+
+uint64_t H2Conn::afterMs(uint64_t ms) const {
+  // Rounded up to the worker's millisecond clock, so that a wait is never shorter than
+  // asked (nowMs() truncates).
+  return (w_.nowUs() + ms * 1000 + 999) / 1000;
+}
+
+void H2Conn::setWake(H2Stream& st, H2Stream::Wait wait, uint64_t at_ms) {
+  st.wait = wait;
+  st.wake_ms = at_ms;
+  if (st.timed_index == UINT32_MAX) {
+    st.timed_index = static_cast<uint32_t>(timed_.size());
+    timed_.push_back(&st);
+  }
+  w_.wakeAt(&s_, at_ms);
+}
+
+void H2Conn::clearWake(H2Stream& st) {
+  st.wait = H2Stream::Wait::kNone;
+  st.wake_ms = 0;
+  if (st.timed_index == UINT32_MAX) return;
+  H2Stream* last = timed_.back();
+  timed_[st.timed_index] = last;
+  last->timed_index = st.timed_index;
+  timed_.pop_back();
+  st.timed_index = UINT32_MAX;
 }
 
 void H2Conn::onData(int32_t id, absl::Span<const uint8_t> data, bool end_stream) {
   H2Stream* st = find(id);
   if (st == nullptr) return;
   st->request_bytes += data.size();
-  if (st->local || st->request_sent || st->up == nullptr) {
+  const bool between_tries =
+      st->wait == H2Stream::Wait::kFaultDelay || st->wait == H2Stream::Wait::kBackoff;
+  if (st->local || (st->request_sent && !st->retain) || (st->up == nullptr && !between_tries)) {
     st->req_discard += data.size();
   } else if (!data.empty()) {
     st->req_pending.append(reinterpret_cast<const char*>(data.data()), data.size());
@@ -359,13 +507,14 @@ void H2Conn::onTrailers(int32_t id, absl::Span<const http1::HeaderField> trailer
   H2Stream* st = find(id);
   if (st == nullptr) return;
   st->request_done = true;
-  if (!st->local && !st->request_sent) st->req_trailers.assign(trailers);
+  if (!st->local && (!st->request_sent || st->retain)) st->req_trailers.assign(trailers);
 }
 
 void H2Conn::onStreamClosed(int32_t id, uint32_t error_code) {
   H2Stream* st = find(id);
   if (st == nullptr) return;
   streams_.erase(id);
+  clearWake(*st);
   // The client reset the stream (or it completed): the upstream stream goes too.
   if (st->up != nullptr) detach(*st, !(st->response_end && st->request_sent));
   if (error_code != http2::kNoError && !st->response_sent && st->flags.empty()) st->flags = "DC";
@@ -383,12 +532,14 @@ void H2Conn::detach(H2Stream& st, bool reset) {
 void H2Conn::localReply(H2Stream& st, uint16_t status, std::string_view flags,
                         std::string_view body, std::string_view location) {
   detach(st, true);
+  clearWake(st);
+  st.pending_guard.release();
+  st.retry_guard.release();
   st.local = true;
+  st.retain = false;
   st.flags = flags;
   st.deadline_ms = 0;
-  st.req_discard += st.req_pending.size() - st.req_off;
-  st.req_pending.clear();
-  st.req_off = 0;
+  dropBody(st);
   st.resp_pending.clear();
   st.resp_off = 0;
   if (st.grpc) {
@@ -432,8 +583,21 @@ void H2Conn::upResponse(H2Stream& st, uint16_t status, absl::Span<const http1::H
                         bool end_stream) {
   if (st.local || st.response_head) return;
   st.status = status;
-  st.deadline_ms = 0;
   captureGrpcStatus(st, fields);  // trailers-only responses carry it in the head
+  int32_t grpc_code = -1;
+  if (st.grpc && end_stream && st.grpc_status_len > 0) {
+    uint32_t v = 0;
+    const char* end = st.grpc_status + st.grpc_status_len;
+    auto [p, ec] = std::from_chars(st.grpc_status, end, v);
+    if (ec == std::errc() && p == end && v <= INT32_MAX) grpc_code = static_cast<int32_t>(v);
+  }
+  if (endTry(st, TryOutcome::response(status, grpc_code, st.replayable))) {
+    // Retried: this response is discarded (RST_STREAM CANCEL; its body is never read).
+    detach(st, true);
+    return;
+  }
+  st.deadline_ms = 0;
+  if (st.retain) stopRetaining(st);  // no more tries: the kept body can go
   // The request head was copied by nghttp2 when it was submitted: `edited` is free again.
   applyHeaderEdits(fields, st.decision.response_edits, false, st.edited);
   if (!server_->submitResponse(st.id, status, st.edited, end_stream).ok()) {
@@ -466,19 +630,14 @@ void H2Conn::upTrailers(H2Stream& st, absl::Span<const http1::HeaderField> field
 
 void H2Conn::upClosed(H2Stream& st, uint32_t code, bool connect_failed) {
   if (st.local) return;
-  if (!st.response_head && !connect_failed && code == http2::kRefusedStream &&
-      st.req_forwarded == 0 && st.retries < kMaxRefusedRetries) {
-    // REFUSED_STREAM (over the upstream's MAX_CONCURRENT_STREAMS before its SETTINGS
-    // reached us, or cut off by a GOAWAY) means the upstream did not process the stream:
-    // open it again elsewhere, as long as no body byte was handed over (those were
-    // consumed from the client and are gone).
-    ++st.retries;
-    st.request_sent = false;
-    forward(st);
-    scheduleSession();
-    return;
-  }
   if (!st.response_head) {
+    const TryOutcome outcome = connect_failed                  ? TryOutcome::connectFailure()
+                               : code == http2::kRefusedStream ? TryOutcome::refusedStream()
+                                                               : TryOutcome::reset(st.replayable);
+    if (endTry(st, outcome)) {
+      scheduleSession();
+      return;
+    }
     // Nothing reached the client yet: answer (gRPC: UNAVAILABLE).
     if (connect_failed) {
       localReply(st, 503, "UF", kConnectFailure, "");
@@ -513,8 +672,44 @@ bool H2Conn::sweep(uint64_t now) {
 }
 
 bool H2Conn::onTimer(uint64_t now_ms) {
-  (void)now_ms;
-  return false;
+  if (closing_ || timed_.empty()) return false;
+  due_.clear();
+  for (H2Stream* st : timed_) {
+    if (st->wake_ms <= now_ms) due_.push_back(st);
+  }
+  // Handling one stream never frees another (streams close only in step()/closeAll()).
+  for (H2Stream* st : due_) {
+    const H2Stream::Wait wait = st->wait;
+    clearWake(*st);
+    if (st->local) continue;
+    switch (wait) {
+      case H2Stream::Wait::kFaultDelay: {
+        const RouteDecision& d = st->decision;
+        if (d.kind == RouteDecision::Kind::kDirectResponse) {
+          localReply(*st, d.status, d.response_flags, d.body, d.location);  // the abort
+        } else {
+          st->deadline_ms = st->timeout_ms != 0 ? now_ms + st->timeout_ms : 0;
+          startTry(*st);
+        }
+        break;
+      }
+      case H2Stream::Wait::kBackoff:
+        startTry(*st);
+        break;
+      case H2Stream::Wait::kPerTry:
+        if (st->up == nullptr || st->response_head) break;
+        detach(*st, true);  // RST_STREAM CANCEL: the try is abandoned
+        if (!endTry(*st, TryOutcome::perTryTimeout(st->replayable))) {
+          localReply(*st, 504, "UT", "upstream request timeout", "");
+        }
+        break;
+      case H2Stream::Wait::kNone:
+        break;
+    }
+  }
+  if (due_.empty()) return false;
+  scheduleSession();
+  return true;
 }
 
 void H2Conn::closeAll(std::string_view flags) {
@@ -528,6 +723,7 @@ void H2Conn::closeAll(std::string_view flags) {
     free_.push_back(st);
   }
   streams_.clear();
+  timed_.clear();
 }
 
 void H2Conn::record(H2Stream& st) {
@@ -537,6 +733,22 @@ void H2Conn::record(H2Stream& st) {
   r.cluster = st.decision.cluster;
   r.response_code = st.status;
   r.response_flags = st.flags;
+  if (st.delayed || st.urx) {
+    // Envoy's comma-separated form: "DI,FI", "URX,UF", "DI,URX,UC"...
+    size_t n = 0;
+    auto put = [&](std::string_view f) {
+      if (f.empty()) return;
+      if (n != 0 && n < sizeof(st.flags_buf)) st.flags_buf[n++] = ',';
+      const size_t k = std::min(f.size(), sizeof(st.flags_buf) - n);
+      std::copy_n(f.data(), k, st.flags_buf + n);
+      n += k;
+    };
+    if (st.delayed) put("DI");
+    if (st.urx) put("URX");
+    put(st.flags);
+    r.response_flags = std::string_view(st.flags_buf, n);
+  }
+  r.attempts = st.attempts;
   r.method = std::string_view(st.method, st.method_len);
   r.duration_us = w_.nowUs() - st.start_us;
   r.request_bytes = st.request_bytes;
@@ -614,6 +826,8 @@ void H2Upstream::onEvent(uint32_t events) {
       return;
     }
     connected_once = true;
+    // The streams waiting for this connection are no longer pending (circuit breakers).
+    for (auto& [id, st] : streams) st->pending_guard.release();
   }
   if (events & EPOLLOUT) writable = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -708,8 +922,7 @@ void H2Upstream::onStreamClosed(int32_t id, uint32_t error_code) {
 
 void H2Upstream::onGoaway(int32_t last_stream_id) {
   // canOpenStream() is false from now on: new streams go to another connection. Streams
-  // above last_stream_id close with REFUSED_STREAM (503 UC to their clients, as retries
-  // are not built yet).
+  // above last_stream_id close with REFUSED_STREAM: retried (H2Conn::endTry).
   (void)last_stream_id;
 }
 

@@ -85,10 +85,32 @@ struct H2Stream {
   HeaderCopy resp_trailers;
   std::vector<http1::HeaderField> edited;  // the forwarded head's fields
   // The forwarded head (views into the client's stream, `edited`, the pinned decision),
-  // kept for a retry on another connection after REFUSED_STREAM.
+  // kept for every try (a retry regenerates nothing: nghttp2 copies it per submit).
   http2::RequestHeaders fwd;
-  uint64_t req_forwarded = 0;  // body bytes handed to the upstream session
-  uint8_t retries = 0;
+
+  // --- Resilience (docs/design/0003-l7-proxy.md, "Resilience in the core: HTTP/2 and
+  // gRPC"). What a stream is waiting for: nothing, the end of a fault delay or of a retry's
+  // back-off (no upstream stream; request bytes are buffered), or the per-try timeout of
+  // the try in flight.
+  enum class Wait : uint8_t { kNone, kFaultDelay, kBackoff, kPerTry };
+  Wait wait = Wait::kNone;
+  uint64_t wake_ms = 0;               // when `wait` ends; 0 = none
+  uint32_t timed_index = UINT32_MAX;  // position in H2Conn::timed_ (UINT32_MAX: not there)
+  // Body bytes [0, req_off) of req_pending were accepted upstream in this try; with
+  // `retain` they stay there for a replay. [0, req_acked) were consume()d from the client.
+  size_t req_acked = 0;
+  bool retain = false;      // keep accepted body bytes (a retry policy applies, ≤ the bound)
+  bool replayable = true;   // every body byte of the request is still held
+  bool delayed = false;     // a fault delay was applied (flag DI)
+  bool urx = false;         // the retries ran out on a retriable outcome (flag URX)
+  uint32_t timeout_ms = 0;  // the request timeout, started when forwarding begins
+  uint32_t attempts = 0;    // tries made (RequestRecord::attempts)
+  uint8_t refused = 0;      // transparent REFUSED_STREAM retries (no retry policy needed)
+  uint64_t try_start_us = 0;
+  resilience::Guard pending_guard;  // waiting for a new upstream connection
+  resilience::Guard active_guard;   // the request is active upstream (until the stream ends)
+  resilience::Guard retry_guard;    // this try is a retry (until it ends)
+  char flags_buf[24] = {};          // composed flags ("DI,URX,UF") for the record
   char method[24] = {};
   size_t method_len = 0;
   char request_id[64] = {};
@@ -142,8 +164,6 @@ class H2Conn final : public http2::ServerHandler {
  private:
   H2Stream* find(int32_t id) const;
   bool pump(H2Stream& st);
-  // Opens `st.fwd` on a pooled (or new) upstream connection; false: answered 503 UF.
-  bool forward(H2Stream& st);
   // The proxy answers `st` itself (errors, direct responses): gRPC requests get a
   // trailers-only response with the grpc-status for `flags`/`status`.
   void localReply(H2Stream& st, uint16_t status, std::string_view flags, std::string_view body,
@@ -151,6 +171,21 @@ class H2Conn final : public http2::ServerHandler {
   // Forgets the upstream stream of `st` (RST_STREAM CANCEL when it is still open).
   void detach(H2Stream& st, bool reset);
   void captureGrpcStatus(H2Stream& st, absl::Span<const http1::HeaderField> fields);
+  // Starts a try of `st` (the first after route/fault delay, or a retry after its
+  // back-off): breaker guards, an upstream stream, the per-try timer.
+  void startTry(H2Stream& st);
+  // The try in flight ended with `outcome` before anything reached the client (the
+  // upstream stream is already forgotten). Returns true when another try was scheduled;
+  // false: the caller answers with this outcome.
+  bool endTry(H2Stream& st, const resilience::TryOutcome& outcome);
+  // Drops the request body held for replays (what the client sent is consume()d).
+  void dropBody(H2Stream& st);
+  // No more replays: the body bytes already accepted upstream are let go.
+  void stopRetaining(H2Stream& st);
+  // The worker-clock millisecond at which `ms` from now have surely passed.
+  uint64_t afterMs(uint64_t ms) const;
+  void setWake(H2Stream& st, H2Stream::Wait wait, uint64_t at_ms);
+  void clearWake(H2Stream& st);
   void record(H2Stream& st);
   void scheduleSession();
 
@@ -161,6 +196,10 @@ class H2Conn final : public http2::ServerHandler {
   std::vector<std::unique_ptr<H2Stream>> all_;
   std::vector<H2Stream*> free_;
   std::vector<H2Stream*> iter_;  // snapshot of streams_ for step()/sweep()
+  // Streams with a wake deadline (fault delay, back-off, per-try timeout): onTimer()
+  // looks only at these.
+  std::vector<H2Stream*> timed_;
+  std::vector<H2Stream*> due_;
   std::string scratch_;
   http2::grpc::TrailersOnly trailers_only_;
   bool closing_ = false;

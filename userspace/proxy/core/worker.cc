@@ -579,6 +579,15 @@ void Worker::sweep() {
   for (H2Upstream* c : expired) destroy(c, http2::kCancel, c->connecting);
 }
 
+uint64_t Worker::random() {
+  uint64_t s1 = rng_[0];
+  const uint64_t s0 = rng_[1];
+  rng_[0] = s0;
+  s1 ^= s1 << 23;
+  rng_[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
+  return rng_[1] + s0;
+}
+
 void Worker::newRequestId(char out[36]) {
   // xorshift128+ seeded from getrandom(): ids must be unique, not secret.
   auto next = [this] {
