@@ -103,8 +103,8 @@ proxy::RouteDecision routeOne(L7Config& cfg) {
 }
 
 // Routes `n` requests; each one's endpoint answers in 20 ms if it is 10.244.1.12 (slow),
-// else 1 ms, fed back as the proxy would (onRequest). Returns the slow endpoint's picks
-// among the last `counted` requests.
+// else 1 ms, fed back as the proxy would (onTry for the one try, then onRequest). Returns the
+// slow endpoint's picks among the last `counted` requests.
 int picksOfSlowEndpoint(L7Config& cfg, int n, int counted) {
   const SocketAddress slow = *SocketAddress::parse("10.244.1.12:8080");
   int to_slow = 0;
@@ -119,6 +119,8 @@ int picksOfSlowEndpoint(L7Config& cfg, int n, int counted) {
     r.response_code = 200;
     r.protocol = "http/1.1";
     r.duration_us = d.upstream == slow ? 20'000 : 1'000;
+    r.attempts = 1;
+    cfg.onTry(d, d.upstream, proxy::resilience::TryOutcome::response(200), r.duration_us);
     cfg.onRequest(r);
   }
   return to_slow;

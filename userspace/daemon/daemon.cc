@@ -155,6 +155,8 @@ absl::Status Daemon::init() {
                                ? options_.proxy_workers
                                : std::max(1u, std::thread::hardware_concurrency());
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
+  // L7 outlier ejections go into the kernel's ejection state (connect() skips them too).
+  l7_->setEjector(datapath_->ejector());
   if (!options_.access_log.empty()) {
     telemetry::AccessLog::Options ao;
     ao.shards = workers;
@@ -325,7 +327,10 @@ std::string Daemon::renderMetrics() {
     spdlog::warn("reading backend counters: {}", std::string(views.status().message()));
   }
   std::string out = telemetry::renderMetrics(m);
-  if (l7_) l7_->metrics().render(out);
+  if (l7_) {
+    l7_->metrics().render(out);
+    l7_->renderResilienceMetrics(out);
+  }
   return out;
 }
 
