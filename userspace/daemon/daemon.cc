@@ -370,6 +370,17 @@ absl::StatusOr<std::vector<resources::ResourceKey>> Daemon::remove(
 
 absl::StatusOr<api::FrontendViews> Daemon::frontends() { return reconciler_->describe(); }
 
+absl::StatusOr<api::L7ClusterViews> Daemon::l7Clusters() {
+  api::L7ClusterViews out;
+  if (!l7_) return out;
+  for (const L7Config::ClusterStats& s : l7_->clusterStats()) {
+    out.push_back({s.cluster, s.breaker.pending, s.breaker.active, s.breaker.retries,
+                   s.breaker.pending_overflow, s.breaker.request_overflow, s.breaker.retry_overflow,
+                   s.ejected, s.ejections, s.ejections_skipped});
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<resources::Resource>> Daemon::resources() {
   return updater_->run([this]() -> absl::StatusOr<std::vector<resources::Resource>> {
     return model_->resources().toVector();
