@@ -295,11 +295,11 @@ struct mesh_backend_eject_ctx {
 };
 
 enum mesh_eject_result {
-	MESH_EJECT_DONE = 0,	 /* ejected now */
-	MESH_EJECT_ALREADY,	 /* ejected already (or being ejected on another CPU) */
-	MESH_EJECT_SKIPPED,	 /* not ejected: the service is at eject_max_percent */
-	MESH_EJECT_NO_SERVICE,	 /* no such service (or no state for it) */
-	MESH_EJECT_NO_BACKEND,	 /* the address is not a backend of the service */
+	MESH_EJECT_DONE = 0,   /* ejected now */
+	MESH_EJECT_ALREADY,    /* ejected already (or being ejected on another CPU) */
+	MESH_EJECT_SKIPPED,    /* not ejected: the service is at eject_max_percent */
+	MESH_EJECT_NO_SERVICE, /* no such service (or no state for it) */
+	MESH_EJECT_NO_BACKEND, /* the address is not a backend of the service */
 };
 
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
