@@ -534,7 +534,6 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     }
     if (c != nullptr && c->request_policy != nullptr) {
       if (applyFault(c->request_policy->fault, out)) {
-        out.cluster = c->name;
         out.pin = std::move(snap);
         return;
       }
