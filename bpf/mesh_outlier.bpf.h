@@ -145,19 +145,23 @@ static __always_inline int mesh_outlier_count_one(struct mesh_svc_state *ss, __u
 
 /* Ejects the backend on behalf of `svc` unless it is ejected already or the
  * service is at its cap (counted as skipped). At the cap, ejections of the
- * service that ended without a connect noticing are cleared first. */
-static __always_inline void mesh_outlier_eject(struct mesh_backend_state *bs,
-					       const struct mesh_svc *svc, __u64 now)
+ * service that ended without a connect noticing are cleared first. The
+ * ejection lasts duration_ns, or with 0 the service's time for the backend's
+ * next ejection (eject_base_ms x times ejected, at most eject_max_ms).
+ * Returns an enum mesh_eject_result. */
+static __always_inline int mesh_outlier_eject_for(struct mesh_backend_state *bs,
+						  const struct mesh_svc *svc, __u64 now,
+						  __u64 duration_ns)
 {
 	__u32 svc_id = svc->svc_id, cap, times;
 	struct mesh_svc_state *ss;
 
 	if (__sync_val_compare_and_swap(&bs->ejected_until_ns, 0, MESH_EJECT_CLAIMED) != 0)
-		return; /* ejected already (or being ejected by another CPU) */
+		return MESH_EJECT_ALREADY; /* or being ejected by another CPU */
 	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc_id);
 	if (!ss) {
 		__sync_val_compare_and_swap(&bs->ejected_until_ns, MESH_EJECT_CLAIMED, 0);
-		return;
+		return MESH_EJECT_NO_SERVICE;
 	}
 	cap = mesh_eject_cap(svc->eject_max_percent, svc->slot_count);
 	if (!mesh_outlier_count_one(ss, cap) &&
@@ -165,18 +169,26 @@ static __always_inline void mesh_outlier_eject(struct mesh_backend_state *bs,
 		__sync_val_compare_and_swap(&bs->ejected_until_ns, MESH_EJECT_CLAIMED, 0);
 		__sync_fetch_and_add(&ss->ejections_skipped, 1);
 		mesh_count(MESH_STAT_EJECTION_OVER_PERCENT);
-		return;
+		return MESH_EJECT_SKIPPED;
 	}
 	/* Only the CPU holding the claim writes these. */
 	bs->ejected_svc_id = svc_id;
 	times = bs->times_ejected + 1;
 	bs->times_ejected = times;
+	if (duration_ns == 0)
+		duration_ns = mesh_eject_duration_ns(svc->eject_base_ms, svc->eject_max_ms, times);
 	/* A full barrier: ejected_svc_id is visible before the time is. */
-	__sync_val_compare_and_swap(
-	    &bs->ejected_until_ns, MESH_EJECT_CLAIMED,
-	    now + mesh_eject_duration_ns(svc->eject_base_ms, svc->eject_max_ms, times));
+	__sync_val_compare_and_swap(&bs->ejected_until_ns, MESH_EJECT_CLAIMED, now + duration_ns);
 	__sync_fetch_and_add(&ss->ejections, 1);
 	mesh_count(MESH_STAT_EJECTION);
+	return MESH_EJECT_DONE;
+}
+
+/* sockops' ejection: the service's time (mesh_outlier_eject_for). */
+static __always_inline void mesh_outlier_eject(struct mesh_backend_state *bs,
+					       const struct mesh_svc *svc, __u64 now)
+{
+	mesh_outlier_eject_for(bs, svc, now, 0);
 }
 
 /* One failure of a connection to st's backend: a connect that closed before

@@ -182,6 +182,21 @@ std::string renderExplain(const Json& data) {
                       " not made at maxEjectionPercent; refused with every backend tried ejected: ",
                       e.value("refusedAllEjected", uint64_t{0}), "\n");
     }
+    if (e.contains("requestLevel")) {
+      const Json& r = e["requestLevel"];
+      absl::StrAppend(&out, "  requests:    ", r.value("activeRequests", uint64_t{0}), " active, ",
+                      r.value("pendingRequests", uint64_t{0}), " pending, ",
+                      r.value("activeRetries", uint64_t{0}),
+                      " retries in flight (L7 proxy, node-wide); refused 503 UO: ",
+                      r.value("pendingOverflow", uint64_t{0}), " at maxPendingRequests, ",
+                      r.value("requestOverflow", uint64_t{0}),
+                      " at maxRequests; retries not made: ", r.value("retryOverflow", uint64_t{0}),
+                      "\n");
+      absl::StrAppend(&out, "  L7 outliers: ", r.value("l7EjectedNow", uint64_t{0}),
+                      " ejected now, ", r.value("l7Ejections", uint64_t{0}), " made, ",
+                      r.value("l7EjectionsSkipped", uint64_t{0}),
+                      " not made at maxEjectionPercent (consecutive 5xx / gateway errors)\n");
+    }
     absl::StrAppend(&out, "  backends:\n");
     for (const Json& b : e["backends"]) {
       std::string outlier;

@@ -279,6 +279,29 @@ struct mesh_backend_forget_ctx {
 	__u32 backend_id;
 };
 
+/* Context of the mesh_backend_eject program (BPF_PROG_TYPE_SYSCALL, run by
+ * meshd with BPF_PROG_TEST_RUN when its L7 outlier detection ejects an
+ * endpoint): eject the backend addr:port (TCP) of the service `svc` for
+ * duration_ms, exactly as sockops' mesh_outlier_eject does (same claim, same
+ * cap on the service's ejected count). The program returns an enum
+ * mesh_eject_result. */
+struct mesh_backend_eject_ctx {
+	struct mesh_svc_key svc; /* the Service frontend (VIP, port, TCP) */
+	__u32 addr[4];		 /* backend address, network order */
+	__u16 port;		 /* backend port, network order */
+	__u8 family;		 /* MESH_AF_* */
+	__u8 _pad;
+	__u32 duration_ms;
+};
+
+enum mesh_eject_result {
+	MESH_EJECT_DONE = 0,   /* ejected now */
+	MESH_EJECT_ALREADY,    /* ejected already (or being ejected on another CPU) */
+	MESH_EJECT_SKIPPED,    /* not ejected: the service is at eject_max_percent */
+	MESH_EJECT_NO_SERVICE, /* no such service (or no state for it) */
+	MESH_EJECT_NO_BACKEND, /* the address is not a backend of the service */
+};
+
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
 enum mesh_stat {
 	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */

@@ -648,6 +648,76 @@ TEST_F(OutlierRootTest, ExpiredEjectionNobodyClearedDoesNotHoldTheCap) {
   EXPECT_EQ(stat(MESH_STAT_EJECTION_EXPIRED), 1u);
 }
 
+// An ejection by the proxy's L7 outlier detection (consecutive 5xx from a backend) goes into
+// the kernel's ejection state through mesh_backend_eject (BPF_PROG_TYPE_SYSCALL, the same
+// claim and cap as sockops): connect() to the Service VIP then skips that backend until the
+// ejection time is over, and reaches it again afterwards. Three serving backends, cap 1
+// (50% of 3).
+TEST_F(OutlierRootTest, L7EjectionMakesConnectSkipTheBackendUntilItExpires) {
+  ASSERT_NO_FATAL_FAILURE(addBackend(true));
+  ASSERT_NO_FATAL_FAILURE(addBackend(true));
+  ASSERT_NO_FATAL_FAILURE(addBackend(true));
+  ASSERT_NO_FATAL_FAILURE(
+      apply(frontend("10.96.1.9", LbAlgorithm::kRandom, {5, 60'000, 60'000, 50})));
+  const BackendEjectorPtr& ejector = dp_->ejector();
+  ASSERT_NE(ejector, nullptr);
+  const SocketAddress vip = *SocketAddress::parse("10.96.1.9:80");
+  auto backend = [&](size_t i) {
+    return SocketAddress{*IpAddress::parse(backends_[i].addr), kPort};
+  };
+
+  // 6 s: the 60 connects below must fit in it on a loaded machine.
+  const uint64_t t0 = monotonicNs();
+  auto r = ejector->eject(vip, backend(0), 6'000);
+  const uint64_t t1 = monotonicNs();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, EjectResult::kEjected);
+  mesh_backend_state st = backendState(0);
+  EXPECT_GE(st.ejected_until_ns, t0 + 6'000'000'000);
+  EXPECT_LE(st.ejected_until_ns, t1 + 6'000'000'000);
+  EXPECT_EQ(st.times_ejected, 1u);
+  mesh_svc_state svc = serviceState();
+  EXPECT_EQ(svc.ejected, 1);
+  EXPECT_EQ(svc.ejections, 1u);
+  EXPECT_EQ(stat(MESH_STAT_EJECTION), 1u);
+
+  // Once ejected it stays so; the service's cap (1) holds for L7 ejections too; unknown
+  // services and backends are answered as such.
+  r = ejector->eject(vip, backend(0), 6'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, EjectResult::kAlreadyEjected);
+  r = ejector->eject(vip, backend(1), 6'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, EjectResult::kSkippedMaxPercent);
+  r = ejector->eject(*SocketAddress::parse("10.96.1.99:80"), backend(1), 6'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, EjectResult::kNoService);
+  r = ejector->eject(vip, *SocketAddress::parse("10.0.99.2:8080"), 6'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, EjectResult::kNoBackend);
+  svc = serviceState();
+  EXPECT_EQ(svc.ejected, 1);
+  EXPECT_EQ(svc.ejections_skipped, 1u);
+
+  // While ejected: connects to the VIP never reach it.
+  auto counts = dial("10.96.1.9", 60);
+  const uint64_t dialed = monotonicNs();
+  ASSERT_LT(dialed, backendState(0).ejected_until_ns) << "the connects outlasted the ejection";
+  EXPECT_EQ(counts[id(0)], 0);
+  EXPECT_EQ(counts[id(1)] + counts[id(2)], 60);
+  EXPECT_GT(stat(MESH_STAT_EJECTED_SKIPPED), 0u) << "about a third of the picks were it";
+
+  // After it: back (the first connect that draws it ends the ejection). Missing it in 60
+  // draws of three has probability (2/3)^60 ~ 3e-11.
+  ASSERT_NO_FATAL_FAILURE(waitEjectionOver(0, std::chrono::seconds(15)));
+  counts = dial("10.96.1.9", 60);
+  EXPECT_GT(counts[id(0)], 0);
+  EXPECT_EQ(counts[id(0)] + counts[id(1)] + counts[id(2)], 60);
+  EXPECT_EQ(stat(MESH_STAT_EJECTION_EXPIRED), 1u);
+  EXPECT_EQ(serviceState().ejected, 0);
+  EXPECT_EQ(backendState(0).ejected_until_ns, 0u);
+}
+
 // LeastLatency (p2c-ewma): three backends, one behind a link that delays
 // client -> backend packets by 20 ms. 300 sequential connections, each with
 // three request/response exchanges so that RTT samples exist. A uniform

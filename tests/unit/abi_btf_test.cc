@@ -113,6 +113,11 @@ std::map<std::string, Layout> cppLayouts() {
          MEMBER(mesh_sock_key, family), MEMBER(mesh_sock_key, _pad)}}},
       {"mesh_backend_forget_ctx",
        {sizeof(mesh_backend_forget_ctx), {MEMBER(mesh_backend_forget_ctx, backend_id)}}},
+      {"mesh_backend_eject_ctx",
+       {sizeof(mesh_backend_eject_ctx),
+        {MEMBER(mesh_backend_eject_ctx, svc), MEMBER(mesh_backend_eject_ctx, addr),
+         MEMBER(mesh_backend_eject_ctx, port), MEMBER(mesh_backend_eject_ctx, family),
+         MEMBER(mesh_backend_eject_ctx, _pad), MEMBER(mesh_backend_eject_ctx, duration_ms)}}},
   };
 }
 

@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/l7.h"
@@ -103,8 +106,8 @@ proxy::RouteDecision routeOne(L7Config& cfg) {
 }
 
 // Routes `n` requests; each one's endpoint answers in 20 ms if it is 10.244.1.12 (slow),
-// else 1 ms, fed back as the proxy would (onRequest). Returns the slow endpoint's picks
-// among the last `counted` requests.
+// else 1 ms, fed back as the proxy would (onTry for the one try, then onRequest). Returns the
+// slow endpoint's picks among the last `counted` requests.
 int picksOfSlowEndpoint(L7Config& cfg, int n, int counted) {
   const SocketAddress slow = *SocketAddress::parse("10.244.1.12:8080");
   int to_slow = 0;
@@ -119,6 +122,8 @@ int picksOfSlowEndpoint(L7Config& cfg, int n, int counted) {
     r.response_code = 200;
     r.protocol = "http/1.1";
     r.duration_us = d.upstream == slow ? 20'000 : 1'000;
+    r.attempts = 1;
+    cfg.onTry(d, d.upstream, proxy::resilience::TryOutcome::response(200), r.duration_us);
     cfg.onRequest(r);
   }
   return to_slow;
@@ -271,6 +276,369 @@ TEST(L7ConfigTest, AccessLogWritesOneLinePerRecord) {
   cfg.setAccessLog(nullptr);
   ::unlink(path.c_str());
   ::rmdir(dir);
+}
+
+// --- Request-level resilience: what route() hands the core, retarget(), onTry().
+
+constexpr char kThreeEndpoints[] = R"(apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: ["10.244.1.11"]
+  - addresses: ["10.244.1.12"]
+  - addresses: ["10.244.1.13"]
+)";
+
+// A route-less Service made L7 by its TrafficPolicy (`spec` is the policy's spec body).
+std::string webWithPolicy(const std::string& spec, const char* base = kThreeEndpoints) {
+  return std::string(base) + R"(---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web-policy}
+spec:
+  targetRef: {kind: Service, name: web}
+)" + spec;
+}
+
+// Records every ejection the daemon asks of the kernel.
+class FakeEjector : public datapath::BackendEjector {
+ public:
+  struct Call {
+    SocketAddress frontend, backend;
+    uint32_t ms;
+  };
+  absl::StatusOr<datapath::EjectResult> eject(const SocketAddress& frontend,
+                                              const SocketAddress& backend, uint32_t ms) override {
+    calls.push_back({frontend, backend, ms});
+    return datapath::EjectResult::kEjected;
+  }
+  std::vector<Call> calls;
+};
+
+TEST(L7ResilienceTest, RouteSetsTheClustersBreakerAndTheServicesRetries) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, webWithPolicy(R"(  retries: {attempts: 3, perTryTimeout: 2s}
+  requestLimits: {maxRequests: 7}
+)"));
+  const proxy::RouteDecision d = routeOne(cfg);
+  ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
+  EXPECT_EQ(d.cluster, "default/web:80");
+  ASSERT_NE(d.retries, nullptr);
+  EXPECT_EQ(d.retries->attempts, 3u);
+  EXPECT_EQ(d.retries->per_try_timeout_ms, 2000u);
+  ASSERT_NE(d.breaker, nullptr);
+  EXPECT_NE(d.cluster_ctx, nullptr);
+  EXPECT_EQ(d.fault_delay_ms, 0u);
+  // The breaker has the policy's thresholds: 7 active requests, the 8th refused.
+  std::vector<proxy::resilience::Guard> held;
+  for (int i = 0; i < 7; ++i) {
+    held.push_back(d.breaker->tryAcquireRequest());
+    EXPECT_TRUE(held.back());
+  }
+  EXPECT_FALSE(d.breaker->tryAcquireRequest());
+  // Every request of the cluster gets the same (node-wide) breaker.
+  EXPECT_EQ(routeOne(cfg).breaker, d.breaker);
+
+  // attempts 0: no retry policy at all.
+  applyYaml(cfg, webWithPolicy("  retries: {attempts: 0}\n"));
+  const proxy::RouteDecision none = routeOne(cfg);
+  EXPECT_EQ(none.retries, nullptr);
+  EXPECT_NE(none.breaker, nullptr);
+}
+
+// Istio's default retry policy applies to every HTTP route without retries: 2 retries on
+// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes [503].
+TEST(L7ResilienceTest, RoutesWithoutRetriesGetIstiosDefaultPolicy) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, std::string(kThreeEndpoints) + R"(---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+)");
+  const proxy::RouteDecision d = routeOne(cfg);
+  ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
+  ASSERT_NE(d.retries, nullptr);
+  EXPECT_EQ(*d.retries, state::RetrySettings{});
+  EXPECT_EQ(d.retries->attempts, 2u);
+  EXPECT_EQ(d.retries->retry_on, state::kRetryOnConnectFailure | state::kRetryOnRefusedStream |
+                                     state::kRetryOnUnavailable | state::kRetryOnCancelled |
+                                     state::kRetryOnRetriableStatusCodes);
+  EXPECT_EQ(d.retries->retriable_status_codes, std::vector<uint16_t>{503});
+  EXPECT_NE(d.breaker, nullptr);  // the backend's default limits (1024)
+}
+
+TEST(L7ResilienceTest, FaultDelaySetsTheDelayAndKeepsTheAbort) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, webWithPolicy(R"(  faultInjection:
+    delay: {fixedDelay: 50ms, percentage: 100}
+)"));
+  proxy::RouteDecision d = routeOne(cfg);
+  EXPECT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
+  EXPECT_EQ(d.fault_delay_ms, 50u);
+  EXPECT_TRUE(d.upstream.valid());
+  // Delay and abort: the delay is set and the abort is the direct response (FI; the core
+  // waits first and adds DI).
+  applyYaml(cfg, webWithPolicy(R"(  faultInjection:
+    delay: {fixedDelay: 50ms, percentage: 100}
+    abort: {httpStatus: 503, percentage: 100}
+)"));
+  d = routeOne(cfg);
+  EXPECT_EQ(d.kind, proxy::RouteDecision::Kind::kDirectResponse);
+  EXPECT_EQ(d.status, 503);
+  EXPECT_EQ(d.response_flags, "FI");
+  EXPECT_EQ(d.fault_delay_ms, 50u);
+}
+
+// Feeds `n` 503 responses from `endpoint` as the core would after each try.
+void fail503(L7Config& cfg, const proxy::RouteDecision& d, const SocketAddress& endpoint, int n) {
+  for (int i = 0; i < n; ++i) {
+    cfg.onTry(d, endpoint, proxy::resilience::TryOutcome::response(503), 1000);
+  }
+}
+
+TEST(L7ResilienceTest, OnTryEjectsAfterConsecutive5xxIntoTheKernelAndRouteSkipsIt) {
+  L7Config cfg(nullptr, 1);
+  auto ejector = std::make_shared<FakeEjector>();
+  cfg.setEjector(ejector);
+  applyYaml(
+      cfg,
+      webWithPolicy(
+          R"(  outlierDetection: {consecutive5xxErrors: 3, baseEjectionTime: 40s, maxEjectionPercent: 50}
+)"));
+  const proxy::RouteDecision d = routeOne(cfg);
+  const SocketAddress bad = *SocketAddress::parse("10.244.1.12:8080");
+  fail503(cfg, d, bad, 2);
+  cfg.onTry(d, bad, proxy::resilience::TryOutcome::response(200), 1000);  // ends the run
+  fail503(cfg, d, bad, 2);
+  EXPECT_TRUE(ejector->calls.empty());
+  fail503(cfg, d, bad, 1);  // the third in a row
+  ASSERT_EQ(ejector->calls.size(), 1u);
+  EXPECT_EQ(ejector->calls[0].frontend, *SocketAddress::parse("10.96.0.20:80"));
+  EXPECT_EQ(ejector->calls[0].backend, bad);
+  EXPECT_EQ(ejector->calls[0].ms, 40'000u);
+  // The proxy skips it from now on (300 picks; each would hit it a third of the time).
+  for (int i = 0; i < 300; ++i) EXPECT_NE(routeOne(cfg).upstream, bad);
+  // Counted in the cluster's stats and metrics.
+  const std::vector<L7Config::ClusterStats> stats = cfg.clusterStats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].cluster, "default/web:80");
+  EXPECT_EQ(stats[0].ejections, 1u);
+  EXPECT_EQ(stats[0].ejected, 1u);
+  EXPECT_EQ(cfg.kernelEjections()[size_t(datapath::EjectResult::kEjected)], 1u);
+  // A gateway error that is not a response (connect failure) counts as a 5xx too; a second
+  // endpoint would exceed the cap (50% of 3 = 1): skipped, nothing asked of the kernel.
+  const SocketAddress other = *SocketAddress::parse("10.244.1.11:8080");
+  for (int i = 0; i < 3; ++i) {
+    cfg.onTry(d, other, proxy::resilience::TryOutcome::connectFailure(), 1000);
+  }
+  EXPECT_EQ(ejector->calls.size(), 1u);
+  EXPECT_EQ(cfg.clusterStats()[0].ejections_skipped, 1u);
+}
+
+TEST(L7ResilienceTest, RetargetAvoidsTheFailedAndEjectedEndpoints) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg,
+            webWithPolicy(R"(  outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
+)"));
+  const SocketAddress a = *SocketAddress::parse("10.244.1.11:8080");
+  const SocketAddress b = *SocketAddress::parse("10.244.1.12:8080");
+  const SocketAddress c = *SocketAddress::parse("10.244.1.13:8080");
+  proxy::RouteDecision d = routeOne(cfg);
+  // Never the failed one; both others are used.
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 300; ++i) {
+    proxy::RouteDecision r = routeOne(cfg);
+    const SocketAddress failed = r.upstream;
+    ASSERT_TRUE(cfg.retarget(r, failed));
+    EXPECT_NE(r.upstream, failed);
+    ++seen[r.upstream.toString()];
+  }
+  EXPECT_EQ(seen.size(), 3u);
+  // b ejected: a retry after a failed a always goes to c; the first pick is never b.
+  fail503(cfg, d, b, 1);
+  for (int i = 0; i < 200; ++i) {
+    proxy::RouteDecision r = routeOne(cfg);
+    EXPECT_NE(r.upstream, b);
+    r.upstream = a;
+    ASSERT_TRUE(cfg.retarget(r, a));
+    EXPECT_EQ(r.upstream, c);
+  }
+  // Every endpoint but the failed one ejected: panic — another one anyway, never the failed.
+  fail503(cfg, d, c, 1);
+  for (int i = 0; i < 50; ++i) {
+    proxy::RouteDecision r = d;
+    ASSERT_TRUE(cfg.retarget(r, a));
+    EXPECT_NE(r.upstream, a);
+  }
+  // All ejected: route() still forwards (panic), to one of them.
+  fail503(cfg, d, a, 1);
+  const proxy::RouteDecision p = routeOne(cfg);
+  EXPECT_EQ(p.kind, proxy::RouteDecision::Kind::kForward);
+  EXPECT_TRUE(p.upstream == a || p.upstream == b || p.upstream == c);
+  // A decision without cluster state (direct response, or a non-L7 frontend): no retarget.
+  proxy::RouteDecision bare;
+  EXPECT_FALSE(cfg.retarget(bare, a));
+}
+
+// One endpoint: a retry goes to it again (nothing else to try).
+TEST(L7ResilienceTest, RetargetWithOneEndpointRetriesIt) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, std::string(R"(apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: ["10.244.1.11"]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web-policy}
+spec:
+  targetRef: {kind: Service, name: web}
+  retries: {attempts: 2}
+)"));
+  proxy::RouteDecision d = routeOne(cfg);
+  const SocketAddress only = d.upstream;
+  ASSERT_TRUE(cfg.retarget(d, only));
+  EXPECT_EQ(d.upstream, only);
+}
+
+// A config swap keeps the cluster's breaker (same object, counts in flight kept, new
+// thresholds) and its L7 outlier state.
+TEST(L7ResilienceTest, BreakerAndEjectionsSurviveAConfigSwap) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, webWithPolicy(R"(  requestLimits: {maxRequests: 2}
+  outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 50}
+)"));
+  const proxy::RouteDecision d1 = routeOne(cfg);
+  ASSERT_NE(d1.breaker, nullptr);
+  proxy::resilience::Guard g = d1.breaker->tryAcquireRequest();
+  ASSERT_TRUE(g);
+  const SocketAddress bad = *SocketAddress::parse("10.244.1.12:8080");
+  fail503(cfg, d1, bad, 1);
+  // New limits and one more endpoint (the outlier detector is rebuilt, state kept by address).
+  applyYaml(
+      cfg,
+      webWithPolicy(R"(  requestLimits: {maxRequests: 1}
+  outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 50}
+)",
+                    (std::string(kThreeEndpoints) + "  - addresses: [\"10.244.1.14\"]\n").c_str()));
+  const proxy::RouteDecision d2 = routeOne(cfg);
+  EXPECT_EQ(d2.breaker, d1.breaker);
+  EXPECT_EQ(d2.breaker->counts().active, 1u);
+  EXPECT_FALSE(d2.breaker->tryAcquireRequest()) << "maxRequests 1, one in flight";
+  g.release();
+  EXPECT_TRUE(d2.breaker->tryAcquireRequest());
+  const std::vector<L7Config::ClusterStats> stats = cfg.clusterStats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].ejected, 1u);
+  EXPECT_EQ(stats[0].ejections, 1u);
+  for (int i = 0; i < 200; ++i) EXPECT_NE(routeOne(cfg).upstream, bad);
+}
+
+TEST(L7ResilienceTest, MetricsShowBreakerCountsAndEjections) {
+  L7Config cfg(nullptr, 1);
+  cfg.setEjector(std::make_shared<FakeEjector>());
+  applyYaml(cfg, webWithPolicy(R"(  requestLimits: {maxPendingRequests: 1, maxRequests: 1}
+  outlierDetection: {consecutive5xxErrors: 1}
+)"));
+  const proxy::RouteDecision d = routeOne(cfg);
+  proxy::resilience::Guard p = d.breaker->tryAcquirePending();
+  proxy::resilience::Guard a = d.breaker->tryAcquireRequest();
+  EXPECT_FALSE(d.breaker->tryAcquirePending());
+  EXPECT_FALSE(d.breaker->tryAcquireRequest());
+  EXPECT_FALSE(d.breaker->tryAcquireRequest());
+  fail503(cfg, d, d.upstream, 1);
+  std::string out;
+  cfg.renderResilienceMetrics(out);
+  for (const char* line : {
+           "meshd_l7_upstream_rq_pending_active{cluster=\"default/web:80\"} 1\n",
+           "meshd_l7_upstream_rq_active{cluster=\"default/web:80\"} 1\n",
+           "meshd_l7_upstream_rq_retries_active{cluster=\"default/web:80\"} 0\n",
+           "meshd_l7_upstream_rq_pending_overflow_total{cluster=\"default/web:80\"} 1\n",
+           "meshd_l7_upstream_rq_overflow_total{cluster=\"default/web:80\"} 2\n",
+           "meshd_l7_upstream_rq_retry_overflow_total{cluster=\"default/web:80\"} 0\n",
+           "meshd_l7_outlier_ejected_endpoints{cluster=\"default/web:80\"} 1\n",
+           "meshd_l7_outlier_ejections_total{cluster=\"default/web:80\",result=\"ejected\"} 1\n",
+           "meshd_l7_outlier_ejections_total{cluster=\"default/web:80\",result=\"skipped_max_"
+           "percent\"} 0\n",
+           "meshd_l7_kernel_ejections_total{result=\"ejected\"} 1\n",
+           "meshd_l7_kernel_ejections_total{result=\"error\"} 0\n",
+           "# TYPE meshd_l7_upstream_rq_pending_overflow_total counter\n",
+           "# TYPE meshd_l7_upstream_rq_active gauge\n",
+       }) {
+    EXPECT_NE(out.find(line), std::string::npos) << line << "\nin:\n" << out;
+  }
+}
+
+// A request whose endpoint was picked but that never left (breaker overflow: attempts 0)
+// gives its LeastLatency pick back, so the endpoint does not look busy forever. On a thread
+// of its own: the balancers are per thread and keyed by cluster name, and other tests here
+// route "default/web:80" without finishing their requests.
+void unsentRequestGivesItsPeakEwmaPickBack() {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, webWithPolicy(R"(  loadBalancer: {algorithm: LeastLatency}
+  retries: {attempts: 1}
+)",
+                               kTwoEndpoints));
+  // Both endpoints sampled (1 ms each, one after the other).
+  for (int i = 0; i < 20; ++i) {
+    const proxy::RouteDecision d = routeOne(cfg);
+    cfg.onTry(d, d.upstream, proxy::resilience::TryOutcome::response(200), 1000);
+    proxy::RequestRecord r;
+    r.cluster = d.cluster;
+    r.upstream = d.upstream;
+    r.protocol = "http/1.1";
+    r.attempts = 1;
+    cfg.onRequest(r);
+  }
+  // Then requests refused before sending (503 UO, attempts 0). With each pick given back the
+  // costs do not change, so P2C keeps choosing the same (cheaper) endpoint; if the picks
+  // stayed pending, that endpoint would look busier after each one and lose every other pick.
+  const SocketAddress first = *SocketAddress::parse("10.244.1.11:8080");
+  int to_first = 0;
+  for (int i = 0; i < 200; ++i) {
+    const proxy::RouteDecision d = routeOne(cfg);
+    to_first += d.upstream == first;
+    proxy::RequestRecord r;
+    r.cluster = d.cluster;
+    r.upstream = d.upstream;
+    r.protocol = "http/1.1";
+    r.response_code = 503;
+    r.response_flags = "UO";
+    r.attempts = 0;
+    cfg.onRequest(r);
+  }
+  EXPECT_TRUE(to_first == 0 || to_first == 200) << to_first;
+}
+
+TEST(L7ResilienceTest, UnsentRequestGivesItsPeakEwmaPickBack) {
+  std::thread t(unsentRequestGivesItsPeakEwmaPickBack);
+  t.join();
 }
 
 }  // namespace

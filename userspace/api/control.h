@@ -33,6 +33,8 @@ class MeshdControl {
       std::vector<resources::ResourceKey> keys) = 0;
   // The reconciler's view of the maps with live counters.
   virtual absl::StatusOr<FrontendViews> frontends() = 0;
+  // The L7 proxy's request-level state per cluster (empty without the proxy).
+  virtual absl::StatusOr<L7ClusterViews> l7Clusters() { return L7ClusterViews{}; }
   // Every applied resource, sorted by key.
   virtual absl::StatusOr<std::vector<resources::Resource>> resources() = 0;
   // meshd's state for `meshctl status` (a JSON object).

@@ -164,7 +164,9 @@ grpc::Status MeshdService::Get(grpc::ServerContext*, const v1::GetRequest* req,
     if (!frontends.ok()) return toGrpc(frontends.status());
     auto stats = control_.bpf("dump", "mesh_stats");
     if (!stats.ok()) return toGrpc(stats.status());
-    view = explainView(*frontends, req->namespace_(), req->name(), *stats, ViewClock::now());
+    auto l7 = control_.l7Clusters();
+    if (!l7.ok()) return toGrpc(l7.status());
+    view = explainView(*frontends, req->namespace_(), req->name(), *stats, ViewClock::now(), *l7);
   } else if (what == "policies" || what == "endpointslices" || what == "resources") {
     auto all = control_.resources();
     if (!all.ok()) return toGrpc(all.status());

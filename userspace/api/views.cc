@@ -230,7 +230,7 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
 
 nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
                                    std::string_view name, const nlohmann::ordered_json& node_stats,
-                                   const ViewClock& clock) {
+                                   const ViewClock& clock, const L7ClusterViews& l7) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   nlohmann::ordered_json node = nlohmann::ordered_json::object();
   for (const char* reason :
@@ -253,6 +253,23 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
     row["ejections"] = fv.counters.ejections;
     row["ejectionsSkipped"] = fv.counters.ejections_skipped;
     row["refusedAllEjected"] = fv.counters.refused_ejected;
+    if (f.protocol == state::Protocol::kTcp) {
+      const std::string cluster = absl::StrCat(f.ns, "/", f.service, ":", f.port);
+      for (const L7ClusterView& c : l7) {
+        if (c.cluster != cluster) continue;
+        row["requestLevel"] = {{"cluster", c.cluster},
+                               {"pendingRequests", c.pending},
+                               {"activeRequests", c.active},
+                               {"activeRetries", c.retries},
+                               {"pendingOverflow", c.pending_overflow},
+                               {"requestOverflow", c.request_overflow},
+                               {"retryOverflow", c.retry_overflow},
+                               {"l7EjectedNow", c.ejected},
+                               {"l7Ejections", c.ejections},
+                               {"l7EjectionsSkipped", c.ejections_skipped}};
+        break;
+      }
+    }
     nlohmann::ordered_json backends = nlohmann::ordered_json::array();
     size_t full = 0;
     size_t ejected = 0;

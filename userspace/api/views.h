@@ -46,6 +46,17 @@ nlohmann::ordered_json servicesView(const FrontendViews& frontends, std::string_
 nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_view ns,
                                     std::string_view name, const ViewClock& clock);
 
+// Request-level resilience of one cluster (a backend Service port) of the L7 proxy: its
+// node-wide circuit breaker and L7 outlier detection (daemon::L7Config::clusterStats).
+struct L7ClusterView {
+  std::string cluster;  // "ns/svc:port"
+  uint64_t pending = 0, active = 0, retries = 0;
+  uint64_t pending_overflow = 0, request_overflow = 0, retry_overflow = 0;
+  uint32_t ejected = 0;
+  uint64_t ejections = 0, ejections_skipped = 0;
+};
+using L7ClusterViews = std::vector<L7ClusterView>;
+
 // `meshctl explain SERVICE`: per frontend, whether new connections are admitted
 // and, if not, why: limits, live counts, refusals by reason (service limit,
 // backend limits, every backend ejected), reroutes, outlier detection settings
@@ -53,9 +64,13 @@ nlohmann::ordered_json backendsView(const FrontendViews& frontends, std::string_
 // backend's live count against its limit and its ejection, and a one-line
 // verdict. `node_stats` is mesh_stats as dumped (name -> count); its node-wide
 // refusal and ejection reasons are attached to every entry.
+//
+// `l7`: the L7 proxy's request-level state per cluster; a TCP frontend whose Service port has
+// one gets `requestLevel` (pendingRequests, activeRequests, activeRetries, pendingOverflow,
+// requestOverflow, retryOverflow, l7EjectedNow, l7Ejections, l7EjectionsSkipped).
 nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_view ns,
                                    std::string_view name, const nlohmann::ordered_json& node_stats,
-                                   const ViewClock& clock);
+                                   const ViewClock& clock, const L7ClusterViews& l7 = {});
 
 // TrafficPolicies: namespace, name, target, algorithm, maglevTableSize,
 // weights ("address=weight"), outlierDetection (enabled, consecutiveFailures,

@@ -155,6 +155,8 @@ absl::Status Daemon::init() {
                                ? options_.proxy_workers
                                : std::max(1u, std::thread::hardware_concurrency());
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
+  // L7 outlier ejections go into the kernel's ejection state (connect() skips them too).
+  l7_->setEjector(datapath_->ejector());
   if (!options_.access_log.empty()) {
     telemetry::AccessLog::Options ao;
     ao.shards = workers;
@@ -325,7 +327,10 @@ std::string Daemon::renderMetrics() {
     spdlog::warn("reading backend counters: {}", std::string(views.status().message()));
   }
   std::string out = telemetry::renderMetrics(m);
-  if (l7_) l7_->metrics().render(out);
+  if (l7_) {
+    l7_->metrics().render(out);
+    l7_->renderResilienceMetrics(out);
+  }
   return out;
 }
 
@@ -364,6 +369,17 @@ absl::StatusOr<std::vector<resources::ResourceKey>> Daemon::remove(
 }
 
 absl::StatusOr<api::FrontendViews> Daemon::frontends() { return reconciler_->describe(); }
+
+absl::StatusOr<api::L7ClusterViews> Daemon::l7Clusters() {
+  api::L7ClusterViews out;
+  if (!l7_) return out;
+  for (const L7Config::ClusterStats& s : l7_->clusterStats()) {
+    out.push_back({s.cluster, s.breaker.pending, s.breaker.active, s.breaker.retries,
+                   s.breaker.pending_overflow, s.breaker.request_overflow, s.breaker.retry_overflow,
+                   s.ejected, s.ejections, s.ejections_skipped});
+  }
+  return out;
+}
 
 absl::StatusOr<std::vector<resources::Resource>> Daemon::resources() {
   return updater_->run([this]() -> absl::StatusOr<std::vector<resources::Resource>> {

@@ -103,6 +103,7 @@ class Daemon : public api::MeshdControl {
   absl::StatusOr<std::vector<resources::ResourceKey>> remove(
       std::vector<resources::ResourceKey> keys) override;
   absl::StatusOr<api::FrontendViews> frontends() override;
+  absl::StatusOr<api::L7ClusterViews> l7Clusters() override;
   absl::StatusOr<std::vector<resources::Resource>> resources() override;
   absl::StatusOr<nlohmann::ordered_json> status() override;
   absl::StatusOr<nlohmann::ordered_json> bpf(std::string_view what, std::string_view map) override;

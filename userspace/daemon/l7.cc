@@ -5,14 +5,17 @@
 
 #include <algorithm>
 #include <random>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "proxy/resilience/fault.h"
 #include "proxy/resilience/outlier.h"
 #include "proxy/resilience/peak_ewma.h"
 #include "spdlog/spdlog.h"
+#include "telemetry/exposition.h"
 
 namespace meshd::daemon {
 namespace {
@@ -116,11 +119,15 @@ uint64_t monotonicNs() {
   return uint64_t(ts.tv_sec) * 1'000'000'000ULL + uint64_t(ts.tv_nsec);
 }
 
-// The endpoint for one request: weighted random, or peak-EWMA P2C when the cluster's policy
-// asks for LeastLatency.
-const routing::Endpoint* pickEndpoint(const routing::Cluster& c, uint64_t snapshot_id) {
+uint64_t monotonicMs() { return monotonicNs() / 1'000'000; }
+
+constexpr size_t kNoIndex = proxy::resilience::kNoEndpoint;
+
+// The worker's peak-EWMA balancer of a LeastLatency cluster (re-indexed when the worker first
+// routes on a new snapshot), or null for weighted random.
+proxy::resilience::PeakEwmaBalancer* balancerFor(const routing::Cluster& c, uint64_t snapshot_id) {
   if (c.request_policy == nullptr || !c.request_policy->peak_ewma || c.endpoints.size() < 2) {
-    return c.pickEndpoint(nextRandom());
+    return nullptr;
   }
   auto& map = workerBalancers().by_cluster;
   auto it = map.find(c.name);
@@ -133,18 +140,85 @@ const routing::Endpoint* pickEndpoint(const routing::Cluster& c, uint64_t snapsh
     e.balancer.update(eps);
     e.snapshot = snapshot_id;
   }
-  const size_t i = e.balancer.pick(c.cumulative, nextRandom(), monotonicNs());
-  if (i >= c.endpoints.size()) return c.pickEndpoint(nextRandom());
-  e.balancer.onStart(i);
-  return &c.endpoints[i];
+  return &e.balancer;
 }
 
-// Fault injection's abort (Istio's fault.abort): fills a direct response with flag FI when
-// this request draws it. Delays need a timer in the proxy core: not yet.
-bool faultAbort(const state::FaultInjection& fault, proxy::RouteDecision& out) {
-  if (!fault.aborts()) return false;
+// One draw: peak-EWMA P2C, or weighted random. kNoIndex when there is no endpoint.
+size_t drawIndex(const routing::Cluster& c, proxy::resilience::PeakEwmaBalancer* b) {
+  if (c.endpoints.empty()) return kNoIndex;
+  if (b != nullptr) {
+    const size_t i = b->pick(c.cumulative, nextRandom(), monotonicNs());
+    if (i < c.endpoints.size()) return i;
+  }
+  const routing::Endpoint* ep = c.pickEndpoint(nextRandom());
+  return ep == nullptr ? kNoIndex : static_cast<size_t>(ep - c.endpoints.data());
+}
+
+// Draws before falling back to a scan when draws keep hitting ejected (or the failed)
+// endpoints: with 10% ejected (the default cap) four draws all miss with probability 1e-4.
+constexpr int kMaxDraws = 4;
+
+// The endpoint for a request (avoid null) or a retry (avoid = the endpoint that just failed):
+// by the cluster's algorithm, skipping endpoints L7 outlier detection ejected and `avoid` —
+// kMaxDraws draws, then a scan from a random index for one that is usable. When none is
+// (every endpoint ejected, or all but `avoid`), Envoy's panic behaviour: ejections are
+// ignored (another endpoint than `avoid` if there is one, else `avoid` itself). Without
+// ejections and `avoid`, one draw (the per-request path). onStart for peak-EWMA.
+size_t chooseEndpoint(const routing::Cluster& c, uint64_t snapshot_id,
+                      proxy::resilience::L7Outlier* outlier, const SocketAddress* avoid) {
+  const size_t n = c.endpoints.size();
+  if (n == 0) return kNoIndex;
+  proxy::resilience::PeakEwmaBalancer* b = balancerFor(c, snapshot_id);
+  const bool check_ejected =
+      outlier != nullptr && outlier->size() == n && outlier->ejectedCount() != 0;
+  size_t pick = kNoIndex;
+  if (!check_ejected && avoid == nullptr) {
+    pick = drawIndex(c, b);
+  } else {
+    const uint64_t now_ms = check_ejected ? monotonicMs() : 0;
+    auto isAvoided = [&](size_t i) {
+      return avoid != nullptr && c.endpoints[i].address == avoid->ip &&
+             c.endpoints[i].port == avoid->port;
+    };
+    auto usable = [&](size_t i) {
+      return !isAvoided(i) && !(check_ejected && outlier->ejected(i, now_ms));
+    };
+    for (int d = 0; d < kMaxDraws && pick == kNoIndex; ++d) {
+      const size_t i = drawIndex(c, b);
+      if (i < n && usable(i)) pick = i;
+    }
+    const size_t start = nextRandom() % n;
+    for (size_t k = 0; k < n && pick == kNoIndex; ++k) {
+      if (usable((start + k) % n)) pick = (start + k) % n;
+    }
+    for (size_t k = 0; k < n && pick == kNoIndex; ++k) {  // panic: ejections ignored
+      if (!isAvoided((start + k) % n)) pick = (start + k) % n;
+    }
+    if (pick == kNoIndex) pick = drawIndex(c, b);  // `avoid` is the only endpoint
+  }
+  if (b != nullptr && pick < n) b->onStart(pick);
+  return pick;
+}
+
+// The index of `a` in a cluster's endpoints (sorted by address, port), or kNoIndex.
+size_t endpointIndex(const routing::Cluster& c, const SocketAddress& a) {
+  auto it = std::lower_bound(c.endpoints.begin(), c.endpoints.end(), a,
+                             [](const routing::Endpoint& e, const SocketAddress& k) {
+                               return std::tie(e.address, e.port) < std::tie(k.ip, k.port);
+                             });
+  if (it == c.endpoints.end() || it->address != a.ip || it->port != a.port) return kNoIndex;
+  return static_cast<size_t>(it - c.endpoints.begin());
+}
+
+// Fault injection (Istio's fault): one decision per request from the called Service's
+// policy. A delay sets fault_delay_ms (the core waits, flag DI); an abort fills a direct
+// response with its status and flag FI (the core sends it after the delay, if any, and adds
+// DI). Returns true when the request is aborted.
+bool applyFault(const state::FaultInjection& fault, proxy::RouteDecision& out) {
+  if (!fault.aborts() && !fault.delays()) return false;
   const proxy::resilience::FaultDecision d =
       proxy::resilience::FaultInjector(fault).decide(nextRandom());
+  out.fault_delay_ms = d.delay_ms;
   if (!d.aborted()) return false;
   out.kind = proxy::RouteDecision::Kind::kDirectResponse;
   out.status = d.abort_http_status != 0
@@ -155,7 +229,7 @@ bool faultAbort(const state::FaultInjection& fault, proxy::RouteDecision& out) {
   return true;
 }
 
-// The latency of a finished request, for the balancer that picked its endpoint.
+// The latency of a finished try, for the balancer that picked its endpoint (same worker).
 void recordLatency(std::string_view cluster, const SocketAddress& upstream, uint64_t duration_us) {
   auto& map = workerBalancers().by_cluster;
   auto it = map.find(absl::string_view(cluster.data(), cluster.size()));
@@ -164,6 +238,55 @@ void recordLatency(std::string_view cluster, const SocketAddress& upstream, uint
   if (i >= it->second.balancer.size()) return;
   it->second.balancer.onFinish(i, duration_us * 1000, monotonicNs());
 }
+
+// A request whose endpoint was picked but that was never sent (breaker overflow, client
+// gone during a fault delay): the pick's pending count is given back without a sample.
+void cancelPick(std::string_view cluster, const SocketAddress& upstream) {
+  auto& map = workerBalancers().by_cluster;
+  auto it = map.find(absl::string_view(cluster.data(), cluster.size()));
+  if (it == map.end()) return;
+  const size_t i = it->second.balancer.indexOf(upstream);
+  if (i < it->second.balancer.size()) it->second.balancer.onCancel(i);
+}
+
+// L7 outlier detection's ejections of one cluster, published into the kernel's ejection
+// state (datapath::BackendEjector) against the Service's frontend of the endpoint's family.
+// Worker threads; one BPF_PROG_TEST_RUN per ejection (rare: at most one per endpoint per
+// ejection time).
+class KernelSink final : public proxy::resilience::EjectionSink {
+ public:
+  KernelSink(std::string_view cluster, datapath::BackendEjectorPtr ejector,
+             std::shared_ptr<KernelEjectCounters> counters)
+      : cluster_(cluster), ejector_(std::move(ejector)), counters_(std::move(counters)) {}
+
+  void eject(const IpAddress& address, uint16_t port, uint32_t ms) override {
+    const SocketAddress backend{address, port};
+    const std::optional<SocketAddress>& fe = address.family == AF_INET6 ? frontend6 : frontend4;
+    if (ejector_ == nullptr) return;
+    if (!fe) {
+      counters_->by_result[static_cast<size_t>(datapath::EjectResult::kNoService)].fetch_add(1);
+      return;
+    }
+    absl::StatusOr<datapath::EjectResult> r = ejector_->eject(*fe, backend, ms);
+    if (!r.ok()) {
+      counters_->by_result[kEjectResults - 1].fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("L7 outlier detection: {} of {}: {}", backend.toString(), cluster_,
+                   std::string(r.status().message()));
+      return;
+    }
+    counters_->by_result[static_cast<size_t>(*r)].fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("L7 outlier detection ejected {} of {} for {} ms; kernel: {}", backend.toString(),
+                 cluster_, ms, datapath::ejectResultName(*r));
+  }
+
+  // The Service's frontends (VIP, Service port) by family; set when the snapshot is built.
+  std::optional<SocketAddress> frontend4, frontend6;
+
+ private:
+  std::string cluster_;
+  datapath::BackendEjectorPtr ejector_;
+  std::shared_ptr<KernelEjectCounters> counters_;
+};
 
 }  // namespace
 
@@ -197,6 +320,21 @@ struct L7Config::Snapshot {
     std::string name, ns;
   };
   absl::flat_hash_map<IpAddress, Workload> workloads;
+  // Request-level resilience state of every resolved cluster of the table (RouteDecision::
+  // cluster_ctx points at one): the node-wide breaker and L7 outlier detector from the
+  // registry (the same objects across swaps), and where its ejections go.
+  struct ClusterEntry {
+    const routing::Cluster* cluster = nullptr;
+    uint64_t snapshot_id = 0;  // the Snapshot's id (keys the workers' balancers)
+    proxy::resilience::ClusterStatePtr state;
+    std::unique_ptr<KernelSink> sink;
+  };
+  absl::flat_hash_map<const routing::Cluster*, std::unique_ptr<ClusterEntry>> clusters;
+
+  const ClusterEntry* entry(const routing::Cluster* c) const {
+    auto it = clusters.find(c);
+    return it == clusters.end() ? nullptr : it->second.get();
+  }
 
   const Workload* workload(const IpAddress& a) const {
     auto it = workloads.find(a);
@@ -280,6 +418,30 @@ void L7Config::willApply(const state::ResourceSet& resources,
     }
     snap->frontends.emplace(VipPort{f.vip, f.port}, std::move(fe));
   }
+  // Resilience state for every resolved cluster (each is a TCP Service port), attached to the
+  // registry so breakers and outlier state carry over from the previous snapshot.
+  absl::flat_hash_set<std::string> names;
+  for (const state::Frontend& f : desired.frontends) {
+    if (f.protocol != state::Protocol::kTcp) continue;
+    const routing::Cluster* c =
+        snap->table->cluster(absl::StrCat(f.ns, "/", f.service, ":", f.port));
+    if (c == nullptr || !c->resolved || c->request_policy == nullptr) continue;
+    std::unique_ptr<Snapshot::ClusterEntry>& ce = snap->clusters[c];
+    if (ce == nullptr) {
+      ce = std::make_unique<Snapshot::ClusterEntry>();
+      ce->cluster = c;
+      ce->snapshot_id = snap->id;
+      std::vector<SocketAddress> eps;
+      eps.reserve(c->endpoints.size());
+      for (const auto& ep : c->endpoints) eps.push_back(SocketAddress{ep.address, ep.port});
+      ce->state = registry_.attach(c->name, *c->request_policy, eps);
+      ce->sink = std::make_unique<KernelSink>(c->name, ejector_, eject_counters_);
+      names.insert(c->name);
+    }
+    (f.vip.family == AF_INET6 ? ce->sink->frontend6 : ce->sink->frontend4) =
+        SocketAddress{f.vip, f.port};
+  }
+  registry_.retain(names);
   absl::MutexLock lock(&mu_);
   for (auto& [key, fe] : snap->frontends) {
     if (fe->preconnect != nullptr)
@@ -330,35 +492,64 @@ bool L7Config::routeConnection(const SocketAddress& orig_dst, SocketAddress& ups
   return true;
 }
 
+namespace {
+
+// The retry policy the core applies: the called Service's (Istio's default policy without a
+// TrafficPolicy, state::RetrySettings), none when it allows no retry.
+const state::RetrySettings* retriesOf(const state::RequestPolicy& called) {
+  return called.retries.attempts != 0 ? &called.retries : nullptr;
+}
+
+}  // namespace
+
+// The endpoint of cluster `c` (resilience entry `ce`, may be null) into `out`: the upstream,
+// the cluster's breaker and the context for retarget()/onTry(). false when the cluster has no
+// endpoint.
+bool L7Config::pickInto(const routing::Cluster& c, const Snapshot& snap, const void* ce_ptr,
+                        proxy::RouteDecision& out) {
+  const auto* ce = static_cast<const Snapshot::ClusterEntry*>(ce_ptr);
+  const size_t i =
+      chooseEndpoint(c, snap.id, ce ? ce->state->outlier.get() : nullptr, /*avoid=*/nullptr);
+  if (i >= c.endpoints.size()) return false;
+  out.upstream = SocketAddress{c.endpoints[i].address, c.endpoints[i].port};
+  out.cluster = c.name;
+  out.breaker = ce ? ce->state->breaker.get() : nullptr;
+  out.cluster_ctx = ce;
+  return true;
+}
+
 void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
   std::shared_ptr<const Snapshot> snap = snapshot();
   const routing::ServiceRoutes* routes =
       snap->table ? snap->table->find(req.orig_dst.ip, req.orig_dst.port) : nullptr;
   if (routes == nullptr) {
     // No route bound: the Service's own endpoints — its L7 cluster when a request-level
-    // TrafficPolicy made it L7 (faults, balancing), else as the L4 path would.
+    // TrafficPolicy made it L7 (its own retries, faults, limits), else as the L4 path would
+    // (no request-level resilience).
     const routing::Cluster* c =
         snap->table ? snap->table->serviceCluster(req.orig_dst.ip, req.orig_dst.port) : nullptr;
     if (c == nullptr) {
       auto it = snap->frontends.find(VipPort{req.orig_dst.ip, req.orig_dst.port});
       c = it == snap->frontends.end() ? nullptr : &it->second->cluster;
     }
-    if (c != nullptr && c->request_policy != nullptr && faultAbort(c->request_policy->fault, out)) {
-      out.pin = std::move(snap);
-      return;
+    if (c != nullptr && c->request_policy != nullptr) {
+      if (applyFault(c->request_policy->fault, out)) {
+        out.pin = std::move(snap);
+        return;
+      }
+      out.retries = retriesOf(*c->request_policy);
     }
-    const routing::Endpoint* ep = c ? pickEndpoint(*c, snap->id) : nullptr;
-    if (ep == nullptr) {
+    const Snapshot::ClusterEntry* ce = c ? snap->entry(c) : nullptr;
+    if (c == nullptr || !pickInto(*c, *snap, ce, out)) {
       out.kind = proxy::RouteDecision::Kind::kDirectResponse;
       out.status = 503;
       out.body = "no healthy upstream\n";
       out.response_flags = "UH";
       out.cluster = c ? std::string_view(c->name) : std::string_view();
+      out.retries = nullptr;
       out.pin = std::move(snap);
       return;
     }
-    out.upstream = SocketAddress{ep->address, ep->port};
-    out.cluster = c->name;
     out.pin = std::move(snap);
     return;
   }
@@ -397,16 +588,15 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     out.pin = std::move(held);
     return;
   }
-  // Fault injection (the called Service's TrafficPolicy, like a VirtualService's fault):
-  // an abort answers here with flag FI. Delays need a timer in the core: not yet.
-  if (faultAbort(routes->requestPolicy().fault, out)) {
+  // Fault injection and retries: the called Service's TrafficPolicy (as a VirtualService's
+  // fault and retries), whichever backend the rule picks.
+  if (applyFault(routes->requestPolicy().fault, out)) {
     out.pin = std::move(snap);
     return;
   }
   const routing::BackendRef* ref = routing::pickBackendRef(rule, nextRandom());
   const routing::Cluster* c = ref ? ref->cluster : nullptr;
-  const routing::Endpoint* ep = c ? pickEndpoint(*c, snap->id) : nullptr;
-  if (ep == nullptr) {
+  if (c == nullptr || !pickInto(*c, *snap, snap->entry(c), out)) {
     out.kind = proxy::RouteDecision::Kind::kDirectResponse;
     out.status = static_cast<uint16_t>(c ? c->unavailableStatus() : 500);
     out.body = out.status == 503 ? std::string_view("no healthy upstream\n")
@@ -416,8 +606,7 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     out.pin = std::move(snap);
     return;
   }
-  out.upstream = SocketAddress{ep->address, ep->port};
-  out.cluster = c->name;
+  out.retries = retriesOf(routes->requestPolicy());
   if (auto e = snap->edits.find(ref); e != snap->edits.end()) {
     out.request_edits = e->second.request;
     out.response_edits = e->second.response;
@@ -445,6 +634,33 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     }
   }
   out.pin = std::move(snap);
+}
+
+bool L7Config::retarget(proxy::RouteDecision& decision, const SocketAddress& failed) {
+  const auto* ce = static_cast<const Snapshot::ClusterEntry*>(decision.cluster_ctx);
+  if (ce == nullptr) return false;
+  // The decision's pin holds the snapshot `ce` belongs to; its id keys the worker's balancer
+  // (a newer snapshot re-indexes it by address, which is harmless).
+  const routing::Cluster& c = *ce->cluster;
+  const size_t i = chooseEndpoint(c, ce->snapshot_id, ce->state->outlier.get(), &failed);
+  if (i >= c.endpoints.size()) return false;
+  decision.upstream = SocketAddress{c.endpoints[i].address, c.endpoints[i].port};
+  return true;
+}
+
+void L7Config::onTry(const proxy::RouteDecision& decision, const SocketAddress& endpoint,
+                     const proxy::resilience::TryOutcome& outcome, uint64_t elapsed_us) {
+  const auto* ce = static_cast<const Snapshot::ClusterEntry*>(decision.cluster_ctx);
+  if (ce == nullptr) return;
+  const routing::Cluster& c = *ce->cluster;
+  const size_t i = endpointIndex(c, endpoint);
+  if (i == kNoIndex) return;
+  if (i < ce->state->outlier->size()) {
+    ce->state->outlier->record(i, proxy::resilience::classify(outcome), monotonicMs(), *ce->sink);
+  }
+  if (c.request_policy != nullptr && c.request_policy->peak_ewma) {
+    recordLatency(c.name, endpoint, elapsed_us);
+  }
 }
 
 void L7Config::onRequest(const proxy::RequestRecord& r) {
@@ -489,8 +705,99 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
   }
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
-  if (r.upstream.valid() && !r.cluster.empty()) recordLatency(r.cluster, r.upstream, r.duration_us);
+  // Latency samples come from onTry (one per try); a request picked but never sent gives its
+  // pick back.
+  if (r.attempts == 0 && r.upstream.valid() && !r.cluster.empty())
+    cancelPick(r.cluster, r.upstream);
   if (access_log_) logAccess(*access_log_, r);
+}
+
+std::vector<L7Config::ClusterStats> L7Config::clusterStats() const {
+  std::shared_ptr<const Snapshot> snap;
+  {
+    absl::MutexLock lock(&mu_);
+    snap = current_;
+  }
+  const uint64_t now_ms = monotonicMs();
+  std::vector<ClusterStats> out;
+  out.reserve(snap->clusters.size());
+  for (const auto& [c, ce] : snap->clusters) {
+    ClusterStats st;
+    st.cluster = c->name;
+    st.breaker = ce->state->breaker->counts();
+    proxy::resilience::L7Outlier& o = *ce->state->outlier;
+    o.sweep(now_ms);  // ejections over that no request noticed yet
+    st.ejected = o.ejectedCount();
+    st.ejections = o.ejections();
+    st.ejections_skipped = o.ejectionsSkipped();
+    out.push_back(std::move(st));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ClusterStats& a, const ClusterStats& b) { return a.cluster < b.cluster; });
+  return out;
+}
+
+std::array<uint64_t, kEjectResults> L7Config::kernelEjections() const {
+  std::array<uint64_t, kEjectResults> out{};
+  for (size_t i = 0; i < kEjectResults; ++i) {
+    out[i] = eject_counters_->by_result[i].load(std::memory_order_relaxed);
+  }
+  return out;
+}
+
+void L7Config::renderResilienceMetrics(std::string& out) const {
+  const std::vector<ClusterStats> stats = clusterStats();
+  telemetry::ExpositionWriter w;
+  using telemetry::MetricType;
+  struct Family {
+    std::string_view name, help;
+    MetricType type;
+    uint64_t (*value)(const ClusterStats&);
+  };
+  static constexpr Family kFamilies[] = {
+      {"meshd_l7_upstream_rq_pending_active",
+       "Requests waiting for an upstream connection (circuit breaker maxPendingRequests)",
+       MetricType::kGauge, [](const ClusterStats& s) { return s.breaker.pending; }},
+      {"meshd_l7_upstream_rq_active",
+       "Requests in flight to the upstream (circuit breaker maxRequests)", MetricType::kGauge,
+       [](const ClusterStats& s) { return s.breaker.active; }},
+      {"meshd_l7_upstream_rq_retries_active", "Retries in flight (maxRetries or the retry budget)",
+       MetricType::kGauge, [](const ClusterStats& s) { return s.breaker.retries; }},
+      {"meshd_l7_upstream_rq_pending_overflow_total",
+       "Requests refused with 503 UO: maxPendingRequests reached", MetricType::kCounter,
+       [](const ClusterStats& s) { return s.breaker.pending_overflow; }},
+      {"meshd_l7_upstream_rq_overflow_total", "Requests refused with 503 UO: maxRequests reached",
+       MetricType::kCounter, [](const ClusterStats& s) { return s.breaker.request_overflow; }},
+      {"meshd_l7_upstream_rq_retry_overflow_total",
+       "Retries not made: maxRetries or the retry budget reached", MetricType::kCounter,
+       [](const ClusterStats& s) { return s.breaker.retry_overflow; }},
+      {"meshd_l7_outlier_ejected_endpoints",
+       "Endpoints ejected now by L7 outlier detection (consecutive 5xx / gateway errors)",
+       MetricType::kGauge, [](const ClusterStats& s) { return uint64_t{s.ejected}; }},
+  };
+  for (const Family& f : kFamilies) {
+    w.family(f.name, f.help, f.type);
+    for (const ClusterStats& s : stats) w.sample({{"cluster", s.cluster}}, double(f.value(s)));
+  }
+  w.family("meshd_l7_outlier_ejections_total",
+           "L7 outlier ejections made, and not made because maxEjectionPercent was reached",
+           MetricType::kCounter);
+  for (const ClusterStats& s : stats) {
+    w.sample({{"cluster", s.cluster}, {"result", "ejected"}}, double(s.ejections));
+    w.sample({{"cluster", s.cluster}, {"result", "skipped_max_percent"}},
+             double(s.ejections_skipped));
+  }
+  w.family("meshd_l7_kernel_ejections_total",
+           "L7 ejections published into the kernel's ejection state, by the kernel's answer",
+           MetricType::kCounter);
+  const std::array<uint64_t, kEjectResults> k = kernelEjections();
+  for (size_t i = 0; i < kEjectResults; ++i) {
+    const std::string_view name = i + 1 == kEjectResults
+                                      ? std::string_view("error")
+                                      : datapath::ejectResultName(datapath::EjectResult(i));
+    w.sample({{"result", std::string(name)}}, double(k[i]));
+  }
+  out += w.text();
 }
 
 }  // namespace meshd::daemon

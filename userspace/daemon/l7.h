@@ -6,26 +6,44 @@
 // thread before the datapath is programmed (state::ConfigObserver) and published by
 // bumping a generation counter; each worker keeps its own reference and re-reads it
 // only when the generation moved (one relaxed atomic load per request, no lock).
+//
+// Request-level resilience (docs/design/0003-l7-proxy.md, "Resilience (as built)"): every
+// resolved cluster of a snapshot has its node-wide state from a ClusterRegistry (circuit
+// breaker + retry budget, L7 outlier detection), the same objects across swaps; route() hands
+// the core the target cluster's breaker, the called Service's retry policy and fault delay;
+// retarget() picks another endpoint for a retry; onTry() feeds outlier detection (ejections
+// go to the kernel through a datapath::BackendEjector) and peak-EWMA balancing.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "datapath/ejector.h"
 #include "datapath/orig_dst.h"
 #include "proxy/core/proxy.h"
+#include "proxy/resilience/registry.h"
 #include "proxy/routing/route_table.h"
 #include "state/model.h"
 #include "telemetry/access_log.h"
 #include "telemetry/request_metrics.h"
 
 namespace meshd::daemon {
+
+// Results of the kernel ejections L7 outlier detection requested: by datapath::EjectResult,
+// then one slot for syscall errors.
+inline constexpr size_t kEjectResults = 6;
+struct KernelEjectCounters {
+  std::array<std::atomic<uint64_t>, kEjectResults> by_result{};
+};
 
 class L7Config : public state::ConfigObserver,
                  public proxy::Router,
@@ -44,12 +62,37 @@ class L7Config : public state::ConfigObserver,
   void route(const proxy::RequestInfo& req, proxy::RouteDecision& out) override;
   bool routeConnection(const SocketAddress& orig_dst, SocketAddress& upstream,
                        std::string_view& cluster) override;
+  // Another endpoint of decision's cluster for a retry (never `failed` while another
+  // endpoint that is not L7-ejected exists); false when the decision has no cluster state.
+  bool retarget(proxy::RouteDecision& decision, const SocketAddress& failed) override;
+  // Every try's end: L7 outlier detection (may eject the endpoint, also in the kernel) and
+  // the peak-EWMA sample of a LeastLatency cluster.
+  void onTry(const proxy::RouteDecision& decision, const SocketAddress& endpoint,
+             const proxy::resilience::TryOutcome& outcome, uint64_t elapsed_us) override;
   // proxy::Observer (worker threads).
   void onRequest(const proxy::RequestRecord& record) override;
   // proxy::OriginalDst (worker threads).
   std::optional<SocketAddress> lookup(int fd, const SocketAddress& peer) override;
 
   telemetry::RequestMetrics& metrics() { return metrics_; }
+  // Where L7 outlier ejections are published (Datapath::ejector(): the kernel's ejection
+  // state, so connect() skips the backend too); null (the default) = the proxy's view only.
+  // Set before the first willApply (snapshots capture it).
+  void setEjector(datapath::BackendEjectorPtr ejector) { ejector_ = std::move(ejector); }
+
+  // Request-level resilience state of one cluster of the current snapshot.
+  struct ClusterStats {
+    std::string cluster;  // "ns/svc:port"
+    proxy::resilience::CircuitBreaker::Counts breaker;
+    uint32_t ejected = 0;  // endpoints L7-ejected now
+    uint64_t ejections = 0, ejections_skipped = 0;
+  };
+  // Every cluster with resilience state, sorted by name.
+  std::vector<ClusterStats> clusterStats() const;
+  // Kernel ejections requested by L7 outlier detection, by result (KernelEjectCounters).
+  std::array<uint64_t, kEjectResults> kernelEjections() const;
+  // The per-cluster breaker and L7 ejection metrics (docs/metrics.md) appended to `out`.
+  void renderResilienceMetrics(std::string& out) const;
   // The access log (--access-log): one line per record, after the metrics. Set before
   // the proxy starts; null (the default) = off.
   void setAccessLog(telemetry::AccessLogPtr log) { access_log_ = std::move(log); }
@@ -61,8 +104,15 @@ class L7Config : public state::ConfigObserver,
 
  private:
   std::shared_ptr<const Snapshot> snapshot() const;
+  static bool pickInto(const proxy::routing::Cluster& c, const Snapshot& snap, const void* ce,
+                       proxy::RouteDecision& out);
 
   datapath::OrigDstTablePtr orig_dst_;
+  datapath::BackendEjectorPtr ejector_;
+  // Kernel ejection results (kernelEjections()); shared with the snapshots' sinks.
+  std::shared_ptr<KernelEjectCounters> eject_counters_ = std::make_shared<KernelEjectCounters>();
+  // Node-wide per-cluster state across swaps; the updater thread only (willApply).
+  proxy::resilience::ClusterRegistry registry_;
   telemetry::RequestMetrics metrics_;
   telemetry::AccessLogPtr access_log_;
   std::atomic<unsigned> next_shard_{0};

@@ -293,6 +293,8 @@ absl::Status Datapath::load() {
   fds.max_backends = c.max_backends;
   maps_ = std::make_unique<BpfLbMaps>(fds);
   ASSIGN_OR_RETURN(orig_dst_, OrigDstTable::fromMapFd(bpf_map__fd(skel_->maps.mesh_orig_dst)));
+  ASSIGN_OR_RETURN(ejector_,
+                   KernelEjector::fromProgFd(bpf_program__fd(skel_->progs.mesh_backend_eject)));
 
   // An adopted mesh_config keeps redirecting L7 services while meshd
   // restarts: start from what it holds (the flags are decided again below).

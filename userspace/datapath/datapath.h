@@ -23,6 +23,7 @@
 #include "absl/types/span.h"
 #include "common/net.h"
 #include "datapath/bpf_lb_maps.h"
+#include "datapath/ejector.h"
 #include "datapath/map_writer.h"
 #include "datapath/orig_dst.h"
 #include "datapath/redirect.h"
@@ -135,6 +136,9 @@ class Datapath {
   // proxy's accept path. Shared and thread-safe: it holds its own map fd, so
   // it may outlive this Datapath.
   const OrigDstTablePtr& origDstTable() const { return orig_dst_; }
+  // L7 outlier ejections into the kernel's ejection state (mesh_backend_eject). Shared and
+  // thread-safe: it holds its own program fd, so it may outlive this Datapath.
+  const BackendEjectorPtr& ejector() const { return ejector_; }
 
   absl::StatusOr<std::vector<ProgramInfo>> programs();
   absl::StatusOr<std::vector<MapInfo>> mapInfo();
@@ -171,6 +175,7 @@ class Datapath {
   // The last mesh_config written (or adopted): its switches are written whole.
   mesh_config config_value_{};
   OrigDstTablePtr orig_dst_;
+  BackendEjectorPtr ejector_;
   bpf_link* proxy_sockops_link_ = nullptr;  // ours (not the skeleton's): destroyed in ~Datapath
   std::string proxy_cgroup_;
 };

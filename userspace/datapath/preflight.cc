@@ -1,5 +1,6 @@
 #include "datapath/preflight.h"
 
+#include <bpf/libbpf.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
@@ -103,6 +104,16 @@ absl::StatusOr<HostPaths> preflight() {
     return absl::FailedPreconditionError(absl::StrCat(
         "no kernel BTF at ", kBtfPath, " (", std::strerror(errno),
         "): meshd needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's kernels are)"));
+  }
+  // BPF_PROG_TYPE_SYSCALL (Linux 5.14+): meshd runs mesh_backend_forget (freeing a backend
+  // id) and mesh_backend_eject (L7 outlier ejections into the kernel's ejection state) as
+  // syscall programs with BPF_PROG_TEST_RUN, the only race-free way to update state sockops
+  // changes concurrently.
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SYSCALL, nullptr) != 1) {
+    return absl::FailedPreconditionError(
+        "the kernel cannot load BPF_PROG_TYPE_SYSCALL programs (syscall programs, Linux 5.14+), "
+        "which meshd needs to update backend ejection state atomically "
+        "(mesh_backend_forget, mesh_backend_eject): run a newer kernel");
   }
   ASSIGN_OR_RETURN(std::string mounts, readFile("/proc/mounts"));
   HostPaths paths;

@@ -107,6 +107,31 @@ TEST(ViewsTest, ExplainSaysWhyAndRendersEjections) {
   EXPECT_THAT(text, HasSubstr("    10.0.0.1:8080  live 2/none  connect failures 0  srtt 20.4ms\n"));
 }
 
+// The L7 proxy's request-level state of the Service port (its breaker, L7 ejections) joins
+// the frontend's explanation; other clusters' state does not.
+TEST(ViewsTest, ExplainShowsTheL7RequestLevelState) {
+  L7ClusterViews l7 = {{"default/other:80", 9, 9, 9, 9, 9, 9, 9, 9, 9},
+                       {"default/web:80", 2, 5, 1, 3, 4, 6, 1, 7, 8}};
+  nlohmann::ordered_json rows = explainView(webViews(), "default", "web", {}, kClock, l7);
+  ASSERT_EQ(rows.size(), 1u);
+  const auto& r = rows[0]["requestLevel"];
+  EXPECT_EQ(r["cluster"], "default/web:80");
+  EXPECT_EQ(r["activeRequests"], 5);
+  EXPECT_EQ(r["pendingOverflow"], 3);
+  EXPECT_EQ(r["l7Ejections"], 7);
+  const std::string text = cli::renderExplain(cli::Json::parse(rows.dump()));
+  EXPECT_THAT(text, HasSubstr("  requests:    5 active, 2 pending, 1 retries in flight (L7 proxy, "
+                              "node-wide); refused 503 UO: 3 at maxPendingRequests, 4 at "
+                              "maxRequests; retries not made: 6\n"));
+  EXPECT_THAT(text, HasSubstr("  L7 outliers: 1 ejected now, 7 made, 8 not made at "
+                              "maxEjectionPercent (consecutive 5xx / gateway errors)\n"));
+  // Without L7 state: no such lines.
+  rows = explainView(webViews(), "default", "web", {}, kClock);
+  EXPECT_FALSE(rows[0].contains("requestLevel"));
+  EXPECT_THAT(cli::renderExplain(cli::Json::parse(rows.dump())),
+              ::testing::Not(HasSubstr("requests:")));
+}
+
 TEST(ViewsTest, ExplainWhenEveryBackendIsEjected) {
   FrontendViews views = webViews();
   views[0].backends.erase(views[0].backends.begin());

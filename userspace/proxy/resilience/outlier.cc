@@ -91,6 +91,9 @@ L7Outlier::L7Outlier(const L7Outlier& previous, const state::L7OutlierSettings& 
     if (until != 0) ++ejected;
   }
   ejected_.store(ejected);
+  // The cluster's counters continue (they are exported as Prometheus counters).
+  ejections_.store(previous.ejections_.load());
+  skipped_.store(previous.skipped_.load());
 }
 
 bool L7Outlier::expire(EndpointState& s, uint64_t until, uint64_t now_ms) {

@@ -57,7 +57,8 @@ class L7Outlier {
   // Every endpoint starts with no runs and no ejection.
   L7Outlier(const state::L7OutlierSettings& settings, absl::Span<const SocketAddress> endpoints);
   // For a new endpoint list (config swap): endpoints also in `previous` keep their runs,
-  // ejection and times ejected (matched by address); the ejected count is recomputed. Workers
+  // ejection and times ejected (matched by address); the ejected count is recomputed and the
+  // ejections()/ejectionsSkipped() counters continue from previous's. Workers
   // may still record into `previous` (they are on the old snapshot): what they record during
   // or after the copy is not carried over, and an ejection being made at that moment is
   // published to the sink but not known here (at most a few results per swap).

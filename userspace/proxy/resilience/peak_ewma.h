@@ -46,6 +46,10 @@ class PeakEwma {
     if (pending_ > 0) --pending_;
     observe(rtt_ns, now_ns, decay_ns);
   }
+  // That request was never sent (picked, then refused or abandoned): no sample.
+  void cancel() {
+    if (pending_ > 0) --pending_;
+  }
   // Folds one response time in (peak-sensitive).
   void observe(uint64_t rtt_ns, uint64_t now_ns, uint64_t decay_ns);
 
@@ -92,6 +96,8 @@ class PeakEwmaBalancer {
   void onFinish(size_t i, uint64_t rtt_ns, uint64_t now_ns) {
     state_[i].finish(rtt_ns, now_ns, decay_ns_);
   }
+  // A request picked for endpoint `i` that was never sent (onStart without onFinish).
+  void onCancel(size_t i) { state_[i].cancel(); }
   // The index of an endpoint in the current list, kNoEndpoint when absent: for a request that
   // started before an update() (its generation differs) and finishes after it.
   size_t indexOf(const SocketAddress& endpoint) const;
