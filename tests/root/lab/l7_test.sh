@@ -13,6 +13,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export MESHD_BUILD_DIR=${MESHD_BUILD_DIR:-$REPO/build}
 export MESHLAB_QUIET=1
+export MESHLAB_ACCESS_LOG=1 # each meshd writes /run/meshd-lab/nN-access.log (checked in 13.)
 MESHLAB=$REPO/lab/meshlab
 CLIENT=$MESHD_BUILD_DIR/tools/mesh-client
 YAML=$REPO/tests/root/lab/l7.yaml
@@ -388,6 +389,33 @@ check "delay-l7: 200 after the fault delay (got '$t')" \
 check "delay-l7: counted with flag DI" \
   grep -q 'destination_service_name="delay-l7".*response_flags="DI"' \
   <<<"$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')"
+
+# 13. The JSON access log (meshd --access-log): one line per request, flushed within ~1 s.
+in_pod n1-p1 -- curl -s -o /dev/null --max-time 5 -A 'lab-agent/1' -H 'x-request-id: lab-alog-1' \
+  'http://10.96.0.20/alog?q=1'
+ALOG=/run/meshd-lab/n1-access.log
+line=
+for _ in $(seq 1 50); do
+  line=$(grep -F '"request_id":"lab-alog-1"' "$ALOG" 2>/dev/null | head -n 1)
+  [[ -n $line ]] && break
+  sleep 0.1
+done
+check "access log: the request's line is written within 5 s" test -n "$line"
+check "access log: the line's fields (method, path, authority, user agent, code, addresses)" \
+  python3 -c '
+import json, sys
+e = json.loads(sys.argv[1])
+want = {"method": "GET", "path": "/alog?q=1", "authority": "10.96.0.20", "user_agent": "lab-agent/1",
+        "response_code": 200, "protocol": "HTTP/1.1", "response_flags": "-",
+        "downstream_local_address": "10.96.0.20:80", "attempts": 1}
+bad = {k: (e.get(k), v) for k, v in want.items() if e.get(k) != v}
+ok = not bad and e["upstream_host"].endswith(":8080") and e["downstream_remote_address"].startswith("10.244.1.11:")
+print(bad or "", file=sys.stderr)
+sys.exit(0 if ok else 1)' "$line"
+check "access log: retry-l7 requests that were retried show attempts 2" \
+  grep -q '"upstream_cluster":"default/retry-l7:80".*"attempts":2\|"attempts":2.*"upstream_cluster":"default/retry-l7:80"' "$ALOG"
+check "access log: every line is one JSON object ($(wc -l <"$ALOG" 2>/dev/null) lines)" \
+  python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$ALOG"
 
 # 10. The app<->meshd hop is spliced (sockops on meshd's own cgroup joins meshd's accepted
 #    sockets to their clients in the sockhash): the kernel counted redirected sends.
