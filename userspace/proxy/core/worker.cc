@@ -579,18 +579,19 @@ void Worker::sweep() {
   for (H2Upstream* c : expired) destroy(c, http2::kCancel, c->connecting);
 }
 
-void Worker::newRequestId(char out[36]) {
+uint64_t Worker::random() {
   // xorshift128+ seeded from getrandom(): ids must be unique, not secret.
-  auto next = [this] {
-    uint64_t s1 = rng_[0];
-    const uint64_t s0 = rng_[1];
-    rng_[0] = s0;
-    s1 ^= s1 << 23;
-    rng_[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
-    return rng_[1] + s0;
-  };
+  uint64_t s1 = rng_[0];
+  const uint64_t s0 = rng_[1];
+  rng_[0] = s0;
+  s1 ^= s1 << 23;
+  rng_[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
+  return rng_[1] + s0;
+}
+
+void Worker::newRequestId(char out[36]) {
   uint8_t b[16];
-  const uint64_t hi = next(), lo = next();
+  const uint64_t hi = random(), lo = random();
   for (int i = 0; i < 8; ++i) {
     b[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
     b[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));

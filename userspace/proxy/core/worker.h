@@ -136,6 +136,9 @@ class Worker {
   void onPooledEvent(UpstreamConn* conn);
   // Writes a random UUIDv4 ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx") into out[0..36).
   void newRequestId(char out[36]);
+  // A uniformly random 64-bit value from the worker's generator (xorshift128+; back-off
+  // jitter, fault injection): not for secrets.
+  uint64_t random();
 
  private:
   Worker(const ProxyOptions& options, Router& router, OriginalDst& original_dst, Observer* observer,
