@@ -638,7 +638,7 @@ bool Session::beginExchange() {
     if (decision_.fault_delay_ms != 0) {
       // A fault abort after a fault delay: answered by httpTimer().
       delayed_ = true;
-      wait_until_ms_ = w_.nowMs() + decision_.fault_delay_ms;
+      wait_until_ms_ = deadlineAfter(decision_.fault_delay_ms);
       armTimer(wait_until_ms_);
       return true;
     }
@@ -706,7 +706,7 @@ bool Session::beginExchange() {
   http_->response.reset();
   if (decision_.fault_delay_ms != 0) {
     delayed_ = true;
-    wait_until_ms_ = w_.nowMs() + decision_.fault_delay_ms;
+    wait_until_ms_ = deadlineAfter(decision_.fault_delay_ms);
     armTimer(wait_until_ms_);
     return true;
   }
@@ -750,7 +750,7 @@ bool Session::startTry() {
   try_start_us_ = w_.nowUs();
   upstream_addr_ = decision_.upstream;
   const uint32_t per_try = decision_.retries != nullptr ? decision_.retries->per_try_timeout_ms : 0;
-  try_deadline_ms_ = per_try == 0 ? 0 : w_.nowMs() + per_try;
+  try_deadline_ms_ = per_try == 0 ? 0 : deadlineAfter(per_try);
   if (try_deadline_ms_ != 0) armTimer(try_deadline_ms_);
   if (up_ == nullptr) {
     if (tryEnded(resilience::TryOutcome::connectFailure())) return true;
@@ -797,7 +797,7 @@ bool Session::tryEnded(const resilience::TryOutcome& outcome) {
   urx_ = false;
   dropUpstream();  // a connection that failed (or whose response is discarded) is not reused
   http_->response.reset();
-  wait_until_ms_ = w_.nowMs() + policy.backoffMs(attempts_, w_.random());
+  wait_until_ms_ = deadlineAfter(policy.backoffMs(attempts_, w_.random()));
   armTimer(wait_until_ms_);
   return true;
 }

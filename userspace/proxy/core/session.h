@@ -135,6 +135,9 @@ class Session final : public EventHandler {
   void releaseGuards();
   // Worker::wakeAt() for the HTTP/1.1 exchange's deadlines, deduplicated (timer_at_).
   void armTimer(uint64_t at_ms);
+  // The worker-clock millisecond at or after which `ms` from now have passed (rounded up:
+  // a delay or timeout never ends early because nowMs() truncates the µs clock).
+  uint64_t deadlineAfter(uint64_t ms) const { return (w_.nowUs() + ms * 1000 + 999) / 1000; }
   void resetExchange();  // fields of a new exchange; exchange_ = true
   bool pumpRequestBody();
   bool pumpResponse();
