@@ -362,6 +362,27 @@ TEST_F(ProxyRetryTest, PerTryTimeoutMovesToTheNextEndpoint) {
   EXPECT_EQ(quiet.requests().size(), 1u);
 }
 
+TEST_F(ProxyRetryTest, PerTryTimeoutStartsWhenTheRequestWasPassedOn) {
+  // A slow upload is not a slow upstream (Envoy starts the per-try timer at the end of the
+  // downstream request): the pause below exceeds the per-try timeout, the try survives it.
+  UpstreamServer up(echoBody);
+  router_.endpoints = {up.address(), loopback(closedPort())};
+  router_.retries.per_try_timeout_ms = 100;
+  router_.retries.retry_on |= state::kRetryOnReset;
+  startProxy();
+  Socket c = client();
+  c.send("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: 10\r\n\r\nhello");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the scenario, not a check
+  c.send("world");
+  std::string buf;
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "helloworld");
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].attempts, 1u);
+}
+
 TEST_F(ProxyRetryTest, PerTryTimeoutWithoutRetriesIs504Ut) {
   UpstreamServer quiet(silent);
   router_.endpoints = {quiet.address()};

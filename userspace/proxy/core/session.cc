@@ -749,9 +749,8 @@ bool Session::startTry() {
   try_live_ = true;
   try_start_us_ = w_.nowUs();
   upstream_addr_ = decision_.upstream;
-  const uint32_t per_try = decision_.retries != nullptr ? decision_.retries->per_try_timeout_ms : 0;
-  try_deadline_ms_ = per_try == 0 ? 0 : deadlineAfter(per_try);
-  if (try_deadline_ms_ != 0) armTimer(try_deadline_ms_);
+  try_deadline_ms_ = 0;
+  if (request_done_) armPerTryTimer();  // else once the body has been passed on
   if (up_ == nullptr) {
     if (tryEnded(resilience::TryOutcome::connectFailure())) return true;
     upstreamFailed(503, withFlags("UF"),
@@ -800,6 +799,15 @@ bool Session::tryEnded(const resilience::TryOutcome& outcome) {
   wait_until_ms_ = deadlineAfter(policy.backoffMs(attempts_, w_.random()));
   armTimer(wait_until_ms_);
   return true;
+}
+
+void Session::armPerTryTimer() {
+  // Envoy starts the per-try timer when the whole request was received (a slow upload is
+  // not a slow upstream); the route timeout bounds the rest.
+  const uint32_t per_try = decision_.retries != nullptr ? decision_.retries->per_try_timeout_ms : 0;
+  if (per_try == 0 || !try_live_ || response_head_sent_) return;
+  try_deadline_ms_ = deadlineAfter(per_try);
+  armTimer(try_deadline_ms_);
 }
 
 void Session::abandonTry(const resilience::TryOutcome& outcome) {
@@ -966,6 +974,7 @@ bool Session::pumpRequestBody() {
     request_bytes_ += n;
     request_remaining_ -= n;
     request_done_ = request_remaining_ == 0;
+    if (request_done_) armPerTryTimer();
     return true;
   }
   // Chunked: decoded and written again (the upstream sees our chunk lines, never the
@@ -996,6 +1005,7 @@ bool Session::pumpRequestBody() {
     } else if (r.status == ChunkedDecoder::Status::kDone) {
       http1::writeLastChunk(&s);
       request_done_ = true;
+      armPerTryTimer();
     }
     up_->out.append(s);
     if (keep_replay_ && !response_head_sent_) keepForReplay(s);

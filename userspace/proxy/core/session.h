@@ -122,6 +122,8 @@ class Session final : public EventHandler {
   // the retry decision. true = a new try was started or is waiting for its back-off (the
   // caller stops); false = the caller answers the outcome as without retries.
   bool tryEnded(const resilience::TryOutcome& outcome);
+  // Starts the per-try timeout of the try in flight (when the whole request was passed on).
+  void armPerTryTimer();
   // Tells the router how the current try ended, without a retry (timeouts of the exchange).
   void abandonTry(const resilience::TryOutcome& outcome);
   // Whether a reset of a reused pooled connection before any response byte is re-sent at
