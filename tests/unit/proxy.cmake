@@ -4,6 +4,7 @@
 add_executable(meshd_proxy_core_test ${CMAKE_CURRENT_LIST_DIR}/proxy_core_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/proxy_smuggling_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/proxy_record_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/proxy_retry_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/proxy_test_util.cc
   ${CMAKE_CURRENT_LIST_DIR}/counting_new.cc)
 target_link_libraries(meshd_proxy_core_test PRIVATE meshd_proxy_core GTest::gtest_main)

@@ -939,10 +939,14 @@ TEST_F(ProxyCoreTest, ManyClientsOverSeveralWorkers) {
 // Allocation-free helpers for the counting test: fixed buffers and syscalls only.
 class CountingRouter : public Router {
  public:
-  explicit CountingRouter(SocketAddress up) : up_(up) {}
+  CountingRouter(SocketAddress up, const state::RetrySettings* retries,
+                 resilience::CircuitBreaker* breaker)
+      : up_(up), retries_(retries), breaker_(breaker) {}
   void route(const RequestInfo&, RouteDecision& d) override {
     d.upstream = up_;
     d.cluster = "test/web:80";
+    d.retries = retries_;
+    d.breaker = breaker_;
   }
   bool routeConnection(const SocketAddress&, SocketAddress& upstream,
                        std::string_view& cluster) override {
@@ -953,6 +957,8 @@ class CountingRouter : public Router {
 
  private:
   SocketAddress up_;
+  const state::RetrySettings* retries_;
+  resilience::CircuitBreaker* breaker_;
 };
 
 class CountingObserver : public Observer {
@@ -991,9 +997,10 @@ bool readHeads(int fd, int* state, int heads, size_t tail) {
   return true;
 }
 
-TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
-  // One raw upstream connection answering each head with a fixed response; one client
-  // connection; one worker. Nothing in the test allocates inside the counted window.
+// One raw upstream connection answering each head with a fixed response; one client
+// connection; one worker. Nothing in the test allocates inside the counted window.
+void expectNoAllocationPerRequest(const state::RetrySettings* retries,
+                                  resilience::CircuitBreaker* breaker) {
   ScopedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_storage ss;
   socklen_t len = loopback(0).toSockaddr(&ss);
@@ -1012,7 +1019,7 @@ TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
     }
     ::close(fd);
   });
-  CountingRouter router(up);
+  CountingRouter router(up, retries, breaker);
   TestOriginalDst odst;
   CountingObserver observer;
   ProxyOptions o;
@@ -1039,6 +1046,21 @@ TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
   (*proxy)->stop();
   server.join();
   EXPECT_EQ(observer.ok.load(), 2200);
+}
+
+TEST(ProxyAllocationTest, NoAllocationPerRequestInSteadyState) {
+  expectNoAllocationPerRequest(nullptr, nullptr);
+}
+
+TEST(ProxyAllocationTest, NoAllocationPerRequestWithRetriesAndBreaker) {
+  // The resilience path of a successful request: breaker guards, the request kept for a
+  // replay, onTry and the retry decision — still nothing allocated per request.
+  state::RetrySettings retries;
+  retries.per_try_timeout_ms = 1000;  // a timer per try, too
+  resilience::CircuitBreaker breaker;
+  expectNoAllocationPerRequest(&retries, &breaker);
+  EXPECT_EQ(breaker.counts().active, 0u);
+  EXPECT_EQ(breaker.counts().pending, 0u);
 }
 
 TEST(ProxyStartTest, BadOptionsAreClearErrors) {

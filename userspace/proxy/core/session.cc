@@ -449,6 +449,7 @@ void Session::becomeHttp() {
   http_ = std::make_unique<Http>(w_.options().limits);
   http_->edited.reserve(w_.options().limits.max_headers + 16);
   http_->scratch.reserve(4096);
+  http_->flags.reserve(64);
   orig_dst_text_ = orig_dst_.toString();
   // The pre-connected upstream joins the pool: the first request takes it back if its
   // route picks the same endpoint.
@@ -634,29 +635,19 @@ bool Session::beginExchange() {
     // The request body (if any) is not read: the connection closes after the answer.
     in_.consume(http_->request.headLength());
     request_done_ = !has_body;
+    if (decision_.fault_delay_ms != 0) {
+      // A fault abort after a fault delay: answered by httpTimer().
+      delayed_ = true;
+      wait_until_ms_ = deadlineAfter(decision_.fault_delay_ms);
+      armTimer(wait_until_ms_);
+      return true;
+    }
     localReply(decision_.status, decision_.response_flags, decision_.body, decision_.location,
                client_keep_alive_ && !has_body);
     return true;
   }
 
   upstream_addr_ = decision_.upstream;
-  int err = 0;
-  bool reused = false;
-  up_ = w_.acquire(decision_.upstream, &err, &reused);
-  if (up_ == nullptr) {
-    in_.consume(http_->request.headLength());
-    request_done_ = !has_body;
-    localReply(503, "UF",
-               "upstream connect error or disconnect/reset before headers. reset reason: "
-               "connection failure",
-               "", client_keep_alive_ && !has_body);
-    return true;
-  }
-  up_->owner = this;
-  up_->exchanges++;
-  upstream_reused_ = reused;
-  if (reused) w_.counters.upstream_reused.fetch_add(1, std::memory_order_relaxed);
-
   // The forwarded head: route edits applied, Expect: 100-continue answered here (below)
   // and not forwarded, rewrites, x-request-id added when absent.
   applyEdits(head.headers, decision_.request_edits, head.expect_continue);
@@ -680,8 +671,14 @@ bool Session::beginExchange() {
   wo.extra = absl::MakeConstSpan(extra, extras);
   http_->scratch.clear();
   http1::writeRequestHead(forwarded, wo, &http_->scratch);
-  up_->out.append(http_->scratch);
   in_.consume(http_->request.headLength());
+  // With retries the request is kept as sent (for a replay); with a fault delay the head
+  // waits here (the parsed head's views into in_ do not survive the wait).
+  keep_replay_ = decision_.retries != nullptr;
+  if (keep_replay_ || decision_.fault_delay_ms != 0) {
+    http_->replay.assign(http_->scratch);
+    replayable_ = http_->replay.size() <= replayLimit();
+  }
 
   switch (head.framing.body) {
     case BodyKind::kContentLength:
@@ -707,9 +704,197 @@ bool Session::beginExchange() {
   response_context_.connect = head.connect;
   response_context_.upgrade_requested = head.upgrade_requested;
   http_->response.reset();
-  request_deadline_ms_ =
-      decision_.request_timeout_ms == 0 ? 0 : w_.nowMs() + decision_.request_timeout_ms;
+  if (decision_.fault_delay_ms != 0) {
+    delayed_ = true;
+    wait_until_ms_ = deadlineAfter(decision_.fault_delay_ms);
+    armTimer(wait_until_ms_);
+    return true;
+  }
+  startTry();
   return true;
+}
+
+bool Session::startTry() {
+  wait_until_ms_ = 0;
+  const bool first = attempts_ == 0;
+  if (first) {
+    // The route timeout spans every try and back-off (not a fault delay before them).
+    request_deadline_ms_ =
+        decision_.request_timeout_ms == 0 ? 0 : w_.nowMs() + decision_.request_timeout_ms;
+  }
+  resilience::CircuitBreaker* breaker = decision_.breaker;
+  if (breaker != nullptr && !active_guard_) {
+    active_guard_ = breaker->tryAcquireRequest();
+    if (!active_guard_) {
+      upstreamFailed(resilience::kOverflowHttpStatus, withFlags(resilience::kOverflowFlag),
+                     "upstream connect error or disconnect/reset before headers. reset reason: "
+                     "overflow");
+      return false;
+    }
+  }
+  int err = 0;
+  bool reused = false;
+  up_ = w_.acquire(decision_.upstream, &err, &reused);
+  if (up_ != nullptr && up_->connecting && breaker != nullptr) {
+    // Waiting for a new connection: a pending request until it is connected or fails.
+    pending_guard_ = breaker->tryAcquirePending();
+    if (!pending_guard_) {
+      upstreamFailed(resilience::kOverflowHttpStatus, withFlags(resilience::kOverflowFlag),
+                     "upstream connect error or disconnect/reset before headers. reset reason: "
+                     "overflow");
+      return false;
+    }
+  }
+  ++attempts_;
+  try_live_ = true;
+  try_start_us_ = w_.nowUs();
+  upstream_addr_ = decision_.upstream;
+  try_deadline_ms_ = 0;
+  if (request_done_) armPerTryTimer();  // else once the body has been passed on
+  if (up_ == nullptr) {
+    if (tryEnded(resilience::TryOutcome::connectFailure())) return true;
+    upstreamFailed(503, withFlags("UF"),
+                   "upstream connect error or disconnect/reset before headers. reset reason: "
+                   "connection failure");
+    return false;
+  }
+  up_->owner = this;
+  up_->exchanges++;
+  upstream_reused_ = reused;
+  if (reused) w_.counters.upstream_reused.fetch_add(1, std::memory_order_relaxed);
+  if (first && !keep_replay_ && !delayed_) {
+    up_->out.append(http_->scratch);  // the forwarded head, written by beginExchange
+  } else {
+    up_->out.append(http_->replay);  // the head and the body sent so far
+  }
+  return true;
+}
+
+bool Session::tryEnded(const resilience::TryOutcome& outcome) {
+  urx_ = false;
+  if (!try_live_) return false;
+  try_live_ = false;
+  try_deadline_ms_ = 0;
+  pending_guard_.release();
+  retry_guard_.release();  // the retry that made this try is over
+  const SocketAddress failed = upstream_addr_;
+  w_.router().onTry(decision_, failed, outcome, w_.nowUs() - try_start_us_);
+  if (decision_.retries == nullptr) return false;
+  const resilience::RetryPolicy policy(*decision_.retries);
+  if (!policy.retriable(outcome)) return false;
+  // From here on the outcome is one the policy retries: URX if it stays the last one.
+  urx_ = retried_;
+  if (!replayable_ || !policy.shouldRetry(outcome, attempts_)) return false;
+  resilience::Guard guard;
+  if (decision_.breaker != nullptr) {
+    guard = decision_.breaker->tryAcquireRetry();
+    if (!guard) return false;  // the retry budget is spent: this outcome is the answer
+  }
+  if (!w_.router().retarget(decision_, failed)) return false;
+  retry_guard_ = std::move(guard);
+  retried_ = true;
+  urx_ = false;
+  dropUpstream();  // a connection that failed (or whose response is discarded) is not reused
+  http_->response.reset();
+  wait_until_ms_ = deadlineAfter(policy.backoffMs(attempts_, w_.random()));
+  armTimer(wait_until_ms_);
+  return true;
+}
+
+void Session::armPerTryTimer() {
+  // Envoy starts the per-try timer when the whole request was received (a slow upload is
+  // not a slow upstream); the route timeout bounds the rest.
+  const uint32_t per_try = decision_.retries != nullptr ? decision_.retries->per_try_timeout_ms : 0;
+  if (per_try == 0 || !try_live_ || response_head_sent_) return;
+  try_deadline_ms_ = deadlineAfter(per_try);
+  armTimer(try_deadline_ms_);
+}
+
+void Session::abandonTry(const resilience::TryOutcome& outcome) {
+  urx_ = false;
+  wait_until_ms_ = 0;
+  if (!try_live_) return;
+  try_live_ = false;
+  try_deadline_ms_ = 0;
+  w_.router().onTry(decision_, upstream_addr_, outcome, w_.nowUs() - try_start_us_);
+}
+
+bool Session::resendOnFreshConnection() {
+  // A pooled connection the server closed while it was idle (its keep-alive timeout) just
+  // as we sent on it: nothing of the request was processed. Re-sent once, at once, on a new
+  // connection to the same endpoint, as the same try — for idempotent methods only (RFC
+  // 9110 §9.2.2; RFC 9112 §9.3.1), and only while the request is held (a route with retries).
+  if (!upstream_reused_ || resent_ || !keep_replay_ || !replayable_ || !try_live_) return false;
+  const std::string_view m(method_, method_len_);
+  if (m != "GET" && m != "HEAD" && m != "OPTIONS" && m != "TRACE" && m != "PUT" && m != "DELETE") {
+    return false;
+  }
+  resent_ = true;
+  dropUpstream();
+  int err = 0;
+  up_ = w_.connect(upstream_addr_, &err);
+  upstream_reused_ = false;
+  if (up_ == nullptr) {
+    if (!tryEnded(resilience::TryOutcome::connectFailure())) {
+      upstreamFailed(503, withFlags("UF"),
+                     "upstream connect error or disconnect/reset before headers. reset reason: "
+                     "connection failure");
+    }
+    return true;
+  }
+  up_->owner = this;
+  up_->exchanges++;
+  up_->out.append(http_->replay);
+  http_->response.reset();
+  return true;
+}
+
+void Session::keepForReplay(std::string_view bytes) {
+  if (!replayable_) return;
+  if (http_->replay.size() + bytes.size() > replayLimit()) {
+    replayable_ = false;  // beyond the bound: this request is not retried
+    return;
+  }
+  http_->replay.append(bytes);
+}
+
+namespace {
+
+// Envoy's response flags in the order it prints them (ResponseFlagUtils).
+constexpr std::string_view kFlagOrder[] = {
+    "LH",   "UH", "UT",  "LR", "UR", "UF",  "UC",    "UO",   "NR",   "DI", "FI",  "RL", "UAEX",
+    "RLSE", "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM"};
+
+bool hasFlag(std::string_view list, std::string_view flag) {
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    if (list.substr(0, comma) == flag) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string_view Session::withFlags(std::string_view base) {
+  if (!delayed_ && !urx_) return base;
+  std::string& out = http_->flags;
+  if (!out.empty() && base.data() == out.data()) return base;  // already combined
+  out.clear();
+  for (std::string_view f : kFlagOrder) {
+    if (hasFlag(base, f) || (f == "DI" && delayed_) || (f == "URX" && urx_)) {
+      if (!out.empty()) out.push_back(',');
+      out.append(f);
+    }
+  }
+  return out;
+}
+
+void Session::releaseGuards() {
+  pending_guard_.release();
+  active_guard_.release();
+  retry_guard_.release();
 }
 
 void Session::resetExchange() {
@@ -731,6 +916,18 @@ void Session::resetExchange() {
   response_body_ = Body::kNone;
   upstream_reused_ = false;
   upstream_addr_ = SocketAddress();
+  releaseGuards();
+  attempts_ = 0;
+  try_start_us_ = 0;
+  try_deadline_ms_ = 0;
+  wait_until_ms_ = 0;
+  try_live_ = false;
+  keep_replay_ = false;
+  replayable_ = true;
+  delayed_ = false;
+  retried_ = false;
+  urx_ = false;
+  resent_ = false;
   method_len_ = 0;
   request_id_len_ = 0;
   log_path_.clear();
@@ -772,10 +969,12 @@ bool Session::pumpRequestBody() {
         std::min<uint64_t>(request_remaining_, std::min(in_.size(), up_->out.room(w_.outLimit()))));
     if (n == 0) return false;
     up_->out.append(in_.view().substr(0, n));
+    if (keep_replay_ && !response_head_sent_) keepForReplay(in_.view().substr(0, n));
     in_.consume(n);
     request_bytes_ += n;
     request_remaining_ -= n;
     request_done_ = request_remaining_ == 0;
+    if (request_done_) armPerTryTimer();
     return true;
   }
   // Chunked: decoded and written again (the upstream sees our chunk lines, never the
@@ -806,8 +1005,10 @@ bool Session::pumpRequestBody() {
     } else if (r.status == ChunkedDecoder::Status::kDone) {
       http1::writeLastChunk(&s);
       request_done_ = true;
+      armPerTryTimer();
     }
     up_->out.append(s);
+    if (keep_replay_ && !response_head_sent_) keepForReplay(s);
     in_.consume(r.consumed);
     request_bytes_ += r.consumed;
     progress |= r.consumed > 0;
@@ -838,15 +1039,19 @@ void Session::upstreamFailed(uint16_t status, std::string_view flags, std::strin
 bool Session::pumpResponse() {
   if (up_ == nullptr) return false;
   if (!response_head_sent_) {
+    if (pending_guard_ && !up_->connecting) pending_guard_.release();  // connected or failed
     if (up_->failed && !up_->connected_once) {
-      upstreamFailed(503, "UF",
+      if (tryEnded(resilience::TryOutcome::connectFailure())) return true;
+      upstreamFailed(503, withFlags("UF"),
                      "upstream connect error or disconnect/reset before headers. reset reason: "
                      "connection failure");
       return true;
     }
     if (up_->in.empty()) {
       if (up_->eof || up_->failed) {
-        upstreamFailed(503, "UC",
+        if (resendOnFreshConnection()) return true;
+        if (tryEnded(resilience::TryOutcome::reset(replayable_))) return true;
+        upstreamFailed(503, withFlags("UC"),
                        "upstream connect error or disconnect/reset before headers. reset "
                        "reason: connection termination");
         return true;
@@ -856,7 +1061,8 @@ bool Session::pumpResponse() {
     const ParseStatus st = http_->response.parse(up_->in.view(), response_context_);
     if (st == ParseStatus::kNeedMore) {
       if (up_->eof || up_->failed) {
-        upstreamFailed(503, "UC",
+        if (tryEnded(resilience::TryOutcome::reset(replayable_))) return true;
+        upstreamFailed(503, withFlags("UC"),
                        "upstream connect error or disconnect/reset before headers. reset "
                        "reason: connection termination");
         return true;
@@ -864,7 +1070,10 @@ bool Session::pumpResponse() {
       return false;
     }
     if (st == ParseStatus::kError) {
-      upstreamFailed(502, "UPE", http_->response.error().reason);
+      // A malformed response head: a reset of the try (Envoy resets the stream with a
+      // protocol error); answered 502 UPE unless retried.
+      if (tryEnded(resilience::TryOutcome::reset(replayable_))) return true;
+      upstreamFailed(502, withFlags("UPE"), http_->response.error().reason);
       return true;
     }
     const bool moved = onResponseHead();
@@ -946,6 +1155,10 @@ bool Session::onResponseHead() {
     up_->in.consume(http_->response.headLength());
     http_->response.reset();
     return true;
+  }
+  // The try's end: its outcome may make this response one that is not forwarded.
+  if (try_live_ && tryEnded(resilience::TryOutcome::response(head.status, -1, replayable_))) {
+    return true;  // retried: the response is discarded with its connection
   }
   status_ = head.status;
   http1::ResponseHead sent = head;
@@ -1070,9 +1283,13 @@ void Session::endExchange(bool keep_client) {
     }
     up_ = nullptr;
   }
+  releaseGuards();
   decision_ = RouteDecision();
   exchange_ = false;
   request_deadline_ms_ = 0;
+  try_deadline_ms_ = 0;
+  wait_until_ms_ = 0;
+  try_live_ = false;
   http_->request.reset();
   http_->response.reset();
   if (!keep_client) {
@@ -1085,6 +1302,8 @@ void Session::endExchange(bool keep_client) {
 void Session::record(std::string_view protocol) {
   if (recorded_) return;
   recorded_ = true;
+  releaseGuards();  // the exchange ended
+  flags_ = withFlags(flags_);
   Observer* o = w_.observer();
   if (o == nullptr) return;
   RequestRecord r;
@@ -1107,6 +1326,7 @@ void Session::record(std::string_view protocol) {
     r.user_agent = log_user_agent_;
   }
   r.start_unix_us = start_unix_us_;
+  r.attempts = http ? attempts_ : 0;
   o->onRequest(r);
 }
 
@@ -1151,7 +1371,8 @@ void Session::sweep(uint64_t now) {
     // timeout and a silent upstream, or a stalled body): never a hang. Envoy's flag for its
     // stream idle timeout is SI.
     last_activity_ms_ = now;
-    upstreamFailed(504, "SI", "stream idle timeout");
+    if (!response_head_sent_) abandonTry(resilience::TryOutcome::perTryTimeout(replayable_));
+    upstreamFailed(504, withFlags("SI"), "stream idle timeout");
     fired = true;
   }
   if (up_ != nullptr && up_->connecting && now >= up_->deadline_ms) {
@@ -1182,7 +1403,10 @@ void Session::sweep(uint64_t now) {
   }
   if (exchange_ && !response_head_sent_ && request_deadline_ms_ != 0 &&
       now >= request_deadline_ms_) {
-    upstreamFailed(504, "UT", "upstream request timeout");
+    // The route timeout spans all tries: a try in flight ends as timed out, a back-off is
+    // cut short; no retry follows.
+    abandonTry(resilience::TryOutcome::perTryTimeout(replayable_));
+    upstreamFailed(504, withFlags("UT"), "upstream request timeout");
     fired = true;
   }
   if (fired) drive();
@@ -1199,8 +1423,43 @@ void Session::onTimer(uint64_t now_ms) {
 }
 
 bool Session::httpTimer(uint64_t now_ms) {
-  (void)now_ms;
-  return false;
+  if (timer_at_ != 0 && timer_at_ <= now_ms) timer_at_ = 0;  // that entry fired
+  if (!exchange_ || mode_ != Mode::kHttp) return false;
+  bool changed = false;
+  if (wait_until_ms_ != 0 && now_ms >= wait_until_ms_) {
+    wait_until_ms_ = 0;
+    if (decision_.kind == RouteDecision::Kind::kDirectResponse) {
+      // The abort that followed a fault delay.
+      localReply(decision_.status, withFlags(decision_.response_flags), decision_.body,
+                 decision_.location, client_keep_alive_ && request_done_);
+    } else {
+      startTry();  // after a fault delay or a back-off
+    }
+    changed = true;
+  } else if (try_live_ && try_deadline_ms_ != 0 && now_ms >= try_deadline_ms_ &&
+             !response_head_sent_) {
+    if (!tryEnded(resilience::TryOutcome::perTryTimeout(replayable_))) {
+      // Envoy answers an expired per-try timeout with 504 UT.
+      upstreamFailed(504, withFlags("UT"), "upstream request timeout");
+    }
+    changed = true;
+  }
+  // A deadline still ahead whose entry was skipped by armTimer() (an earlier one fired).
+  if (exchange_) {
+    const uint64_t live_try = try_live_ && !response_head_sent_ ? try_deadline_ms_ : 0;
+    if (wait_until_ms_ != 0) armTimer(wait_until_ms_);
+    if (live_try != 0) armTimer(live_try);
+  }
+  return changed;
+}
+
+void Session::armTimer(uint64_t at_ms) {
+  // One Worker::wakeAt() entry per session at a time: a later deadline waits for the
+  // pending earlier entry, which re-arms (httpTimer). Keeps the worker's heap at about one
+  // entry per session instead of one per request (no growth, no allocation).
+  if (timer_at_ != 0 && timer_at_ <= at_ms) return;
+  w_.wakeAt(this, at_ms);
+  timer_at_ = at_ms;
 }
 
 void Session::abort() {
@@ -1212,6 +1471,7 @@ void Session::close() {
   if (dead) return;
   if (h2_ != nullptr) h2_->closeAll("DC");
   dropUpstream();
+  releaseGuards();
   decision_ = RouteDecision();
   fd_.reset();
   w_.destroy(this);

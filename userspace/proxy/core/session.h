@@ -27,6 +27,8 @@
 #include "proxy/http1/chunked_decoder.h"
 #include "proxy/http1/head_parser.h"
 #include "proxy/http1/head_writer.h"
+#include "proxy/resilience/breaker.h"
+#include "proxy/resilience/retry.h"
 
 namespace meshd::proxy {
 
@@ -91,6 +93,10 @@ class Session final : public EventHandler {
     http1::ChunkedDecoder response_chunks;
     std::vector<http1::HeaderField> edited;  // request or response fields after edits
     std::string scratch;                     // heads and chunk lines are written here first
+    // The request as sent upstream (head, then body bytes as written), kept for a retry
+    // while it fits in Session::replayLimit(); only when the route has retries or a delay.
+    std::string replay;
+    std::string flags;  // combined response flags ("UF,URX", "DI,FI"): Session::withFlags
   };
 
   bool readClient();
@@ -108,6 +114,32 @@ class Session final : public EventHandler {
   // A wakeAt() deadline of the HTTP/1.1 exchange; true when something changed (drive).
   bool httpTimer(uint64_t now_ms);
   bool beginExchange();
+  // Resilience of the exchange (docs/design/0003-l7-proxy.md, "Resilience in the core:
+  // HTTP/1.1"). A new try: breaker guards, an upstream connection, the request (replayed
+  // from http_->replay after the first). false when it was answered instead (UO, UF).
+  bool startTry();
+  // The current try ended before anything of its response reached the client: onTry, then
+  // the retry decision. true = a new try was started or is waiting for its back-off (the
+  // caller stops); false = the caller answers the outcome as without retries.
+  bool tryEnded(const resilience::TryOutcome& outcome);
+  // Starts the per-try timeout of the try in flight (when the whole request was passed on).
+  void armPerTryTimer();
+  // Tells the router how the current try ended, without a retry (timeouts of the exchange).
+  void abandonTry(const resilience::TryOutcome& outcome);
+  // Whether a reset of a reused pooled connection before any response byte is re-sent at
+  // once on a new connection (the server closed it while idle); see the design doc.
+  bool resendOnFreshConnection();
+  // Body bytes just written upstream: kept for a replay while within replayLimit().
+  void keepForReplay(std::string_view bytes);
+  size_t replayLimit() const { return w_.outLimit(); }
+  // `base` plus DI/URX of this exchange, in Envoy's order; `base` itself when neither.
+  std::string_view withFlags(std::string_view base);
+  void releaseGuards();
+  // Worker::wakeAt() for the HTTP/1.1 exchange's deadlines, deduplicated (timer_at_).
+  void armTimer(uint64_t at_ms);
+  // The worker-clock millisecond at or after which `ms` from now have passed (rounded up:
+  // a delay or timeout never ends early because nowMs() truncates the µs clock).
+  uint64_t deadlineAfter(uint64_t ms) const { return (w_.nowUs() + ms * 1000 + 999) / 1000; }
   void resetExchange();  // fields of a new exchange; exchange_ = true
   bool pumpRequestBody();
   bool pumpResponse();
@@ -175,7 +207,23 @@ class Session final : public EventHandler {
   Body response_body_ = Body::kNone;
   bool response_rechunk_ = false;  // re-chunk the decoded body (false: HTTP/1.0 client)
   uint64_t response_remaining_ = 0;
-  bool upstream_reused_ = false;  // retries (later) may resend on a fresh connection
+  bool upstream_reused_ = false;  // the try is on a pooled connection that carried requests
+  // Resilience: tries, timers and breaker guards of the exchange.
+  resilience::Guard pending_guard_;  // waiting for a new upstream connection
+  resilience::Guard active_guard_;   // from the first try until the exchange ends
+  resilience::Guard retry_guard_;    // from a retry decision until that try ends
+  uint32_t attempts_ = 0;            // tries started (RequestRecord::attempts)
+  uint64_t try_start_us_ = 0;
+  uint64_t try_deadline_ms_ = 0;  // per-try timeout of the try in flight (0 = none)
+  uint64_t wait_until_ms_ = 0;    // fault delay or back-off before the next try (0 = none)
+  bool try_live_ = false;         // a try is in flight (onTry not yet called for it)
+  bool keep_replay_ = false;      // http_->replay holds the request (retries or a delay)
+  bool replayable_ = true;        // the whole request sent so far is in http_->replay
+  bool delayed_ = false;          // a fault delay was applied (flag DI)
+  bool retried_ = false;          // a retry was made
+  bool urx_ = false;              // retried, and the last outcome was still retriable (URX)
+  bool resent_ = false;           // the reused-connection resend was used
+  uint64_t timer_at_ = 0;         // the earliest wakeAt() entry known pending (0 = none)
   http1::RequestContext response_context_;
   char method_[24] = {};
   size_t method_len_ = 0;

@@ -580,6 +580,7 @@ void Worker::sweep() {
 }
 
 uint64_t Worker::random() {
+  // xorshift128+ seeded from getrandom(): ids must be unique, not secret.
   uint64_t s1 = rng_[0];
   const uint64_t s0 = rng_[1];
   rng_[0] = s0;
@@ -589,17 +590,8 @@ uint64_t Worker::random() {
 }
 
 void Worker::newRequestId(char out[36]) {
-  // xorshift128+ seeded from getrandom(): ids must be unique, not secret.
-  auto next = [this] {
-    uint64_t s1 = rng_[0];
-    const uint64_t s0 = rng_[1];
-    rng_[0] = s0;
-    s1 ^= s1 << 23;
-    rng_[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
-    return rng_[1] + s0;
-  };
   uint8_t b[16];
-  const uint64_t hi = next(), lo = next();
+  const uint64_t hi = random(), lo = random();
   for (int i = 0; i < 8; ++i) {
     b[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
     b[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));

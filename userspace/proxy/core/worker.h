@@ -136,8 +136,8 @@ class Worker {
   void onPooledEvent(UpstreamConn* conn);
   // Writes a random UUIDv4 ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx") into out[0..36).
   void newRequestId(char out[36]);
-  // A uniformly random 64-bit value (the same xorshift128+ as newRequestId; back-offs and
-  // sampling, not secrets).
+  // A uniformly random 64-bit value from the worker's generator (xorshift128+; back-off
+  // jitter, fault injection): not for secrets.
   uint64_t random();
 
  private:
