@@ -595,10 +595,10 @@ TEST(L7ResilienceTest, MetricsShowBreakerCountsAndEjections) {
   }
 }
 
-// A request whose endpoint was picked but that never left (breaker overflow: attempts 0)
-// gives its LeastLatency pick back, so the endpoint does not look busy forever. On a thread
-// of its own: the balancers are per thread and keyed by cluster name, and other tests here
-// route "default/web:80" without finishing their requests.
+// A request whose endpoint was picked but that never left (breaker overflow: the core calls
+// Router::onCancel) gives its LeastLatency pick back, so the endpoint does not look busy forever.
+// On a thread of its own: the balancers are per thread and keyed by cluster name, and other tests
+// here route "default/web:80" without finishing their requests.
 void unsentRequestGivesItsPeakEwmaPickBack() {
   L7Config cfg(nullptr, 1);
   applyYaml(cfg, webWithPolicy(R"(  loadBalancer: {algorithm: LeastLatency}
@@ -624,6 +624,7 @@ void unsentRequestGivesItsPeakEwmaPickBack() {
   for (int i = 0; i < 200; ++i) {
     const proxy::RouteDecision d = routeOne(cfg);
     to_first += d.upstream == first;
+    cfg.onCancel(d, d.upstream);  // what the core calls for a pick no try carried
     proxy::RequestRecord r;
     r.cluster = d.cluster;
     r.upstream = d.upstream;

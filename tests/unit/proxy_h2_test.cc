@@ -1219,6 +1219,14 @@ class RetryRouter : public TestRouter {
     std::lock_guard<std::mutex> l(mu_);
     tries_.push_back({endpoint, o.kind, o.http_status, o.grpc_status});
   }
+  void onCancel(const RouteDecision&, const SocketAddress& endpoint) override {
+    std::lock_guard<std::mutex> l(mu_);
+    cancels_.push_back(endpoint);
+  }
+  std::vector<SocketAddress> cancels() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return cancels_;
+  }
   void setNext(const SocketAddress& a) {
     std::lock_guard<std::mutex> l(mu_);
     next_ = a;
@@ -1237,6 +1245,7 @@ class RetryRouter : public TestRouter {
   SocketAddress next_;
   std::vector<Try> tries_;
   std::vector<SocketAddress> failed_;
+  std::vector<SocketAddress> cancels_;
 };
 
 class ProxyH2RetryTest : public ::testing::Test {
@@ -1586,6 +1595,11 @@ TEST_F(ProxyH2RetryTest, BreakerOverflowIs503UoAndNeverReachesTheUpstream) {
   EXPECT_EQ(counts.active, 0u);
   EXPECT_EQ(counts.pending, 0u);
   EXPECT_EQ(counts.retries, 0u);
+  // The two refused streams' picks went back to the router; the held one was tried.
+  const auto cancels = router_.cancels();
+  ASSERT_EQ(cancels.size(), 2u);
+  EXPECT_EQ(cancels[0], up.address());
+  EXPECT_EQ(cancels[1], up.address());
 }
 
 // A retry budget of one concurrent retry: of two streams whose first try fails, one is

@@ -92,9 +92,18 @@ class RetryRouter : public Router {
     tries_.push_back({endpoint, outcome.kind, outcome.http_status, outcome.replayable});
   }
 
+  void onCancel(const RouteDecision&, const SocketAddress& endpoint) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(endpoint);
+  }
+
   std::vector<Try> tries() const {
     std::lock_guard<std::mutex> lock(mu_);
     return tries_;
+  }
+  std::vector<SocketAddress> cancels() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancels_;
   }
   std::vector<SocketAddress> retargets() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -105,6 +114,7 @@ class RetryRouter : public Router {
   mutable std::mutex mu_;
   std::vector<Try> tries_;
   std::vector<SocketAddress> retargets_;
+  std::vector<SocketAddress> cancels_;
 };
 
 std::string response(int status, std::string_view body) {
@@ -213,6 +223,7 @@ TEST_F(ProxyRetryTest, ConnectFailureIsRetriedOnAnotherEndpoint) {
   EXPECT_EQ(tries[1].endpoint, up.address());
   EXPECT_EQ(tries[1].kind, TryOutcome::Kind::kResponse);
   EXPECT_EQ(tries[1].status, 200);
+  EXPECT_TRUE(router_.cancels().empty());  // every pick was carried by a try
   ASSERT_EQ(router_.retargets().size(), 1u);
   EXPECT_EQ(router_.retargets()[0], dead);
 }
@@ -480,6 +491,9 @@ TEST_F(ProxyRetryTest, MaxRequestsOverflowIs503UoAndNeverReachesTheUpstream) {
   EXPECT_EQ(counts.pending, 0u);
   EXPECT_EQ(counts.retries, 0u);
   EXPECT_EQ(counts.request_overflow, 1u);
+  // The refused request's pick went back to the router; the one that was sent did not.
+  ASSERT_EQ(router_.cancels().size(), 1u);
+  EXPECT_EQ(router_.cancels()[0], up.address());
 }
 
 TEST_F(ProxyRetryTest, MaxPendingZeroRefusesARequestThatNeedsANewConnection) {
@@ -647,6 +661,7 @@ TEST_F(ProxyRetryTest, AClientLeavingDuringTheDelayReleasesEverything) {
   EXPECT_EQ(observer_.records()[0].attempts, 0u);
   EXPECT_EQ(up.accepts(), 0);
   EXPECT_EQ(breaker.counts().active, 0u);
+  EXPECT_EQ(router_.cancels().size(), 1u);  // the pick no try carried
 }
 
 TEST_F(ProxyRetryTest, AResetOnAReusedConnectionIsResentOnceForIdempotentMethods) {

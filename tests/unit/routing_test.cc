@@ -808,7 +808,8 @@ TEST(RouteTable, LabL7ResourcesAndPolicies) {
     ADD_FAILURE() << "no frontend " << name;
     return lb->frontends.front();
   };
-  for (std::string_view s : {"retry-l7", "allbad-l7", "slow-l7", "outlier-l7", "delay-l7"}) {
+  for (std::string_view s :
+       {"retry-l7", "allbad-l7", "slow-l7", "outlier-l7", "delay-l7", "budget-l7"}) {
     EXPECT_TRUE(frontend(s).l7) << s;
   }
   EXPECT_EQ(frontend("retry-l7").request.retries.attempts, 2u);
@@ -819,6 +820,9 @@ TEST(RouteTable, LabL7ResourcesAndPolicies) {
   EXPECT_EQ(frontend("outlier-l7").request.outlier.consecutive_5xx, 3u);
   EXPECT_EQ(frontend("outlier-l7").request.outlier.base_ejection_ms, 60'000u);
   EXPECT_EQ(frontend("delay-l7").request.fault.delay_ms, 300u);
+  EXPECT_TRUE(frontend("budget-l7").request.limits.retry_budget);
+  EXPECT_EQ(frontend("budget-l7").request.limits.budget_percent, 0u);
+  EXPECT_EQ(frontend("budget-l7").request.limits.min_retry_concurrency, 1u);
   EXPECT_EQ(frontend("delay-l7").request.fault.delay_per_million, 1'000'000u);
   const Cluster* outlier = (*t)->serviceCluster(ip("10.96.0.34"), 80);
   ASSERT_NE(outlier, nullptr);

@@ -648,6 +648,10 @@ bool L7Config::retarget(proxy::RouteDecision& decision, const SocketAddress& fai
   return true;
 }
 
+void L7Config::onCancel(const proxy::RouteDecision& decision, const SocketAddress& endpoint) {
+  if (!decision.cluster.empty()) cancelPick(decision.cluster, endpoint);
+}
+
 void L7Config::onTry(const proxy::RouteDecision& decision, const SocketAddress& endpoint,
                      const proxy::resilience::TryOutcome& outcome, uint64_t elapsed_us) {
   const auto* ce = static_cast<const Snapshot::ClusterEntry*>(decision.cluster_ctx);
@@ -705,10 +709,8 @@ void L7Config::onRequest(const proxy::RequestRecord& r) {
   }
   l.response_code = r.response_code;
   metrics_.recordRequest(shard, l, r.duration_us, r.request_bytes, r.response_bytes);
-  // Latency samples come from onTry (one per try); a request picked but never sent gives its
-  // pick back.
-  if (r.attempts == 0 && r.upstream.valid() && !r.cluster.empty())
-    cancelPick(r.cluster, r.upstream);
+  // Latency samples come from onTry (one per try); picks no try carried come back through
+  // onCancel.
   if (access_log_) logAccess(*access_log_, r);
 }
 

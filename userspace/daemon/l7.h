@@ -69,6 +69,7 @@ class L7Config : public state::ConfigObserver,
   // the peak-EWMA sample of a LeastLatency cluster.
   void onTry(const proxy::RouteDecision& decision, const SocketAddress& endpoint,
              const proxy::resilience::TryOutcome& outcome, uint64_t elapsed_us) override;
+  void onCancel(const proxy::RouteDecision& decision, const SocketAddress& endpoint) override;
   // proxy::Observer (worker threads).
   void onRequest(const proxy::RequestRecord& record) override;
   // proxy::OriginalDst (worker threads).

@@ -284,9 +284,9 @@ class H(BaseHTTPRequestHandler):
         if self.path != "/ready":
             with open(log, "a") as f:
                 f.write(self.path + "\n")
-        if mode == "slow" and self.path != "/ready":
-            time.sleep(1.5)
-        code, body = (503, b"fail\n") if mode == "fail" else (200, b"ok\n")
+        if mode in ("slow", "slowfail") and self.path != "/ready":
+            time.sleep(1.5 if mode == "slow" else 1.0)
+        code, body = (503, b"fail\n") if mode in ("fail", "slowfail") else (200, b"ok\n")
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -298,17 +298,21 @@ PY
 : >"$TMP/fail.log"
 : >"$TMP/ok.log"
 : >"$TMP/slow.log"
+: >"$TMP/slowfail.log"
 in_pod n2-p1 -- /usr/bin/python3 "$TMP/flaky.py" fail 8095 "$TMP/fail.log" >"$TMP/flaky1.log" 2>&1 &
 bg_pids+=($!)
 in_pod n2-p2 -- /usr/bin/python3 "$TMP/flaky.py" ok 8095 "$TMP/ok.log" >"$TMP/flaky2.log" 2>&1 &
 bg_pids+=($!)
 in_pod n2-p2 -- /usr/bin/python3 "$TMP/flaky.py" slow 8096 "$TMP/slow.log" >"$TMP/flaky3.log" 2>&1 &
 bg_pids+=($!)
+in_pod n2-p1 -- /usr/bin/python3 "$TMP/flaky.py" slowfail 8097 "$TMP/slowfail.log" >"$TMP/flaky4.log" 2>&1 &
+bg_pids+=($!)
 up=0
 for _ in $(seq 1 100); do
   if in_pod n2-p1 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8095/ready &&
     in_pod n2-p2 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8095/ready &&
-    in_pod n2-p2 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8096/ready; then
+    in_pod n2-p2 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8096/ready &&
+    in_pod n2-p1 -- curl -s -o /dev/null --max-time 1 http://127.0.0.1:8097/ready; then
     up=1
     break
   fi
@@ -341,6 +345,30 @@ check "allbad-l7: counted as 503 with flag URX" \
   grep -q 'destination_service_name="allbad-l7".*response_code="503".*response_flags="URX"' <<<"$rmetrics"
 check "retry-l7: counted as 40 x 200, no 503 reached the client" \
   test "$(grep 'destination_service_name="retry-l7"' <<<"$rmetrics" | grep -c 'response_code="503"')" == 0
+
+# 12b'. The retry budget: one retry in flight (percent 0, minRetryConcurrency 1). Four
+#      concurrent requests whose tries each fail after 1 s: their first tries end together,
+#      one of them gets the retry (held for its 1 s try, then the next), the other three are
+#      answered with their own 503 at once. So the upstream sees 4 + 2 requests.
+for i in 1 2 3 4; do
+  in_pod n1-p1 -- curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://10.96.0.36/b$i" >"$TMP/budget$i.code" &
+  budget_pids+=($!)
+done
+wait "${budget_pids[@]}"
+codes=$(cat "$TMP"/budget?.code)
+check "budget-l7: all 4 requests answered 503 (got '$codes')" test "$codes" == "503503503503"
+check "budget-l7: the upstream got 4 first tries + 2 retries of one request (got $(lines "$TMP/slowfail.log"))" \
+  test "$(lines "$TMP/slowfail.log")" == 6
+check "budget-l7: one request retried (URX), three refused a retry by the budget (no flag)" \
+  python3 -c '
+import re, sys
+n = {}
+for l in sys.stdin:
+    if "destination_service_name=\"budget-l7\"" in l:
+        f = re.search(r"response_flags=\"([^\"]*)\"", l).group(1)
+        n[f] = n.get(f, 0) + int(float(l.split()[-1]))
+sys.exit(0 if n.get("URX") == 1 and n.get("-", n.get("", 0)) == 3 else print(n) or 1)' \
+  <<<"$(in_pod n1 -- curl -s --max-time 5 http://127.0.0.1:15020/metrics | grep '^istio_requests_total{')"
 
 # 12c. Breaker: maxRequests 1. While one request waits on the slow upstream, a second is
 #      answered 503 UO by the proxy and never reaches the upstream.

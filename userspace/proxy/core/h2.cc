@@ -98,6 +98,7 @@ void H2Stream::reset() {
   timed_index = UINT32_MAX;
   req_acked = 0;
   retain = false;
+  pick_pending = false;
   replayable = true;
   delayed = urx = false;
   timeout_ms = 0;
@@ -320,6 +321,7 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
   copyBounded(st->log_authority, req.authority, kRecordMaxAuthority);
   w_.router().route(info, st->decision);
   const RouteDecision& d = st->decision;
+  st->pick_pending = d.kind == RouteDecision::Kind::kForward;
   st->delayed = d.fault_delay_ms > 0;
   if (d.kind == RouteDecision::Kind::kDirectResponse) {
     if (st->delayed) {
@@ -390,6 +392,7 @@ void H2Conn::startTry(H2Stream& st) {
     }
   }
   ++st.attempts;
+  st.pick_pending = false;
   st.try_start_us = w_.nowUs();
   st.upstream_addr = st.decision.upstream;
   st.status = 0;
@@ -425,6 +428,7 @@ bool H2Conn::endTry(H2Stream& st, const TryOutcome& outcome) {
       resilience::Guard guard;
       if (breaker != nullptr) guard = breaker->tryAcquireRetry();
       if ((breaker == nullptr || guard) && w_.router().retarget(st.decision, st.upstream_addr)) {
+        st.pick_pending = true;
         st.retry_guard = std::move(guard);
         setWake(st, H2Stream::Wait::kBackoff, afterMs(policy.backoffMs(st.attempts, w_.random())));
         return true;
@@ -727,6 +731,10 @@ void H2Conn::closeAll(std::string_view flags) {
 }
 
 void H2Conn::record(H2Stream& st) {
+  if (st.pick_pending) {  // picked, never tried: the router gets the pick back
+    st.pick_pending = false;
+    w_.router().onCancel(st.decision, st.decision.upstream);
+  }
   Observer* o = w_.observer();
   if (o == nullptr) return;
   RequestRecord r;

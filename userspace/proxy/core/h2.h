@@ -58,6 +58,9 @@ struct H2Stream {
   H2Upstream* up = nullptr;  // null: not forwarded, answered locally, or the upstream side ended
   int32_t up_id = 0;
   RouteDecision decision;
+  // decision.upstream was picked (route() or retarget()) and no try carried it yet: given
+  // back with Router::onCancel() when the stream is recorded.
+  bool pick_pending = false;
   bool grpc = false;
   bool request_done = false;   // the client's END_STREAM arrived (data or trailers)
   bool request_sent = false;   // ... and was passed upstream

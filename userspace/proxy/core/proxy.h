@@ -115,6 +115,14 @@ class Router {
     (void)outcome;
     (void)elapsed_us;
   }
+  // An endpoint route() (kForward) or retarget() picked for a try that was never made: the
+  // breaker refused it, or the client left or a timeout fired during a fault delay or a
+  // back-off. No onTry() follows for that pick; a router that counts outstanding picks
+  // (peak-EWMA's pending requests) gives it back here. Worker thread.
+  virtual void onCancel(const RouteDecision& decision, const SocketAddress& endpoint) {
+    (void)decision;
+    (void)endpoint;
+  }
 };
 
 // One finished request (protocol "http/1.1", "http/2", or "grpc" for an HTTP/2 request

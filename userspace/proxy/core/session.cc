@@ -627,8 +627,10 @@ bool Session::beginExchange() {
   copyBounded(log_path_, info.target, kRecordMaxPath);
   copyBounded(log_authority_, head.authority, kRecordMaxAuthority);
   info.headers = head.headers;
+  cancelPick();
   decision_ = RouteDecision();
   w_.router().route(info, decision_);
+  pick_pending_ = decision_.kind == RouteDecision::Kind::kForward;
 
   const bool has_body = head.framing.body != BodyKind::kNone;
   if (decision_.kind == RouteDecision::Kind::kDirectResponse) {
@@ -746,6 +748,7 @@ bool Session::startTry() {
     }
   }
   ++attempts_;
+  pick_pending_ = false;
   try_live_ = true;
   try_start_us_ = w_.nowUs();
   upstream_addr_ = decision_.upstream;
@@ -791,6 +794,7 @@ bool Session::tryEnded(const resilience::TryOutcome& outcome) {
     if (!guard) return false;  // the retry budget is spent: this outcome is the answer
   }
   if (!w_.router().retarget(decision_, failed)) return false;
+  pick_pending_ = true;
   retry_guard_ = std::move(guard);
   retried_ = true;
   urx_ = false;
@@ -1284,6 +1288,7 @@ void Session::endExchange(bool keep_client) {
     up_ = nullptr;
   }
   releaseGuards();
+  cancelPick();
   decision_ = RouteDecision();
   exchange_ = false;
   request_deadline_ms_ = 0;
@@ -1467,11 +1472,18 @@ void Session::abort() {
   close();
 }
 
+void Session::cancelPick() {
+  if (!pick_pending_) return;
+  pick_pending_ = false;
+  w_.router().onCancel(decision_, decision_.upstream);
+}
+
 void Session::close() {
   if (dead) return;
   if (h2_ != nullptr) h2_->closeAll("DC");
   dropUpstream();
   releaseGuards();
+  cancelPick();
   decision_ = RouteDecision();
   fd_.reset();
   w_.destroy(this);

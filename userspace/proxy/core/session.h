@@ -154,6 +154,8 @@ class Session final : public EventHandler {
   void upstreamFailed(uint16_t status, std::string_view flags, std::string_view body);
   void record(std::string_view protocol);
   void closeSoon();  // after what is queued for the client is written
+  // Router::onCancel() for a pick no try carried (pick_pending_), before decision_ goes.
+  void cancelPick();
   void close();
   void dropUpstream();
   void applyEdits(absl::Span<const http1::HeaderField> in, absl::Span<const HeaderEdit> edits,
@@ -189,6 +191,9 @@ class Session final : public EventHandler {
   bool tunnel_ = false;
   bool recorded_ = false;
   uint64_t start_us_ = 0;
+  // decision_.upstream was picked (route() or retarget()) and no try carried it yet: given
+  // back with Router::onCancel() if the exchange ends first.
+  bool pick_pending_ = false;
   uint64_t request_deadline_ms_ = 0;
   uint64_t request_bytes_ = 0;
   uint64_t response_bytes_ = 0;
