@@ -1,7 +1,8 @@
 // gRPC over HTTP/2 helpers for the L7 proxy: the grpc-timeout header, content-type
 // detection, HTTP status → grpc-status (gRPC's doc/http-grpc-status-mapping.md), and the
 // trailers-only error responses meshd sends when it answers a gRPC call itself
-// (UNAVAILABLE: no upstream, breaker overflow; DEADLINE_EXCEEDED: timeout). Wire format: gRPC's doc/PROTOCOL-HTTP2.md.
+// (UNAVAILABLE: no upstream, breaker overflow; DEADLINE_EXCEEDED: timeout). Wire format: gRPC's
+// doc/PROTOCOL-HTTP2.md.
 #pragma once
 
 #include <cstdint>
