@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "resources/resource.h"
@@ -30,6 +31,28 @@ std::string readFile(const std::string& path) {
 
 std::vector<std::string> errorLines(const absl::Status& st) {
   return absl::StrSplit(std::string(st.message()), '\n');
+}
+
+// Strict UTF-8 (common/utf8.h, shared with the access log): the table, and a resource whose
+// text breaks it is rejected naming the field.
+TEST(Utf8, StrictRfc3629) {
+  for (std::string_view ok : {"", "plain", "h\xc3\xa9llo", "\xe2\x82\xac", "\xf0\x9d\x84\x9e",
+                              "\xef\xbf\xbf", "\xf4\x8f\xbf\xbf"}) {
+    EXPECT_TRUE(utf8::isValid(ok)) << ok;
+  }
+  for (std::string_view bad :
+       {"\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+        "\xf5\x80\x80\x80", "\xe2\x82", "a\xf0\x9d\x84", "\xff"}) {
+    EXPECT_FALSE(utf8::isValid(bad)) << ::testing::PrintToString(bad);
+  }
+  EXPECT_EQ(utf8::sequenceLength("\xe2\x82\xacx", 0), 3u);
+  EXPECT_EQ(utf8::sequenceLength("\xed\x9f\xbf", 0), 3u);  // U+D7FF, below the surrogates
+  // Raw bytes (an overlong '/') in a scalar: YAML's own "\\x.." escapes would be code points.
+  auto parsed = parseFiles({SourceFile{
+      "u.yaml",
+      "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {a: \"x\xc0\xafy\"}}\n"}});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("UTF-8"));
 }
 
 TEST(ParseFiles, ValidMultiDocumentFile) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
 
 namespace meshd::telemetry {
 
@@ -49,27 +50,6 @@ void appendStringOrNull(std::string& out, std::string_view value) {
   }
 }
 
-// Length of the valid UTF-8 sequence (2-4 bytes) starting at s[i] (a byte >= 0x80), or
-// 0 when it is invalid: a stray continuation byte, an overlong form, a surrogate, a
-// code point past U+10FFFF, or a sequence cut short.
-size_t utf8Sequence(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const auto cont = [&](size_t k, unsigned char lo = 0x80, unsigned char hi = 0xbf) {
-    return k < s.size() && b(k) >= lo && b(k) <= hi;
-  };
-  const unsigned char c = b(i);
-  if (c >= 0xc2 && c <= 0xdf) return cont(i + 1) ? 2 : 0;
-  if (c == 0xe0) return cont(i + 1, 0xa0, 0xbf) && cont(i + 2) ? 3 : 0;
-  if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) {
-    return cont(i + 1) && cont(i + 2) ? 3 : 0;
-  }
-  if (c == 0xed) return cont(i + 1, 0x80, 0x9f) && cont(i + 2) ? 3 : 0;  // no surrogates
-  if (c == 0xf0) return cont(i + 1, 0x90, 0xbf) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-  if (c >= 0xf1 && c <= 0xf3) return cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-  if (c == 0xf4) return cont(i + 1, 0x80, 0x8f) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-  return 0;
-}
-
 size_t countLines(std::string_view s) {
   return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
 }
@@ -99,7 +79,7 @@ void appendJsonString(std::string& out, std::string_view value) {
     if (i == value.size()) break;
     const auto c = static_cast<unsigned char>(value[i]);
     if (c >= 0x80) {
-      const size_t n = utf8Sequence(value, i);
+      const size_t n = utf8::sequenceLength(value, i);
       if (n == 0) {
         out.append("\\ufffd");
         ++i;
