@@ -1308,6 +1308,7 @@ void Session::record(std::string_view protocol) {
   if (recorded_) return;
   recorded_ = true;
   releaseGuards();  // the exchange ended
+  cancelPick();     // before the Observer hears of it: the router's view is final then
   flags_ = withFlags(flags_);
   Observer* o = w_.observer();
   if (o == nullptr) return;
