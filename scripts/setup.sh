@@ -24,6 +24,8 @@ PACKAGES=(
   haproxy wrk nghttp2-client nghttp2-server iptables python3-grpcio python3-protobuf
   # L7 end-to-end tests: real HTTP/1.1 and HTTP/2 clients, gRPC stubs for the python client/server
   curl python3-grpc-tools
+  # mTLS (issue 6): testssl.sh against the :15008 tunnel, tcpdump to show the node link carries TLS
+  testssl.sh tcpdump
   python3-matplotlib
 )
 
