@@ -68,22 +68,33 @@ class Variant:
 
 # ------------------------------------------------------------------ HAProxy helpers
 
-def haproxy_config(run, name, bind, port, server, server_port, cpu):
-    """Renders haproxy/tcp.cfg or haproxy/http.cfg for RUN's workload into the workdir."""
+def haproxy_config(run, name, bind, port, server, server_port, cpu, tls_bind="", tls_server=""):
+    """Renders haproxy/tcp.cfg or haproxy/http.cfg for RUN's workload into the workdir.
+    TLS_BIND / TLS_SERVER: the PEM (certificate chain + key) that side presents when it
+    terminates / originates mutual TLS ("" = plaintext on that side)."""
     template = "tcp.cfg" if run.workload.proto == "tcp" else "http.cfg"
+    h2 = run.workload.proto == "h2"
+
+    def opts(pem):
+        if not pem:
+            return "proto h2" if h2 else ""
+        return (f"ssl crt {pem} ca-file {os.path.join(run.workdir, 'pki', 'bundle.pem')} "
+                "verify required ssl-min-ver TLSv1.3" + (" alpn h2" if h2 else ""))
+
     with open(os.path.join(HAPROXY_DIR, template)) as f:
         text = string.Template(f.read()).substitute(
             name=name, bind=bind, port=port, server=server, server_port=server_port,
             cpu=cpu, user=f"uid {SIDECAR_UID}\n    gid {SIDECAR_UID}",
-            proto="proto h2" if run.workload.proto == "h2" else "")
+            bind_opts=opts(tls_bind), server_opts=opts(tls_server))
     path = os.path.join(run.workdir, f"{run.tag}-{name}.cfg")
     with open(path, "w") as f:
         f.write(text)
     return path
 
 
-def start_haproxy(run, name, target, netns, bind, port, server, server_port, cpu):
-    cfg = haproxy_config(run, name, bind, port, server, server_port, cpu)
+def start_haproxy(run, name, target, netns, bind, port, server, server_port, cpu, tls_bind="",
+                  tls_server=""):
+    cfg = haproxy_config(run, name, bind, port, server, server_port, cpu, tls_bind, tls_server)
     run.start_proxy(name, target, ["haproxy", "-db", "-f", cfg], cpu, port, netns)
 
 
@@ -95,17 +106,22 @@ def direct_setup(run):
 
 # ------------------------------------------------------------------ sidecar
 
-def sidecar_setup(run):
+def sidecar_setup(run, mtls=False):
     """Istio's sidecar shape: the client's connect to server:port is REDIRECTed (nat
     OUTPUT, all uids but HAProxy's) to the client pod's outbound HAProxy; the server pod's
     nat PREROUTING REDIRECTs arrivals on the port to its inbound HAProxy, which dials the
-    app on 127.0.0.1."""
+    app on 127.0.0.1. MTLS: the outbound sidecar originates mutual TLS 1.3 to the inbound
+    one, which requires and verifies the client's certificate (Istio's sidecars with
+    STRICT mTLS); both present SPIFFE certificates of the test PKI."""
     p, w = run.placement, run.workload
     cns, sns = run.lab.netns(p.client_pod), run.lab.netns(p.server_pod)
+    server_pem = client_pem = ""
+    if mtls:
+        client_pem, server_pem = sidecar_pems(run)
     start_haproxy(run, "inbound", p.server_pod, sns, "0.0.0.0", INBOUND_PORT, "127.0.0.1",
-                  w.port, SERVER_CPU)
+                  w.port, SERVER_CPU, tls_bind=server_pem)
     start_haproxy(run, "outbound", p.client_pod, cns, "127.0.0.1", OUTBOUND_PORT, p.server_ip,
-                  w.port, CLIENT_CPU)
+                  w.port, CLIENT_CPU, tls_server=client_pem)
     run.lab.nsrun(sns, ["iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
                         str(w.port), "-j", "REDIRECT", "--to-ports", str(INBOUND_PORT)],
                   "sidecar: iptables PREROUTING REDIRECT in the server pod")
@@ -114,6 +130,25 @@ def sidecar_setup(run):
                         str(SIDECAR_UID), "-j", "REDIRECT", "--to-ports", str(OUTBOUND_PORT)],
                   "sidecar: iptables OUTPUT REDIRECT in the client pod")
     return p.server_ip, w.port
+
+
+def sidecar_pems(run):
+    """The client and server sidecars' PEMs (leaf, intermediate, key) from the committed
+    test PKI script, generated once into the workdir."""
+    pki = os.path.join(run.workdir, "pki")
+    if not os.path.exists(os.path.join(pki, "stamp")):
+        script = os.path.join(os.path.dirname(HAPROXY_DIR), "..", "..", "scripts",
+                              "gen-test-certs.sh")
+        run.lab.run(["bash", os.path.abspath(script), pki], "generate the test PKI")
+    pems = []
+    for who in ("client", "server"):
+        path = os.path.join(pki, f"{who}-haproxy.pem")
+        with open(path, "w") as out:
+            for part in (f"{who}.chain.pem", f"{who}.key"):
+                with open(os.path.join(pki, part)) as f:
+                    out.write(f.read())
+        pems.append(path)
+    return pems
 
 
 def sidecar_teardown(run):
@@ -236,6 +271,9 @@ VARIANTS = [
             direct_setup),
     Variant("sidecar", "iptables REDIRECT into one HAProxy per pod on both sides "
             "(Istio's sidecar shape); 2 proxy hops", "plain", sidecar_setup, sidecar_teardown),
+    Variant("sidecar-mtls", "the sidecar variant with mutual TLS 1.3 between the two HAProxy "
+            "sidecars (client cert required and verified; Istio's sidecars under STRICT); 2 proxy "
+            "hops", "plain", lambda run: sidecar_setup(run, mtls=True), sidecar_teardown),
     Variant("haproxy-node", "one HAProxy per node (the client's), dialed on the node's pod "
             "bridge address; 1 proxy hop", "plain", node_proxy_setup),
     Variant("meshd-l4", "meshd L4: the client dials a Service VIP, cgroup/connect4 rewrites it "
