@@ -1,9 +1,12 @@
 // The proxy core end to end through real sockets on 127.0.0.1 (topology in
 // proxy_test_util.h): HTTP/1.1 connection behaviour, protocol detection, opaque relay,
 // error responses and flags, timeouts, and what the upstream actually received.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "counting_new.h"
@@ -911,6 +914,105 @@ TEST_F(ProxyCoreTest, IdlePooledConnectionsExpire) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->body, "ok:/2");
   EXPECT_EQ(up.accepts(), 2);
+}
+
+// An UpstreamConnector that opens a plain loopback TCP connection (blocking connect, then
+// non-blocking) and counts the calls per via; via kRefusedVia fails with ECONNREFUSED.
+class CountingConnector : public UpstreamConnector {
+ public:
+  static constexpr uint64_t kRefusedVia = 99;
+  int open(const SocketAddress& upstream, uint64_t via, int* err) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++calls_[via];
+    }
+    if (via == kRefusedVia) {
+      *err = ECONNREFUSED;
+      return -1;
+    }
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage ss;
+    const socklen_t len = upstream.toSockaddr(&ss);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      *err = errno;
+      if (fd >= 0) ::close(fd);
+      return -1;
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+  }
+  int calls(uint64_t via) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = calls_.find(via);
+    return it == calls_.end() ? 0 : it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<uint64_t, int> calls_;
+};
+
+TEST_F(ProxyCoreTest, ViaRoutesUseTheConnectorAndPoolPerVia) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  const SocketAddress target = up.address();
+  router_.setRoute([target](const RequestInfo& req, RouteDecision& d) {
+    d.upstream = target;
+    d.cluster = "test/web:80";
+    if (req.target.starts_with("/a")) d.via = 1;
+    if (req.target.starts_with("/b")) d.via = 2;
+    if (req.target.starts_with("/x")) d.via = CountingConnector::kRefusedVia;
+  });
+  CountingConnector connector;
+  ProxyOptions o;
+  o.workers = 1;
+  o.connector = &connector;
+  startProxy(o);
+  Socket c = client();
+  std::string buf;
+  for (const char* t : {"/a1", "/b1", "/a2", "/b2", "/c1"}) {
+    c.send(get(t));
+    auto r = readResponse(c, buf);
+    ASSERT_TRUE(r.has_value()) << t;
+    EXPECT_EQ(r->status, 200) << t;
+    EXPECT_EQ(r->body, std::string("ok:") + t);
+  }
+  // One connection per via, reused by the second request of each; /c1 (via 0) went over
+  // the session's own pre-connected TCP connection.
+  EXPECT_EQ(connector.calls(1), 1);
+  EXPECT_EQ(connector.calls(2), 1);
+  EXPECT_EQ(connector.calls(0), 0);
+  EXPECT_EQ(up.accepts(), 3);
+  // A via the connector cannot open is a connect failure: 503 UF, nothing reaches the upstream.
+  c.send(get("/x"));
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "UF");
+  EXPECT_EQ(connector.calls(CountingConnector::kRefusedVia), 1);
+  EXPECT_EQ(up.accepts(), 3);
+}
+
+TEST_F(ProxyCoreTest, ViaWithoutAConnectorIsRefused) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.forwardTo(up.address());
+  const SocketAddress target = up.address();
+  router_.setRoute([target](const RequestInfo&, RouteDecision& d) {
+    d.upstream = target;
+    d.cluster = "test/web:80";
+    d.via = 5;
+  });
+  ProxyOptions o;
+  o.workers = 1;
+  startProxy(o);
+  Socket c = client();
+  std::string buf;
+  c.send(get("/a"));
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 503);
+  ASSERT_TRUE(observer_.waitFor(1));
+  EXPECT_EQ(observer_.records()[0].flags, "UF");
 }
 
 TEST_F(ProxyCoreTest, ManyClientsOverSeveralWorkers) {

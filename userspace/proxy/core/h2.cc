@@ -382,7 +382,7 @@ void H2Conn::startTry(H2Stream& st) {
     }
   }
   int err = 0;
-  H2Upstream* up = w_.acquireH2(st.decision.upstream, &err);
+  H2Upstream* up = w_.acquireH2(st.decision.upstream, st.decision.via, &err);
   if (up != nullptr && up->connecting && breaker != nullptr) {
     // Waiting for a new connection: released once it is established or the try ends.
     st.pending_guard = breaker->tryAcquirePending();

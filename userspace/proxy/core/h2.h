@@ -243,6 +243,7 @@ class H2Upstream final : public EventHandler, public http2::ClientHandler {
   Worker& worker;
   ScopedFd fd;
   SocketAddress addr;
+  uint64_t via = 0;  // RouteDecision::via it was opened for
   std::unique_ptr<http2::ClientSession> session;
   absl::flat_hash_map<int32_t, H2Stream*> streams;
   std::string out;

@@ -69,6 +69,12 @@ struct RouteDecision {
   uint32_t fault_delay_ms = 0;
   // The router's own context for retarget()/onTry() (e.g. its per-cluster state).
   const void* cluster_ctx = nullptr;
+  // How the upstream is reached: 0 = a TCP connect from meshd; else the router's id of an
+  // indirect route (the mTLS tunnel to another node's meshd, as the source workload),
+  // opened by ProxyOptions::connector. Pooled upstream connections are kept per (upstream,
+  // via): a connection opened for one via never carries another's requests. retarget()
+  // sets it with the new upstream.
+  uint64_t via = 0;
   // kDirectResponse (redirects, 404 no route, 500 missing backend, fault abort)
   uint16_t status = 0;
   std::string_view location;        // "" = no Location field
@@ -97,6 +103,16 @@ class Router {
   // false = none (the connection is closed and counted in Stats::no_route).
   virtual bool routeConnection(const SocketAddress& orig_dst, SocketAddress& upstream,
                                std::string_view& cluster) = 0;
+  // routeConnection() with the downstream peer, and how the upstream is reached
+  // (RouteDecision::via; 0 = a TCP connect). The core calls this one; by default it is the one
+  // above, direct.
+  virtual bool routeConnectionFrom(const SocketAddress& orig_dst, const SocketAddress& peer,
+                                   SocketAddress& upstream, std::string_view& cluster,
+                                   uint64_t& via) {
+    (void)peer;
+    via = 0;
+    return routeConnection(orig_dst, upstream, cluster);
+  }
   // A retry of `decision`: sets decision.upstream to another endpoint of the same cluster,
   // avoiding `failed` (the endpoint of the try that just failed) when another is usable.
   // false = no endpoint: the last try's outcome is answered. Worker thread.
@@ -168,6 +184,19 @@ inline constexpr size_t kRecordMaxPath = 2048;
 inline constexpr size_t kRecordMaxAuthority = 256;
 inline constexpr size_t kRecordMaxUserAgent = 256;
 
+// Opens upstream connections that are not a TCP connect from meshd (RouteDecision::via != 0):
+// e.g. a stream of the mTLS tunnel to another node. Worker thread; must be thread-safe.
+class UpstreamConnector {
+ public:
+  virtual ~UpstreamConnector() = default;
+  // Returns this side's end of a new connected stream socket (non-blocking, close-on-exec)
+  // to `upstream` by way of `via`, or -1 with `*err` (an errno: ECONNREFUSED, EHOSTUNREACH,
+  // ...). The connector relays the other end; a failure later (the tunnel refused the
+  // stream, the peer node is down) closes or resets it, which the core handles like a
+  // reset connection.
+  virtual int open(const SocketAddress& upstream, uint64_t via, int* err) = 0;
+};
+
 class Observer {
  public:
   virtual ~Observer() = default;
@@ -193,6 +222,12 @@ struct ProxyOptions {
   // (backpressure). At least limits.max_head_bytes + 1.
   size_t max_buffer_bytes = 64 * 1024;
   int listen_backlog = 1024;
+  // SO_MARK on every upstream socket meshd connects (0 = none): the kernel's STRICT program
+  // lets only marked connections reach a STRICT workload (docs/design/0004-identity-mtls.md).
+  uint32_t upstream_mark = 0;
+  // Opens upstreams whose RouteDecision::via is not 0 (must outlive the Proxy); null = every
+  // via is refused with ENETUNREACH.
+  UpstreamConnector* connector = nullptr;
 };
 
 // Counters summed over workers (relaxed reads; for tests and /metrics).

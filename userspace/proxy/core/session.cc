@@ -187,12 +187,13 @@ Detected detectProtocol(std::string_view b) {
 }
 
 Session::Session(Worker& worker, int fd, const SocketAddress& peer, const SocketAddress& orig_dst,
-                 std::string_view cluster, const SocketAddress& upstream)
+                 std::string_view cluster, const SocketAddress& upstream, uint64_t via)
     : w_(worker),
       fd_(fd),
       peer_(peer),
       orig_dst_(orig_dst),
       conn_upstream_(upstream),
+      conn_via_(via),
       cluster_(cluster),
       in_(worker.inLimit()),
       out_(worker.outLimit()) {
@@ -203,7 +204,7 @@ Session::~Session() = default;
 
 void Session::start() {
   int err = 0;
-  up_ = w_.connect(conn_upstream_, &err);
+  up_ = w_.connect(conn_upstream_, conn_via_, &err);
   if (up_ != nullptr) up_->owner = this;
   // A failed pre-connect is not fatal yet: an HTTP client is routed per request (and gets
   // 503 UF if that fails too); an opaque one is closed when it is detected.
@@ -736,7 +737,7 @@ bool Session::startTry() {
   }
   int err = 0;
   bool reused = false;
-  up_ = w_.acquire(decision_.upstream, &err, &reused);
+  up_ = w_.acquire(decision_.upstream, decision_.via, &err, &reused);
   if (up_ != nullptr && up_->connecting && breaker != nullptr) {
     // Waiting for a new connection: a pending request until it is connected or fails.
     pending_guard_ = breaker->tryAcquirePending();
@@ -836,7 +837,7 @@ bool Session::resendOnFreshConnection() {
   resent_ = true;
   dropUpstream();
   int err = 0;
-  up_ = w_.connect(upstream_addr_, &err);
+  up_ = w_.connect(upstream_addr_, decision_.via, &err);
   upstream_reused_ = false;
   if (up_ == nullptr) {
     if (!tryEnded(resilience::TryOutcome::connectFailure())) {

@@ -57,7 +57,7 @@ class H2Conn;
 class Session final : public EventHandler {
  public:
   Session(Worker& worker, int fd, const SocketAddress& peer, const SocketAddress& orig_dst,
-          std::string_view cluster, const SocketAddress& upstream);
+          std::string_view cluster, const SocketAddress& upstream, uint64_t via);
   ~Session();
 
   // Starts the pre-connect to the connection's upstream (Router::routeConnection).
@@ -164,6 +164,7 @@ class Session final : public EventHandler {
   Worker& w_;
   ScopedFd fd_;
   SocketAddress peer_, orig_dst_, conn_upstream_;
+  uint64_t conn_via_ = 0;      // Router::routeConnection's via for conn_upstream_
   std::string cluster_;        // Router::routeConnection's name, for opaque records
   std::string orig_dst_text_;  // Host for HTTP/1.0 requests without one
   Buffer in_;                  // client bytes not yet passed on

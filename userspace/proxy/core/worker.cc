@@ -265,12 +265,13 @@ void Worker::acceptAll() {
     }
     SocketAddress upstream;
     std::string_view cluster;
-    if (!router_.routeConnection(*orig, upstream, cluster)) {
+    uint64_t via = 0;
+    if (!router_.routeConnectionFrom(*orig, peer, upstream, cluster, via)) {
       counters.no_route.fetch_add(1, std::memory_order_relaxed);
       ::close(fd);
       continue;
     }
-    auto* s = new Session(*this, fd, peer, *orig, cluster, upstream);
+    auto* s = new Session(*this, fd, peer, *orig, cluster, upstream, via);
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.ptr = static_cast<EventHandler*>(s);
@@ -285,7 +286,17 @@ void Worker::acceptAll() {
   }
 }
 
-int Worker::openUpstreamSocket(const SocketAddress& addr, int* err, bool* connecting) {
+int Worker::openUpstreamSocket(const SocketAddress& addr, uint64_t via, int* err,
+                               bool* connecting) {
+  if (via != 0) {
+    if (options_.connector == nullptr) {
+      *err = ENETUNREACH;
+      return -1;
+    }
+    counters.upstream_connects.fetch_add(1, std::memory_order_relaxed);
+    *connecting = false;
+    return options_.connector->open(addr, via, err);
+  }
   const int fd = ::socket(addr.ip.family == AF_INET6 ? AF_INET6 : AF_INET,
                           SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -293,6 +304,12 @@ int Worker::openUpstreamSocket(const SocketAddress& addr, int* err, bool* connec
     return -1;
   }
   setNoDelay(fd);
+  if (options_.upstream_mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &options_.upstream_mark,
+                                                  sizeof(options_.upstream_mark)) != 0) {
+    *err = errno;  // EPERM without CAP_NET_ADMIN: meshd has it (checked at start-up)
+    ::close(fd);
+    return -1;
+  }
   counters.upstream_connects.fetch_add(1, std::memory_order_relaxed);
   sockaddr_storage ss;
   const socklen_t len = addr.toSockaddr(&ss);
@@ -306,11 +323,12 @@ int Worker::openUpstreamSocket(const SocketAddress& addr, int* err, bool* connec
   return fd;
 }
 
-UpstreamConn* Worker::connect(const SocketAddress& addr, int* err) {
+UpstreamConn* Worker::connect(const SocketAddress& addr, uint64_t via, int* err) {
   bool connecting = false;
-  const int fd = openUpstreamSocket(addr, err, &connecting);
+  const int fd = openUpstreamSocket(addr, via, err, &connecting);
   if (fd < 0) return nullptr;
   auto* c = new UpstreamConn(*this, fd, addr, in_limit_, options_.max_buffer_bytes);
+  c->via = via;
   c->connecting = connecting;
   c->connected_once = !connecting;
   c->writable = !connecting;
@@ -330,8 +348,8 @@ void Worker::learnMaxStreams(const SocketAddress& addr, uint32_t max_streams) {
   h2_max_streams_[addr] = max_streams;
 }
 
-H2Upstream* Worker::acquireH2(const SocketAddress& addr, int* err) {
-  std::vector<H2Upstream*>& conns = h2_pool_[addr];
+H2Upstream* Worker::acquireH2(const SocketAddress& addr, uint64_t via, int* err) {
+  std::vector<H2Upstream*>& conns = h2_pool_[UpstreamKey{addr, via}];
   auto learned = h2_max_streams_.find(addr);
   const uint32_t assumed = learned == h2_max_streams_.end()
                                ? options_.h2_limits.max_concurrent_streams
@@ -340,9 +358,10 @@ H2Upstream* Worker::acquireH2(const SocketAddress& addr, int* err) {
     if (c->usable(assumed)) return c;
   }
   bool connecting = false;
-  const int fd = openUpstreamSocket(addr, err, &connecting);
+  const int fd = openUpstreamSocket(addr, via, err, &connecting);
   if (fd < 0) return nullptr;
   auto* c = new H2Upstream(*this, fd, addr, connecting);
+  c->via = via;
   c->deadline_ms = nowMs() + options_.connect_timeout_ms;
   if (absl::Status st = c->init(options_.h2_limits); !st.ok()) {
     *err = EINVAL;  // limits were validated at Proxy::start; not expected
@@ -371,7 +390,7 @@ void Worker::destroy(H2Upstream* c, uint32_t code, bool connect_failed) {
     }
     c->dirty = false;
   }
-  auto it = h2_pool_.find(c->addr);
+  auto it = h2_pool_.find(UpstreamKey{c->addr, c->via});
   if (it != h2_pool_.end()) {
     std::vector<H2Upstream*>& v = it->second;
     auto pos = std::find(v.begin(), v.end(), c);
@@ -409,9 +428,9 @@ void Worker::flushDirty() {
   h2_dirty_.clear();
 }
 
-UpstreamConn* Worker::acquire(const SocketAddress& addr, int* err, bool* reused) {
+UpstreamConn* Worker::acquire(const SocketAddress& addr, uint64_t via, int* err, bool* reused) {
   *reused = false;
-  auto it = pool_.find(addr);
+  auto it = pool_.find(UpstreamKey{addr, via});
   if (it != pool_.end()) {
     std::vector<UpstreamConn*>& conns = it->second;
     while (!conns.empty()) {
@@ -441,7 +460,7 @@ UpstreamConn* Worker::acquire(const SocketAddress& addr, int* err, bool* reused)
       destroy(c);
     }
   }
-  return connect(addr, err);
+  return connect(addr, via, err);
 }
 
 void Worker::release(UpstreamConn* c) {
@@ -452,7 +471,7 @@ void Worker::release(UpstreamConn* c) {
   }
   c->pooled = true;
   if (!c->connecting) c->deadline_ms = nowMs() + options_.upstream_idle_ms;
-  pool_[c->addr].push_back(c);
+  pool_[UpstreamKey{c->addr, c->via}].push_back(c);
   ++pooled_count_;
 }
 
@@ -471,7 +490,7 @@ void Worker::onPooledEvent(UpstreamConn* c) {
 void Worker::removeFromPool(UpstreamConn* c) {
   if (!c->pooled) return;
   c->pooled = false;
-  auto it = pool_.find(c->addr);
+  auto it = pool_.find(UpstreamKey{c->addr, c->via});
   if (it == pool_.end()) return;
   std::vector<UpstreamConn*>& v = it->second;
   auto pos = std::find(v.begin(), v.end(), c);

@@ -33,6 +33,18 @@ class EventHandler {
 
 // One connection to an upstream. Owned by a Session while it carries that session's
 // exchange (or opaque relay), otherwise idle in its worker's pool.
+// What the upstream pools are keyed by: the endpoint and how it is reached
+// (RouteDecision::via).
+struct UpstreamKey {
+  SocketAddress addr;
+  uint64_t via = 0;
+  friend bool operator==(const UpstreamKey&, const UpstreamKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const UpstreamKey& k) {
+    return H::combine(std::move(h), k.addr, k.via);
+  }
+};
+
 class UpstreamConn final : public EventHandler {
  public:
   UpstreamConn(Worker& worker, int fd, const SocketAddress& addr, size_t in_capacity,
@@ -42,6 +54,7 @@ class UpstreamConn final : public EventHandler {
   Worker& worker;
   ScopedFd fd;
   SocketAddress addr;
+  uint64_t via = 0;
   Buffer in;   // bytes from the upstream, not yet passed on
   Buffer out;  // bytes for the upstream, not yet written
   Session* owner = nullptr;
@@ -105,13 +118,14 @@ class Worker {
 
   // A pooled live connection to `addr`, or a new one (connecting). nullptr if the socket or
   // connect() failed at once (`*err` = errno). `*reused`: it carried requests before.
-  UpstreamConn* acquire(const SocketAddress& addr, int* err, bool* reused);
+  // `via`: how it is reached (RouteDecision::via; 0 = a TCP connect).
+  UpstreamConn* acquire(const SocketAddress& addr, uint64_t via, int* err, bool* reused);
   // A new connection (connecting) to `addr`, or nullptr with `*err`.
-  UpstreamConn* connect(const SocketAddress& addr, int* err);
+  UpstreamConn* connect(const SocketAddress& addr, uint64_t via, int* err);
   // A pooled HTTP/2 connection to `addr` that takes a new stream, or a new one
   // (connecting; the client preface is queued). nullptr if the socket or connect() failed
   // at once (`*err` = errno).
-  H2Upstream* acquireH2(const SocketAddress& addr, int* err);
+  H2Upstream* acquireH2(const SocketAddress& addr, uint64_t via, int* err);
   // Closes an HTTP/2 upstream connection now: its streams are told (`code`; connect_failed:
   // the connection was never established). Freed after the current batch of events.
   void destroy(H2Upstream* conn, uint32_t code, bool connect_failed);
@@ -147,7 +161,8 @@ class Worker {
   void sweep();
   void removeFromPool(UpstreamConn* conn);
   // socket() + non-blocking connect() + epoll registration for `handler`; -1 with `*err`.
-  int openUpstreamSocket(const SocketAddress& addr, int* err, bool* connecting);
+  // With `via` != 0 the options' connector opens it (connected at once).
+  int openUpstreamSocket(const SocketAddress& addr, uint64_t via, int* err, bool* connecting);
   void flushDirty();
   void updateClock();
   void fireTimers();
@@ -185,7 +200,7 @@ class Worker {
   uint64_t rng_[2] = {0, 0};
 
   std::vector<Session*> sessions_;
-  absl::flat_hash_map<SocketAddress, std::vector<UpstreamConn*>> pool_;
+  absl::flat_hash_map<UpstreamKey, std::vector<UpstreamConn*>> pool_;
   size_t pooled_count_ = 0;
   std::vector<Session*> again_;
   std::vector<Session*> again_batch_;
@@ -201,7 +216,7 @@ class Worker {
   };
   std::vector<Timer> timers_;
   std::vector<UpstreamConn*> dead_upstreams_;
-  absl::flat_hash_map<SocketAddress, std::vector<H2Upstream*>> h2_pool_;
+  absl::flat_hash_map<UpstreamKey, std::vector<H2Upstream*>> h2_pool_;
   size_t h2_count_ = 0;
   std::vector<H2Upstream*> h2_dirty_;
   std::vector<H2Upstream*> dead_h2_;
