@@ -15,6 +15,7 @@
 // wait (nonblocking connect + poll); the drop counters say it was STRICT.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -22,8 +23,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <net/if.h>
 
 #include <map>
 #include <memory>
@@ -129,10 +128,9 @@ class StrictRootTest : public ::testing::Test {
     dp_ = std::move(*dp);
 
     // Pod B: one listener per (address, port); the node: one on 7070.
-    auto b = meshd::testing::startBackends(*pod_b_, {{kPodB4, kStrictPort},
-                                                     {kPodB4, kOpenPort},
-                                                     {kPodB6, kStrictPort},
-                                                     {kPodB6, kOpenPort}});
+    auto b = meshd::testing::startBackends(
+        *pod_b_,
+        {{kPodB4, kStrictPort}, {kPodB4, kOpenPort}, {kPodB6, kStrictPort}, {kPodB6, kOpenPort}});
     ASSERT_TRUE(b.ok()) << b.status();
     servers_.push_back(std::move(*b));
     auto n = meshd::testing::startBackends(*node_, {{kNode4, kNodePort}});
@@ -176,8 +174,7 @@ class StrictRootTest : public ::testing::Test {
   // probe() from pod A, in `cgroup` (null: the test's own cgroup, not steered).
   std::string fromPodA(const std::string& addr, uint16_t port, const Cgroup* cgroup = nullptr,
                        uint32_t mark = 0) {
-    auto out =
-        meshd::testing::runInPod(*pod_a_, cgroup, [&] { return probe(addr, port, mark); });
+    auto out = meshd::testing::runInPod(*pod_a_, cgroup, [&] { return probe(addr, port, mark); });
     EXPECT_TRUE(out.ok()) << out.status();
     return out.ok() ? *out : "ERR:pod";
   }
@@ -221,14 +218,11 @@ TEST_F(StrictRootTest, HostIfindexOfPodIsTheNodeEndOfItsVeth) {
   EXPECT_STREQ(name, "pb");
   EXPECT_EQ(hostIfindexOfPod("/var/run/netns/meshd-no-such-netns").status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(hostIfindexOfPod(absl::StrCat("/var/run/netns/", pod_b_->name()), "nosuch0")
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      hostIfindexOfPod(absl::StrCat("/var/run/netns/", pod_b_->name()), "nosuch0").status().code(),
+      absl::StatusCode::kNotFound);
   // lo has no peer: not a veth.
-  EXPECT_EQ(hostIfindexOfPod(absl::StrCat("/var/run/netns/", pod_b_->name()), "lo")
-                .status()
-                .code(),
+  EXPECT_EQ(hostIfindexOfPod(absl::StrCat("/var/run/netns/", pod_b_->name()), "lo").status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
@@ -293,8 +287,7 @@ TEST_F(StrictRootTest, StrictLinkSurvivesRestartAndIsAdopted) {
   EXPECT_GE(strictDrops(kPodB4, kStrictPort), 1u) << "counters survive the restart";
   ASSERT_TRUE(dp_->attachStrict(pb_ifindex_).ok()) << "idempotent";
   EXPECT_EQ(fromPodA(kPodB4, kStrictPort), "TIMEOUT");
-  EXPECT_EQ(probe(kPodB4, kStrictPort, dp_->strictMark()),
-            absl::StrCat(kPodB4, ":", kStrictPort));
+  EXPECT_EQ(probe(kPodB4, kStrictPort, dp_->strictMark()), absl::StrCat(kPodB4, ":", kStrictPort));
 }
 
 TEST_F(StrictRootTest, ReplaceAllValidatesWholeAndWritesDifferences) {
@@ -401,8 +394,7 @@ TEST_F(AuthzRootTest, DeniedClientIsRefusedAtConnectAndAllowedOneConnects) {
 
   // An explicit allow for identity 2, and a client without identity (id 0)
   // falls to the default (deny).
-  ASSERT_TRUE(
-      dp_->policy().setAuthzRule({2, ip(kPodB4), kStrictPort, AuthzVerdict::kAllow}).ok());
+  ASSERT_TRUE(dp_->policy().setAuthzRule({2, ip(kPodB4), kStrictPort, AuthzVerdict::kAllow}).ok());
   EXPECT_EQ(fromPodA(kGovernedVip, 80, denied_cg_.get()), id);
   ASSERT_TRUE(dp_->policy().setWorkloadIdentity(cgroupIdOf(denied_cg_->path()), 0).ok());
   EXPECT_EQ(fromPodA(kGovernedVip, 80, denied_cg_.get()), "ERR:ECONNREFUSED");

@@ -27,7 +27,8 @@ absl::StatusOr<ScopedFd> netlinkIn(const std::string& netns_path) {
   ScopedFd ns(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!ns.valid()) {
     if (errno == ENOENT) {
-      return absl::NotFoundError(absl::StrCat("pod network namespace ", netns_path, " does not exist"));
+      return absl::NotFoundError(
+          absl::StrCat("pod network namespace ", netns_path, " does not exist"));
     }
     return errnoError(errno, absl::StrCat("opening pod network namespace ", netns_path));
   }
@@ -76,7 +77,8 @@ absl::StatusOr<int> hostIfindexOfPod(const std::string& netns_path, const std::s
   if (n < 0) return errnoError(errno, absl::StrCat("netlink reply for ", ifname));
   auto* nh = reinterpret_cast<nlmsghdr*>(buf);
   if (!NLMSG_OK(nh, static_cast<uint32_t>(n))) {
-    return absl::InternalError(absl::StrCat("short netlink reply for ", ifname, " in ", netns_path));
+    return absl::InternalError(
+        absl::StrCat("short netlink reply for ", ifname, " in ", netns_path));
   }
   if (nh->nlmsg_type == NLMSG_ERROR) {
     const int err = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(nh))->error;

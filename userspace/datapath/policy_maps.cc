@@ -57,7 +57,8 @@ std::string ruleText(uint32_t src_id, const IpAddress& a, uint16_t port) {
 
 mesh_authz_dst dstValueOf(const AuthzDst& d) {
   mesh_authz_dst v{};
-  v.flags = (d.governed ? MESH_AUTHZ_F_GOVERNED : 0) | (d.strict_pass ? MESH_AUTHZ_F_STRICT_PASS : 0);
+  v.flags =
+      (d.governed ? MESH_AUTHZ_F_GOVERNED : 0) | (d.strict_pass ? MESH_AUTHZ_F_STRICT_PASS : 0);
   v.default_verdict = static_cast<uint8_t>(d.default_verdict);
   return v;
 }
@@ -279,10 +280,9 @@ absl::StatusOr<KernelPolicy> PolicyMaps::read() const {
     mesh_authz_dst v;
     std::memcpy(&k, dsts.key(i), sizeof(k));
     std::memcpy(&v, dsts.value(i), sizeof(v));
-    out.dsts.push_back({IpAddress::fromAbi(family(k.family), k.addr),
-                        (v.flags & MESH_AUTHZ_F_GOVERNED) != 0,
-                        static_cast<AuthzVerdict>(v.default_verdict),
-                        (v.flags & MESH_AUTHZ_F_STRICT_PASS) != 0});
+    out.dsts.push_back(
+        {IpAddress::fromAbi(family(k.family), k.addr), (v.flags & MESH_AUTHZ_F_GOVERNED) != 0,
+         static_cast<AuthzVerdict>(v.default_verdict), (v.flags & MESH_AUTHZ_F_STRICT_PASS) != 0});
   }
   ASSIGN_OR_RETURN(mapops::RawEntries rules, mapops::readEntries(fds_.authz_l4, kL4));
   for (size_t i = 0; i < rules.size(); ++i) {

@@ -143,7 +143,7 @@ absl::Status strictSupported() {
   const int id = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
   if (id > 0) {
     const btf_type* t = btf__type_by_id(vmlinux, id);
-    const btf_enum* e = btf_enum(t);
+    const struct btf_enum* e = btf_enum(t);
     for (int i = 0; i < btf_vlen(t) && !found; ++i) {
       found = std::string(btf__name_by_offset(vmlinux, e[i].name_off)) == "BPF_TCX_EGRESS";
     }

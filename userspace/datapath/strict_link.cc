@@ -2,7 +2,6 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <net/if.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,8 +63,8 @@ absl::Status Datapath::adoptStrictLinks() {
     ScopedFd fd(bpf_obj_get(pin.c_str()));
     absl::StatusOr<TcxLinkInfo> info =
         fd.valid() ? tcxInfo(fd.get()) : absl::StatusOr<TcxLinkInfo>(absl::NotFoundError(pin));
-    const bool alive = info.ok() && info->type == kLinkTypeTcx &&
-                       info->ifindex == static_cast<uint32_t>(ifindex);
+    const bool alive =
+        info.ok() && info->type == kLinkTypeTcx && info->ifindex == static_cast<uint32_t>(ifindex);
     if (alive && bpf_link_update(fd.get(), prog_fd, nullptr) == 0) continue;
     // The workload's device went away (or the pin is not ours): forget it.
     ::unlink(pin.c_str());
@@ -76,9 +75,8 @@ absl::Status Datapath::adoptStrictLinks() {
 absl::Status Datapath::attachStrict(int host_ifindex) {
   char name[IF_NAMESIZE] = {};
   if (host_ifindex <= 0 || if_indextoname(static_cast<unsigned>(host_ifindex), name) == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("attaching STRICT: no interface with ifindex ", host_ifindex,
-                     " in meshd's network namespace"));
+    return absl::NotFoundError(absl::StrCat("attaching STRICT: no interface with ifindex ",
+                                            host_ifindex, " in meshd's network namespace"));
   }
   const int prog_fd = bpf_program__fd(skel_->progs.mesh_strict_egress);
   const std::string pin = strictLinkPin(host_ifindex);
@@ -95,9 +93,8 @@ absl::Status Datapath::attachStrict(int host_ifindex) {
     }
     ::unlink(pin.c_str());  // stale: the index now names another device
   }
-  ScopedFd link(
-      bpf_link_create(prog_fd, host_ifindex, static_cast<bpf_attach_type>(kAttachTcxEgress),
-                      nullptr));
+  ScopedFd link(bpf_link_create(prog_fd, host_ifindex,
+                                static_cast<bpf_attach_type>(kAttachTcxEgress), nullptr));
   if (!link.valid()) {
     const int err = errno;
     if (absl::Status support = strictSupported(); !support.ok()) return support;
