@@ -8,7 +8,8 @@
  *     no mesh_strict entry for (dst, dport) / (dst, 0) -> pass
  *     4-tuple in mesh_strict_pass                   -> pass (authorized same-node connect)
  *     else                                          -> drop, counted per entry and node-wide
- *   anything else (not TCP, not a SYN, IPv4 non-first fragment) -> pass
+ *   first fragment of a fragmented TCP packet: judged like a SYN
+ *   anything else (not TCP, not a SYN, non-first fragment) -> pass
  *
  * Only connection openings are judged: a connection exists only if its SYN
  * got through, and replies to the pod's own outbound connections (SYN-ACK,
@@ -22,13 +23,16 @@
  * with it. For the same reason a pod's connect cannot carry it here, hence
  * mesh_strict_pass for the connects the connect hook authorized.
  *
- * Fragments: a TCP SYN is never fragmented by Linux, and a first IPv4
- * fragment always carries the ports (offsets are multiples of 8 bytes), so
- * it is judged like a whole packet; non-first fragments pass (without their
- * first fragment they cannot be reassembled, and Linux drops overlapping
- * fragments). IPv6: up to MESH_STRICT_V6_EXT extension headers are walked;
- * a non-first fragment passes, a longer chain than that is dropped (counted
- * as strict_unparsed: such a packet cannot be shown not to be a SYN).
+ * Fragments: Linux never fragments a SYN it sends. The first fragment of a
+ * fragmented TCP packet (offset 0, more fragments) is judged as if it were
+ * a SYN, by its ports alone (they are in it: offsets are multiples of 8
+ * bytes): the flags byte may sit in a later fragment, so a split SYN would
+ * otherwise slip through. Non-first fragments pass: without their first
+ * fragment they cannot be reassembled, and Linux discards overlapping
+ * fragments, so a later one cannot rewrite the ports. IPv6: up to
+ * MESH_STRICT_V6_EXT extension headers are walked; a longer chain is dropped
+ * (counted as strict_unparsed: such a packet cannot be shown not to be a
+ * SYN).
  */
 #include "mesh_maps.bpf.h"
 
@@ -53,8 +57,10 @@
 
 /* Where the TCP header starts, or 0 when the packet is not (the first
  * fragment of) TCP. -1: an IPv6 header chain too long to walk. Fills the
- * addresses and family of *flow (the client's view: local = source). */
-static __always_inline int mesh_strict_l4(struct __sk_buff *skb, struct mesh_sock_key *flow)
+ * addresses and family of *flow (the client's view: local = source); *first_frag
+ * is set for the first fragment of a fragmented packet. */
+static __always_inline int mesh_strict_l4(struct __sk_buff *skb, struct mesh_sock_key *flow,
+					  int *first_frag)
 {
 	__u32 off = MESH_ETH_HLEN;
 	__u8 next, hdr[8];
@@ -67,6 +73,7 @@ static __always_inline int mesh_strict_l4(struct __sk_buff *skb, struct mesh_soc
 			return 0;
 		if (ip.protocol != MESH_PROTO_TCP || (ip.frag_off & bpf_htons(0x1fff)))
 			return 0;
+		*first_frag = (ip.frag_off & bpf_htons(0x2000)) != 0; /* MF */
 		flow->family = MESH_AF_INET;
 		flow->local[0] = ip.saddr;
 		flow->remote[0] = ip.daddr;
@@ -98,6 +105,7 @@ static __always_inline int mesh_strict_l4(struct __sk_buff *skb, struct mesh_soc
 			/* Offset in 8-byte units, upper 13 bits of bytes 2-3. */
 			if (((hdr[2] << 8) | hdr[3]) & 0xfff8)
 				return 0;
+			*first_frag = hdr[3] & 1; /* M */
 			off += 8;
 		} else if (next == MESH_IPPROTO_AH) {
 			off += (hdr[1] + 2) * 4;
@@ -114,29 +122,33 @@ int mesh_strict_egress(struct __sk_buff *skb)
 {
 	struct mesh_strict_key key;
 	struct mesh_sock_key flow;
-	__u8 tcp[14];
+	__u8 ports[4], flags;
+	int off, first_frag = 0;
 	__u64 *drops;
-	int off;
 
 	if ((skb->mark & mesh_strict_mark) == mesh_strict_mark)
 		return MESH_TCX_NEXT;
 	__builtin_memset(&flow, 0, sizeof(flow));
-	off = mesh_strict_l4(skb, &flow);
+	off = mesh_strict_l4(skb, &flow, &first_frag);
 	if (off == 0)
 		return MESH_TCX_NEXT;
 	if (off < 0) {
 		mesh_count(MESH_STAT_STRICT_UNPARSED);
 		return MESH_TCX_DROP;
 	}
-	if (bpf_skb_load_bytes(skb, off, tcp, sizeof(tcp)))
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return MESH_TCX_NEXT;
-	if ((tcp[13] & (MESH_TCP_FLAG_SYN | MESH_TCP_FLAG_ACK)) != MESH_TCP_FLAG_SYN)
-		return MESH_TCX_NEXT;
+	if (!first_frag) {
+		if (bpf_skb_load_bytes(skb, off + 13, &flags, 1))
+			return MESH_TCX_NEXT; /* truncated: the stack drops it */
+		if ((flags & (MESH_TCP_FLAG_SYN | MESH_TCP_FLAG_ACK)) != MESH_TCP_FLAG_SYN)
+			return MESH_TCX_NEXT;
+	}
 
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memcpy(key.addr, flow.remote, sizeof(key.addr));
 	key.family = flow.family;
-	__builtin_memcpy(&key.port, &tcp[2], 2);
+	__builtin_memcpy(&key.port, &ports[2], 2);
 	drops = bpf_map_lookup_elem(&mesh_strict, &key);
 	if (!drops) {
 		key.port = 0;
@@ -144,8 +156,8 @@ int mesh_strict_egress(struct __sk_buff *skb)
 		if (!drops)
 			return MESH_TCX_NEXT;
 	}
-	__builtin_memcpy(&flow.local_port, &tcp[0], 2);
-	__builtin_memcpy(&flow.remote_port, &tcp[2], 2);
+	__builtin_memcpy(&flow.local_port, &ports[0], 2);
+	__builtin_memcpy(&flow.remote_port, &ports[2], 2);
 	if (bpf_map_lookup_elem(&mesh_strict_pass, &flow)) {
 		mesh_count(MESH_STAT_STRICT_FAST_PASS);
 		return MESH_TCX_NEXT;

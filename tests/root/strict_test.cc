@@ -24,8 +24,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/net.h"
@@ -97,6 +99,50 @@ std::string probe(const std::string& addr, uint16_t port, uint32_t mark = 0) {
   }
   close(fd);
   return out;
+}
+
+// Sends one hand-made IP packet (header included) from the calling thread's
+// namespace. Returns "" or what failed.
+std::string sendRaw(int family, const std::string& dst, const std::string& packet) {
+  int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (fd < 0) return absl::StrCat("raw socket: ", strerror(errno));
+  socklen_t len;
+  sockaddr_storage ss = meshd::testing::sockaddrOf(dst, 0, &len);
+  ssize_t n = sendto(fd, packet.data(), packet.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
+  int err = errno;
+  close(fd);
+  return n == static_cast<ssize_t>(packet.size()) ? "" : absl::StrCat("sendto: ", strerror(err));
+}
+
+// A TCP header (20 bytes, no checksum: the packets never reach a socket).
+std::string tcpHeader(uint16_t sport, uint16_t dport, uint8_t flags) {
+  std::string h(20, '\0');
+  h[0] = static_cast<char>(sport >> 8);
+  h[1] = static_cast<char>(sport & 0xff);
+  h[2] = static_cast<char>(dport >> 8);
+  h[3] = static_cast<char>(dport & 0xff);
+  h[12] = 0x50;  // data offset 5 words
+  h[13] = static_cast<char>(flags);
+  return h;
+}
+
+// IPv4 header for `payload_len` bytes of TCP from src to dst; `frag` is the
+// frag_off field (host order: flags and offset).
+std::string ipv4Header(const std::string& src, const std::string& dst, size_t payload_len,
+                       uint16_t frag) {
+  std::string h(20, '\0');
+  h[0] = 0x45;
+  const uint16_t total = static_cast<uint16_t>(20 + payload_len);
+  h[2] = static_cast<char>(total >> 8);
+  h[3] = static_cast<char>(total & 0xff);
+  h[4] = 0x12;  // id
+  h[6] = static_cast<char>(frag >> 8);
+  h[7] = static_cast<char>(frag & 0xff);
+  h[8] = 64;
+  h[9] = IPPROTO_TCP;
+  inet_pton(AF_INET, src.c_str(), &h[12]);
+  inet_pton(AF_INET, dst.c_str(), &h[16]);
+  return h;  // the kernel fills in the checksum
 }
 
 class StrictRootTest : public ::testing::Test {
@@ -273,6 +319,55 @@ TEST_F(StrictRootTest, StrictDropsPlaintextSynsThatDidNotComeFromMeshd) {
   ASSERT_TRUE(dp_->detachStrict(pb_ifindex_).ok());
   EXPECT_TRUE(dp_->strictInterfaces().empty());
   EXPECT_EQ(fromPodA(kPodB4, kStrictPort), strict_id);
+}
+
+// Crafted packets from pod A: a SYN split after the ports (the flags byte in
+// the second fragment) is judged by its first fragment; an ACK is not judged;
+// an IPv6 SYN behind more extension headers than the program walks is dropped.
+TEST_F(StrictRootTest, StrictJudgesFirstFragmentsAndLongIpv6Chains) {
+  ASSERT_NO_FATAL_FAILURE(attachPodB());
+  ASSERT_TRUE(dp_->policy().setStrict({ip(kPodB4), kStrictPort}, true).ok());
+  ASSERT_TRUE(dp_->policy().setStrict({ip(kPodB6), kStrictPort}, true).ok());
+  auto sent = meshd::testing::runInPod(*pod_a_, nullptr, [] {
+    const std::string syn = tcpHeader(40000, kStrictPort, 0x02);
+    std::string err;
+    // A plain ACK to the STRICT port: not a connection opening.
+    err += sendRaw(AF_INET, kPodB4,
+                   ipv4Header("10.1.1.2", kPodB4, 20, 0) + tcpHeader(40001, kStrictPort, 0x10));
+    // A SYN in two fragments: 8 bytes (ports, sequence), then the rest at offset 1.
+    err += sendRaw(AF_INET, kPodB4, ipv4Header("10.1.1.2", kPodB4, 8, 0x2000) + syn.substr(0, 8));
+    err += sendRaw(AF_INET, kPodB4, ipv4Header("10.1.1.2", kPodB4, 12, 0x0001) + syn.substr(8));
+    // IPv6 SYN behind 7 destination-options headers (8 bytes each: PadN).
+    std::string v6(40, '\0');
+    v6[0] = 0x60;
+    const uint16_t plen = 7 * 8 + 20;
+    v6[4] = static_cast<char>(plen >> 8);
+    v6[5] = static_cast<char>(plen & 0xff);
+    v6[6] = 60;  // next: destination options
+    v6[7] = 64;
+    inet_pton(AF_INET6, "fd00:1::2", &v6[8]);
+    inet_pton(AF_INET6, kPodB6, &v6[24]);
+    for (int i = 0; i < 7; ++i) {
+      std::string opt(8, '\0');
+      opt[0] = static_cast<char>(i < 6 ? 60 : IPPROTO_TCP);
+      opt[2] = 1;  // PadN
+      opt[3] = 4;
+      v6 += opt;
+    }
+    err += sendRaw(AF_INET6, kPodB6, v6 + syn);
+    return err;
+  });
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  ASSERT_EQ(*sent, "");
+  // Forwarding runs in softirq context: wait (bounded) for the last packet's verdict.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (counters().strict_unparsed == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(strictDrops(kPodB4, kStrictPort), 1u) << "the first fragment, not the ACK";
+  PolicyCounters c = counters();
+  EXPECT_EQ(c.strict_dropped, 1u);
+  EXPECT_EQ(c.strict_unparsed, 1u);
 }
 
 TEST_F(StrictRootTest, StrictLinkSurvivesRestartAndIsAdopted) {

@@ -669,13 +669,15 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
       mesh_svc_state v;
       std::memcpy(&id, raw.key(i), 4);
       std::memcpy(&v, raw.value(i), sizeof(v));
-      if (v.live_conns == 0 && v.refused_service == 0 && v.refused_backend == 0 && v.rerouted == 0)
+      if (v.live_conns == 0 && v.refused_service == 0 && v.refused_backend == 0 &&
+          v.rerouted == 0 && v.refused_authz == 0)
         continue;
       out.push_back({{"svc_id", id},
                      {"live_conns", v.live_conns},
                      {"refused_service", v.refused_service},
                      {"refused_backend", v.refused_backend},
-                     {"rerouted", v.rerouted}});
+                     {"rerouted", v.rerouted},
+                     {"refused_authz", v.refused_authz}});
     }
   } else if (name == "mesh_maglev") {
     ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
@@ -744,6 +746,34 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
            {"redirect_ipv4", addrText(MESH_AF_INET, v4)},
            {"redirect_ipv6", addrText(MESH_AF_INET6, c.redirect_ip6)},
            {"redirect_port", ntohs(c.redirect_port)}};
+  } else if (name == "mesh_strict") {
+    ASSIGN_OR_RETURN(PolicyCounters c, policy_->counters());
+    for (const StrictCounter& e : c.strict) {
+      out.push_back({{"addr", e.entry.addr.toString()},
+                     {"port", e.entry.port},
+                     {"syn_dropped", e.syn_dropped}});
+    }
+  } else if (name == "mesh_cg_identity" || name == "mesh_authz_dst" || name == "mesh_authz_l4") {
+    ASSIGN_OR_RETURN(KernelPolicy p, policy_->read());
+    auto verdict = [](AuthzVerdict v) { return v == AuthzVerdict::kAllow ? "allow" : "deny"; };
+    if (name == "mesh_cg_identity") {
+      for (const auto& [cg, id] : p.identities)
+        out.push_back({{"cgroup_id", cg}, {"identity", id}});
+    } else if (name == "mesh_authz_dst") {
+      for (const AuthzDst& d : p.dsts) {
+        out.push_back({{"addr", d.addr.toString()},
+                       {"governed", d.governed},
+                       {"default", verdict(d.default_verdict)},
+                       {"strict_pass", d.strict_pass}});
+      }
+    } else {
+      for (const AuthzRule& r : p.rules) {
+        out.push_back({{"identity", r.src_id},
+                       {"addr", r.addr.toString()},
+                       {"port", r.port},
+                       {"verdict", verdict(r.verdict)}});
+      }
+    }
   } else if (name == "mesh_sock") {
     return absl::InvalidArgumentError(
         "mesh_sock is per-socket storage: the kernel cannot list it (see mesh_backend_state for "
@@ -753,7 +783,8 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
         absl::StrCat("no map named \"", name,
                      "\"; maps: mesh_services, mesh_slots, mesh_backends, "
                      "mesh_backend_state, mesh_svc_state, mesh_maglev, mesh_udp_rev, mesh_stats, "
-                     "mesh_sockhash, mesh_orig_dst, mesh_config, mesh_sock"));
+                     "mesh_sockhash, mesh_orig_dst, mesh_config, mesh_strict, mesh_cg_identity, "
+                     "mesh_authz_dst, mesh_authz_l4, mesh_sock"));
   }
   return out;
 }
