@@ -407,11 +407,11 @@ enum mesh_stat {
 	MESH_STAT_ORIG_DST_RECORDED,	 /* sockops: mesh_orig_dst written at ESTABLISHED */
 	MESH_STAT_ORIG_DST_FAILED,	 /* sockops: mesh_orig_dst could not be written */
 	MESH_STAT_AUTHZ_DENIED,		 /* L4 authorization denied: refused (ECONNREFUSED) */
-	MESH_STAT_AUTHZ_SKIPPED,	 /* a backend the client may not reach was not rerouted to */
-	MESH_STAT_STRICT_DROPPED,	 /* tc: plaintext SYN to a STRICT port dropped */
-	MESH_STAT_STRICT_UNPARSED,	 /* tc: IPv6 header chain too long to read: dropped */
-	MESH_STAT_STRICT_FAST_PASS,	 /* tc: SYN of an authorized same-node connect passed */
-	MESH_STAT_STRICT_PASS_FAILED,	 /* sockops: mesh_strict_pass could not be written */
+	MESH_STAT_AUTHZ_SKIPPED,      /* a backend the client may not reach was not rerouted to */
+	MESH_STAT_STRICT_DROPPED,     /* tc: plaintext SYN to a STRICT port dropped */
+	MESH_STAT_STRICT_UNPARSED,    /* tc: IPv6 header chain too long to read: dropped */
+	MESH_STAT_STRICT_FAST_PASS,   /* tc: SYN of an authorized same-node connect passed */
+	MESH_STAT_STRICT_PASS_FAILED, /* sockops: mesh_strict_pass could not be written */
 	MESH_STAT_MAX,
 };
 
