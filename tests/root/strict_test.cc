@@ -536,5 +536,28 @@ TEST_F(AuthzRootTest, AuthorizedSameNodeConnectPassesStrict) {
   EXPECT_EQ(fromPodA(kGovernedVip, 80, allowed_cg_.get()), "TIMEOUT");
 }
 
+// connect6: an IPv6 service whose backend is governed and STRICT.
+TEST_F(AuthzRootTest, Ipv6ServiceIsAuthorizedAndItsFastPathPassesStrict) {
+  constexpr char kVip6[] = "fd00:96::10";
+  DesiredLbState d;
+  d.frontends.push_back(frontend(kVip6, kPodB6, kStrictPort));
+  ASSERT_TRUE(rec_->apply(d).ok());
+  KernelPolicy p;
+  p.identities = {{cgroupIdOf(allowed_cg_->path()), 1}, {cgroupIdOf(denied_cg_->path()), 2}};
+  p.dsts = {{ip(kPodB6), true, AuthzVerdict::kDeny, true}};
+  p.rules = {{1, ip(kPodB6), kStrictPort, AuthzVerdict::kAllow}};
+  p.strict = {{ip(kPodB6), kStrictPort}};
+  ASSERT_TRUE(dp_->policy().replaceAll(p).ok());
+  ASSERT_NO_FATAL_FAILURE(attachPodB());
+  const std::string id = absl::StrCat(kPodB6, ":", kStrictPort);
+  EXPECT_EQ(fromPodA(kVip6, 80, allowed_cg_.get()), id);
+  EXPECT_EQ(fromPodA(kVip6, 80, denied_cg_.get()), "ERR:ECONNREFUSED");
+  EXPECT_EQ(view(kVip6).counters.refused_authz, 1u);
+  EXPECT_EQ(fromPodA(kPodB6, kStrictPort, allowed_cg_.get()), "TIMEOUT") << "not via the hook";
+  PolicyCounters c = counters();
+  EXPECT_GE(c.strict_fast_pass, 1u);
+  EXPECT_GE(c.strict_dropped, 1u);
+}
+
 }  // namespace
 }  // namespace meshd::datapath
