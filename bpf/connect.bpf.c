@@ -16,6 +16,15 @@
  * and released at TCP_CLOSE (sockops.bpf.c) or at close() (release.bpf.c),
  * whichever comes first.
  *
+ * TCP to a local workload under L4 authorization (mesh_authz_dst): the
+ * client's identity (mesh_cg_identity) must be allowed to reach the chosen
+ * backend (mesh_authz_l4, else the destination's default) before anything is
+ * taken (rate tokens, reservations); a denied connect fails with
+ * ECONNREFUSED, counted as refused_authz. A reroute (backend full or ejected)
+ * never lands on a backend the client may not reach. An allowed connect to a
+ * STRICT workload is marked MESH_SOCK_F_STRICT_PASS (sockops then lets its
+ * SYN through mesh_strict.bpf.c).
+ *
  * TCP to an L7 service (MESH_SVC_F_L7): no backend is chosen here. The
  * destination becomes meshd's outbound listener (mesh_config.redirect_*),
  * mesh_sock records the VIP with F_L7, and sockops publishes the original
@@ -68,6 +77,72 @@ static __always_inline void mesh_release_previous(struct bpf_sock_addr *ctx)
 	st = bpf_sk_storage_get(&mesh_sock, ctx->sk, 0, 0);
 	if (st)
 		mesh_release(st);
+}
+
+/* mesh_authz_backend() result bits. */
+#define MESH_AUTHZ_R_DENY 0x1 /* the client may not reach the backend */
+#define MESH_AUTHZ_R_PASS 0x2 /* allowed, and the backend has STRICT ports */
+
+/*
+ * L4 authorization of the connecting task (its cgroup's identity) towards
+ * backend `id`: 0 when the backend is not a local workload under policy (no
+ * mesh_authz_dst entry) or is allowed without STRICT, else MESH_AUTHZ_R_*.
+ * At most three hash lookups after the backend's: the destination, the
+ * client's identity and the rule (the last two only for a governed one).
+ * Global (not inlined): verified once, called from the reroute loop too.
+ */
+__attribute__((noinline)) int mesh_authz_backend(__u32 id)
+{
+	struct mesh_authz_dst_key dk;
+	struct mesh_authz_l4_key rk;
+	struct mesh_authz_dst *dst;
+	struct mesh_backend *be;
+	__u8 verdict, flags, *v;
+	__u32 *src;
+	__u64 cg;
+
+	be = bpf_map_lookup_elem(&mesh_backends, &id);
+	if (!be)
+		return 0;
+	__builtin_memset(&dk, 0, sizeof(dk));
+	dk.addr[0] = be->addr[0];
+	dk.addr[1] = be->addr[1];
+	dk.addr[2] = be->addr[2];
+	dk.addr[3] = be->addr[3];
+	dk.family = be->family;
+	dst = bpf_map_lookup_elem(&mesh_authz_dst, &dk);
+	if (!dst)
+		return 0;
+	flags = dst->flags;
+	verdict = MESH_AUTHZ_ALLOW;
+	if (flags & MESH_AUTHZ_F_GOVERNED) {
+		cg = bpf_get_current_cgroup_id();
+		src = bpf_map_lookup_elem(&mesh_cg_identity, &cg);
+		__builtin_memset(&rk, 0, sizeof(rk));
+		rk.src_id = src ? *src : 0;
+		rk.addr[0] = be->addr[0];
+		rk.addr[1] = be->addr[1];
+		rk.addr[2] = be->addr[2];
+		rk.addr[3] = be->addr[3];
+		rk.port = be->port;
+		rk.family = be->family;
+		v = bpf_map_lookup_elem(&mesh_authz_l4, &rk);
+		verdict = v ? *v : dst->default_verdict;
+	}
+	if (verdict != MESH_AUTHZ_ALLOW)
+		return MESH_AUTHZ_R_DENY;
+	return (flags & MESH_AUTHZ_F_STRICT_PASS) ? MESH_AUTHZ_R_PASS : 0;
+}
+
+/* Refuses a connect L4 authorization denied (ECONNREFUSED), counted for the
+ * service and node-wide. */
+static __always_inline void mesh_refuse_authz(__u32 svc_id)
+{
+	struct mesh_svc_state *ss = bpf_map_lookup_elem(&mesh_svc_state, &svc_id);
+
+	if (ss)
+		__sync_fetch_and_add(&ss->refused_authz, 1);
+	mesh_refuse(MESH_STAT_AUTHZ_DENIED);
 }
 
 /* Bound on the backends tried when the picked one is at its limit or ejected:
@@ -150,6 +225,10 @@ static __always_inline int mesh_reserve(const struct mesh_svc *svc, __u8 family,
 		cand = bpf_map_lookup_elem(&mesh_backends, &id);
 		if (!cand || !(cand->flags & MESH_BACKEND_F_ACTIVE) || cand->family != family)
 			continue;
+		if (mesh_authz_backend(id) & MESH_AUTHZ_R_DENY) {
+			mesh_count(MESH_STAT_AUTHZ_SKIPPED);
+			continue;
+		}
 		skip = mesh_reserve_backend(id, svc->max_conns_per_backend, now);
 		full |= skip & MESH_SKIP_FULL;
 		if (skip != MESH_SKIP_NONE)
@@ -242,7 +321,8 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 	int reason;
 	struct mesh_svc *svc;
 	struct mesh_svc_key vip;
-	__u32 backend_id = 0;
+	__u32 backend_id = 0, picked;
+	int authz = 0;
 
 	if (ctx->protocol != MESH_PROTO_TCP && ctx->protocol != MESH_PROTO_UDP)
 		return MESH_SOCK_ALLOW;
@@ -257,6 +337,14 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 		return MESH_SOCK_REJECT;
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		mesh_release_previous(ctx);
+		/* Authorization first: a denied connect takes no rate token
+		 * and no reservation. */
+		authz = mesh_authz_backend(backend_id);
+		if (authz & MESH_AUTHZ_R_DENY) {
+			mesh_refuse_authz(svc->svc_id);
+			return MESH_SOCK_REJECT;
+		}
+		picked = backend_id;
 		reason = mesh_rate_admit(svc);
 		if (!reason)
 			reason = mesh_reserve(svc, vip.family, &be, &backend_id);
@@ -264,12 +352,18 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, __u8 family)
 			mesh_refuse(reason);
 			return MESH_SOCK_REJECT;
 		}
+		/* Rerouted: the loop skipped denied backends; only the STRICT
+		 * pass of the new one is still to learn. */
+		if (backend_id != picked)
+			authz = mesh_authz_backend(backend_id) & MESH_AUTHZ_R_PASS;
 	}
 	mesh_rewrite_dst(ctx, be, family);
 	st = mesh_sock_remember(ctx, &vip, svc->svc_id, backend_id);
 	if (ctx->protocol == MESH_PROTO_TCP) {
 		if (st) {
 			st->flags |= MESH_SOCK_F_COUNTED;
+			if (authz & MESH_AUTHZ_R_PASS)
+				st->flags |= MESH_SOCK_F_STRICT_PASS;
 		} else {
 			/* Nowhere to remember the reservation: give it back
 			 * now rather than leak it (the connection goes

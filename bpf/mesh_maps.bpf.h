@@ -177,6 +177,65 @@ MESH_MAP struct {
 	__type(value, struct mesh_orig_dst);
 } mesh_orig_dst SEC(".maps");
 
+/* STRICT (address, port) entries of local workloads (port 0: every port),
+ * value = SYNs dropped for the entry, per CPU. Written by meshd (presence is
+ * the switch: meshd inserts with NOEXIST and never rewrites a value, so the
+ * counters survive re-applies); read by mesh_strict.bpf.c. Sized by
+ * DatapathConfig.max_strict. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mesh_strict_key);
+	__type(value, __u64);
+} mesh_strict SEC(".maps");
+
+/* 4-tuples (client's view: local = client, remote = server) of connects the
+ * connect hook authorized to a STRICT local workload. Written by sockops at
+ * TCP_CONNECT_CB (before the SYN), deleted at ESTABLISHED or TCP_CLOSE; LRU
+ * so that nothing leaks. Read by mesh_strict.bpf.c for unmarked SYNs. Sized
+ * by DatapathConfig.max_strict_pass (connects in SYN_SENT at once). */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mesh_sock_key);
+	__type(value, __u8);
+} mesh_strict_pass SEC(".maps");
+
+/* Local workloads' cgroup ids -> identity id (the L4 authorization's source).
+ * Written by meshd; sized by DatapathConfig.max_identities. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} mesh_cg_identity SEC(".maps");
+
+/* Local workload addresses under L4 authorization or STRICT. Written by
+ * meshd; sized by DatapathConfig.max_authz_dsts. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mesh_authz_dst_key);
+	__type(value, struct mesh_authz_dst);
+} mesh_authz_dst SEC(".maps");
+
+/* (client identity, backend address, port) -> enum mesh_authz_verdict.
+ * Written by meshd; sized by DatapathConfig.max_authz_rules. */
+MESH_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mesh_authz_l4_key);
+	__type(value, __u8);
+} mesh_authz_l4 SEC(".maps");
+
+/* Set by meshd before load: the bits of skb->mark that say "sent by meshd"
+ * (DatapathConfig.strict_mark, never 0). */
+#ifdef MESH_MAPS_DEFINE
+const volatile __u32 mesh_strict_mark = MESH_STRICT_MARK_DEFAULT;
+#else
+extern const volatile __u32 mesh_strict_mark;
+#endif
+
 /* Set by meshd before load: 0 when the kernel has no SOCKHASH/SK_MSG
  * support. Then mesh_sockhash is created as a plain hash that nothing uses,
  * and the verifier drops the sockmap code as dead (the value is known at

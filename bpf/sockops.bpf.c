@@ -95,6 +95,32 @@ static __always_inline void mesh_orig_dst_record(struct bpf_sock_ops *skops,
 	mesh_count(MESH_STAT_ORIG_DST_RECORDED);
 }
 
+/* A STRICT pass for this connect's SYN (MESH_SOCK_F_STRICT_PASS): its
+ * 4-tuple into mesh_strict_pass before the SYN leaves (TCP_CONNECT_CB), out
+ * again once established or closed. The tc program sees the SYN with the
+ * client's address as source, which is the key's `local`. */
+static __always_inline void mesh_strict_pass_add(struct bpf_sock_ops *skops)
+{
+	struct mesh_sock_key key;
+	__u8 one = 1;
+
+	if (mesh_sock_key_of_ops(skops, &key) ||
+	    bpf_map_update_elem(&mesh_strict_pass, &key, &one, BPF_ANY))
+		mesh_count(MESH_STAT_STRICT_PASS_FAILED);
+}
+
+static __always_inline void mesh_strict_pass_del(struct bpf_sock_ops *skops,
+						 struct mesh_sock_state *st)
+{
+	struct mesh_sock_key key;
+
+	if (!(st->flags & MESH_SOCK_F_STRICT_PASS))
+		return;
+	st->flags &= ~MESH_SOCK_F_STRICT_PASS;
+	if (!mesh_sock_key_of_ops(skops, &key))
+		bpf_map_delete_elem(&mesh_strict_pass, &key);
+}
+
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *skops)
 {
@@ -128,6 +154,8 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		st->flags |= MESH_SOCK_F_SYN_SENT;
 		st->flags &= ~MESH_SOCK_F_ESTABLISHED;
+		if (st->flags & MESH_SOCK_F_STRICT_PASS)
+			mesh_strict_pass_add(skops);
 		/* RTT_CB from the start: the SYN-ACK is the first RTT sample,
 		 * and for short connections often the only one. */
 		bpf_sock_ops_cb_flags_set(
@@ -140,6 +168,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			mesh_count(MESH_STAT_SOCK_ESTABLISHED);
 			mesh_outlier_success(st);
 		}
+		mesh_strict_pass_del(skops, st);
 		mesh_sockmap_active(skops);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
@@ -161,8 +190,10 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] is the old state, args[1] the new one. */
-		if (skops->args[1] == TCP_CLOSE)
+		if (skops->args[1] == TCP_CLOSE) {
+			mesh_strict_pass_del(skops, st);
 			mesh_conn_closed(st);
+		}
 		break;
 	}
 	return 1;

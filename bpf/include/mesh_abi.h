@@ -68,6 +68,11 @@ enum mesh_lb_algo {
  * COUNTED: no backend, no limits, no outlier signals); sockops publishes
  * mesh_orig_dst at ACTIVE_ESTABLISHED. */
 #define MESH_SOCK_F_L7 0x10
+/* connect allowed this socket to a local workload whose mesh_authz_dst has
+ * MESH_AUTHZ_F_STRICT_PASS: sockops publishes its 4-tuple in
+ * mesh_strict_pass at TCP_CONNECT_CB (before the SYN leaves), so the STRICT
+ * tc program lets the SYN through (mesh_strict.bpf.c). */
+#define MESH_SOCK_F_STRICT_PASS 0x20
 
 /* Frontend: a service VIP:port/proto. Map: mesh_services (HASH). */
 struct mesh_svc_key {
@@ -123,6 +128,7 @@ struct mesh_svc_state {
 	__u64 ejections_skipped;   /* ejections not made: eject_max_percent reached */
 	__u64 rate_tat_ns;	   /* service bucket, GCRA theoretical arrival time
 				    * (bpf_ktime_get_ns clock); BPF-private */
+	__u64 refused_authz;	   /* refused: L4 authorization denied (mesh_authz_l4) */
 };
 
 /* One backend slot of a service. Map: mesh_slots (HASH). */
@@ -302,6 +308,69 @@ enum mesh_eject_result {
 	MESH_EJECT_NO_BACKEND, /* the address is not a backend of the service */
 };
 
+/* ---- STRICT mTLS and L4 authorization (docs/design/0004-identity-mtls.md) ----
+ *
+ * STRICT: mesh_strict.bpf.c runs at tcx egress of the host side of a
+ * workload's veth (packets towards the pod). A TCP SYN (SYN without ACK) to
+ * an (address, port) in mesh_strict, or to an address whose port-0 entry is
+ * there, is dropped unless its skb->mark holds every bit of the STRICT mark
+ * (meshd's own sockets set it with SO_MARK; marks are scrubbed when a packet
+ * crosses network namespaces, so a pod cannot forge it) or its 4-tuple is in
+ * mesh_strict_pass (a same-node connect the connect hook authorized).
+ *
+ * MESH_STRICT_MARK_DEFAULT: bit 12. Not used by kube-proxy (0x4000 masquerade,
+ * 0x8000 drop), Calico (0xffff0000 by default), Cilium (0x0f00 magic, upper 16
+ * bits identity), AWS VPC CNI (0x80), Istio (0x539 = 1337, bits 0,3,4,5,8,10)
+ * nor Flannel (0x4000/0x8000). Configurable (DatapathConfig.strict_mark). */
+#define MESH_STRICT_MARK_DEFAULT 0x00001000U
+
+/* Map: mesh_strict (PERCPU_HASH): key -> __u64 SYNs dropped for this entry. */
+struct mesh_strict_key {
+	__u32 addr[4]; /* network order: a local workload's address */
+	__u16 port;    /* network order; 0 = every TCP port of addr */
+	__u8 family;   /* MESH_AF_* */
+	__u8 _pad;
+};
+
+/* L4 authorization at connect() for same-node pairs (connect.bpf.c). */
+enum mesh_authz_verdict {
+	MESH_AUTHZ_DENY = 0,
+	MESH_AUTHZ_ALLOW = 1,
+};
+
+/* mesh_authz_dst.flags */
+/* Authorization policy applies: mesh_authz_l4[(client identity, addr, port)],
+ * else default_verdict. Without it the destination is allowed. */
+#define MESH_AUTHZ_F_GOVERNED 0x1
+/* The workload has STRICT ports: an allowed connect gets a STRICT pass
+ * (MESH_SOCK_F_STRICT_PASS). Every local STRICT workload that is a backend of
+ * a service needs an entry with this flag, governed or not. */
+#define MESH_AUTHZ_F_STRICT_PASS 0x2
+
+/* Map: mesh_authz_dst (HASH), local workload address -> policy. */
+struct mesh_authz_dst_key {
+	__u32 addr[4]; /* network order */
+	__u8 family;   /* MESH_AF_* */
+	__u8 _pad[3];
+};
+
+struct mesh_authz_dst {
+	__u8 flags;	      /* MESH_AUTHZ_F_* */
+	__u8 default_verdict; /* enum mesh_authz_verdict: no mesh_authz_l4 entry */
+	__u16 _pad;
+};
+
+/* Map: mesh_authz_l4 (HASH) -> __u8 enum mesh_authz_verdict. The client's
+ * identity is mesh_cg_identity[cgroup id] (HASH, __u64 -> __u32), 0 when its
+ * cgroup has none. */
+struct mesh_authz_l4_key {
+	__u32 src_id;  /* identity id of the connecting workload; 0 = unknown */
+	__u32 addr[4]; /* network order: the backend's address */
+	__u16 port;    /* network order: the backend's port */
+	__u8 family;   /* MESH_AF_* */
+	__u8 _pad;
+};
+
 /* Counters by reason. Map: mesh_stats (PERCPU_ARRAY indexed by enum). */
 enum mesh_stat {
 	MESH_STAT_CONNECT_REWRITTEN = 0, /* connect to a VIP rewritten to a backend */
@@ -337,6 +406,12 @@ enum mesh_stat {
 	MESH_STAT_L7_NO_TARGET,		 /* L7 VIP, no redirect target of its family: L4 path */
 	MESH_STAT_ORIG_DST_RECORDED,	 /* sockops: mesh_orig_dst written at ESTABLISHED */
 	MESH_STAT_ORIG_DST_FAILED,	 /* sockops: mesh_orig_dst could not be written */
+	MESH_STAT_AUTHZ_DENIED,		 /* L4 authorization denied: refused (ECONNREFUSED) */
+	MESH_STAT_AUTHZ_SKIPPED,      /* a backend the client may not reach was not rerouted to */
+	MESH_STAT_STRICT_DROPPED,     /* tc: plaintext SYN to a STRICT port dropped */
+	MESH_STAT_STRICT_UNPARSED,    /* tc: IPv6 header chain too long to read: dropped */
+	MESH_STAT_STRICT_FAST_PASS,   /* tc: SYN of an authorized same-node connect passed */
+	MESH_STAT_STRICT_PASS_FAILED, /* sockops: mesh_strict_pass could not be written */
 	MESH_STAT_MAX,
 };
 

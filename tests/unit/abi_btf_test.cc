@@ -53,7 +53,7 @@ std::map<std::string, Layout> cppLayouts() {
          MEMBER(mesh_svc_state, refused_rate), MEMBER(mesh_svc_state, refused_client_rate),
          MEMBER(mesh_svc_state, refused_ejected), MEMBER(mesh_svc_state, ejected),
          MEMBER(mesh_svc_state, ejections), MEMBER(mesh_svc_state, ejections_skipped),
-         MEMBER(mesh_svc_state, rate_tat_ns)}}},
+         MEMBER(mesh_svc_state, rate_tat_ns), MEMBER(mesh_svc_state, refused_authz)}}},
       {"mesh_slot_key",
        {sizeof(mesh_slot_key), {MEMBER(mesh_slot_key, svc_id), MEMBER(mesh_slot_key, slot)}}},
       {"mesh_slot",
@@ -111,6 +111,23 @@ std::map<std::string, Layout> cppLayouts() {
         {MEMBER(mesh_sock_key, local), MEMBER(mesh_sock_key, remote),
          MEMBER(mesh_sock_key, local_port), MEMBER(mesh_sock_key, remote_port),
          MEMBER(mesh_sock_key, family), MEMBER(mesh_sock_key, _pad)}}},
+      {"mesh_strict_key",
+       {sizeof(mesh_strict_key),
+        {MEMBER(mesh_strict_key, addr), MEMBER(mesh_strict_key, port),
+         MEMBER(mesh_strict_key, family), MEMBER(mesh_strict_key, _pad)}}},
+      {"mesh_authz_dst_key",
+       {sizeof(mesh_authz_dst_key),
+        {MEMBER(mesh_authz_dst_key, addr), MEMBER(mesh_authz_dst_key, family),
+         MEMBER(mesh_authz_dst_key, _pad)}}},
+      {"mesh_authz_dst",
+       {sizeof(mesh_authz_dst),
+        {MEMBER(mesh_authz_dst, flags), MEMBER(mesh_authz_dst, default_verdict),
+         MEMBER(mesh_authz_dst, _pad)}}},
+      {"mesh_authz_l4_key",
+       {sizeof(mesh_authz_l4_key),
+        {MEMBER(mesh_authz_l4_key, src_id), MEMBER(mesh_authz_l4_key, addr),
+         MEMBER(mesh_authz_l4_key, port), MEMBER(mesh_authz_l4_key, family),
+         MEMBER(mesh_authz_l4_key, _pad)}}},
       {"mesh_backend_forget_ctx",
        {sizeof(mesh_backend_forget_ctx), {MEMBER(mesh_backend_forget_ctx, backend_id)}}},
       {"mesh_backend_eject_ctx",
@@ -191,6 +208,12 @@ TEST_F(AbiBtfTest, EnumValuesMatch) {
   EXPECT_EQ(values["MESH_STAT_L7_NO_TARGET"], MESH_STAT_L7_NO_TARGET);
   EXPECT_EQ(values["MESH_STAT_ORIG_DST_RECORDED"], MESH_STAT_ORIG_DST_RECORDED);
   EXPECT_EQ(values["MESH_STAT_ORIG_DST_FAILED"], MESH_STAT_ORIG_DST_FAILED);
+  EXPECT_EQ(values["MESH_STAT_AUTHZ_DENIED"], MESH_STAT_AUTHZ_DENIED);
+  EXPECT_EQ(values["MESH_STAT_AUTHZ_SKIPPED"], MESH_STAT_AUTHZ_SKIPPED);
+  EXPECT_EQ(values["MESH_STAT_STRICT_DROPPED"], MESH_STAT_STRICT_DROPPED);
+  EXPECT_EQ(values["MESH_STAT_STRICT_UNPARSED"], MESH_STAT_STRICT_UNPARSED);
+  EXPECT_EQ(values["MESH_STAT_STRICT_FAST_PASS"], MESH_STAT_STRICT_FAST_PASS);
+  EXPECT_EQ(values["MESH_STAT_STRICT_PASS_FAILED"], MESH_STAT_STRICT_PASS_FAILED);
   EXPECT_EQ(values["MESH_STAT_MAX"], MESH_STAT_MAX);
   EXPECT_EQ(values.size(), static_cast<size_t>(MESH_STAT_MAX) + 1);
 }

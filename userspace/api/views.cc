@@ -50,6 +50,7 @@ void addLimits(const datapath::Reconciler::FrontendView& fv, nlohmann::ordered_j
   row["connectRatePerClient"] = rateJson(fv.frontend.client_connect_rate);
   row["refusedByConnectRate"] = fv.counters.refused_rate;
   row["refusedByClientConnectRate"] = fv.counters.refused_client_rate;
+  row["refusedByAuthz"] = fv.counters.refused_authz;  // L4 authorization (same-node pairs)
 }
 
 // A backend's ejection as the kernel sees it at clock.monotonic_ns: an

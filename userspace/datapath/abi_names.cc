@@ -39,6 +39,12 @@ constexpr std::array<std::string_view, MESH_STAT_MAX> kStatNames = {
     "l7_no_target",           // MESH_STAT_L7_NO_TARGET
     "orig_dst_recorded",      // MESH_STAT_ORIG_DST_RECORDED
     "orig_dst_failed",        // MESH_STAT_ORIG_DST_FAILED
+    "authz_denied",           // MESH_STAT_AUTHZ_DENIED
+    "authz_skipped",          // MESH_STAT_AUTHZ_SKIPPED
+    "strict_dropped",         // MESH_STAT_STRICT_DROPPED
+    "strict_unparsed",        // MESH_STAT_STRICT_UNPARSED
+    "strict_fast_pass",       // MESH_STAT_STRICT_FAST_PASS
+    "strict_pass_failed",     // MESH_STAT_STRICT_PASS_FAILED
 };
 // A new enum value without a name here fails to compile (an empty entry).
 static_assert(!kStatNames.back().empty(), "name every enum mesh_stat value");

@@ -52,7 +52,12 @@ std::vector<MapRef> mapsOf(struct mesh* s) {
           {"mesh_config", s->maps.mesh_config},
           {"mesh_sockhash", s->maps.mesh_sockhash},
           {"mesh_sockmap_pending", s->maps.mesh_sockmap_pending},
-          {"mesh_orig_dst", s->maps.mesh_orig_dst}};
+          {"mesh_orig_dst", s->maps.mesh_orig_dst},
+          {"mesh_strict", s->maps.mesh_strict},
+          {"mesh_strict_pass", s->maps.mesh_strict_pass},
+          {"mesh_cg_identity", s->maps.mesh_cg_identity},
+          {"mesh_authz_dst", s->maps.mesh_authz_dst},
+          {"mesh_authz_l4", s->maps.mesh_authz_l4}};
 }
 
 // The programs attached to the cgroup (the sk_msg program is attached to
@@ -141,8 +146,14 @@ absl::StatusOr<DatapathPtr> Datapath::open(const DatapathConfig& config) {
         absl::StrCat("instance name \"", config.instance, "\" must be non-empty without '/'"));
   }
   if (config.max_services == 0 || config.max_backends == 0 || config.max_slots == 0 ||
-      config.max_udp_flows == 0 || config.max_orig_dst == 0) {
+      config.max_udp_flows == 0 || config.max_orig_dst == 0 || config.max_strict == 0 ||
+      config.max_strict_pass == 0 || config.max_identities == 0 || config.max_authz_dsts == 0 ||
+      config.max_authz_rules == 0) {
     return absl::InvalidArgumentError("datapath map sizes must all be > 0");
+  }
+  if (config.strict_mark == 0) {
+    return absl::InvalidArgumentError(
+        "datapath strict_mark must be non-zero (the skb->mark bits of meshd's own sockets)");
   }
   DatapathPtr dp(new Datapath(config));
   bool had_pins = fs::exists(dp->instanceDir());
@@ -176,12 +187,19 @@ absl::Status Datapath::load() {
         Size{skel_->maps.mesh_rate_client, c.max_rate_clients},
         Size{skel_->maps.mesh_sockhash, c.max_sockmap_sockets},
         Size{skel_->maps.mesh_sockmap_pending, c.max_sockmap_sockets},
-        Size{skel_->maps.mesh_orig_dst, c.max_orig_dst}}) {
+        Size{skel_->maps.mesh_orig_dst, c.max_orig_dst},
+        Size{skel_->maps.mesh_strict, c.max_strict},
+        Size{skel_->maps.mesh_strict_pass, c.max_strict_pass},
+        Size{skel_->maps.mesh_cg_identity, c.max_identities},
+        Size{skel_->maps.mesh_authz_dst, c.max_authz_dsts},
+        Size{skel_->maps.mesh_authz_l4, c.max_authz_rules}}) {
     int ret = bpf_map__set_max_entries(s.map, s.n);
     if (ret != 0) {
       return errnoError(-ret, absl::StrCat("sizing map ", bpf_map__name(s.map), " to ", s.n));
     }
   }
+
+  skel_->rodata->mesh_strict_mark = c.strict_mark;
 
   // A kernel without sockmap could not create mesh_sockhash nor load
   // mesh_sk_msg: make the map a plain hash nothing uses and tell the programs
@@ -292,6 +310,14 @@ absl::Status Datapath::load() {
   fds.max_slots = c.max_slots;
   fds.max_backends = c.max_backends;
   maps_ = std::make_unique<BpfLbMaps>(fds);
+  PolicyMapFds pfds;
+  pfds.strict = bpf_map__fd(skel_->maps.mesh_strict);
+  pfds.cg_identity = bpf_map__fd(skel_->maps.mesh_cg_identity);
+  pfds.authz_dst = bpf_map__fd(skel_->maps.mesh_authz_dst);
+  pfds.authz_l4 = bpf_map__fd(skel_->maps.mesh_authz_l4);
+  pfds.stats = bpf_map__fd(skel_->maps.mesh_stats);
+  policy_ = std::make_unique<PolicyMaps>(pfds);
+  RETURN_IF_ERROR(adoptStrictLinks());
   ASSIGN_OR_RETURN(orig_dst_, OrigDstTable::fromMapFd(bpf_map__fd(skel_->maps.mesh_orig_dst)));
   ASSIGN_OR_RETURN(ejector_,
                    KernelEjector::fromProgFd(bpf_program__fd(skel_->progs.mesh_backend_eject)));
@@ -497,6 +523,7 @@ absl::Status Datapath::setSockmapActive(bool active) {
 
 Datapath::~Datapath() {
   maps_.reset();
+  policy_.reset();
   // Closes our fds only: pinned maps and links stay in the kernel.
   if (proxy_sockops_link_ != nullptr) bpf_link__destroy(proxy_sockops_link_);  // pinned: stays
   if (skel_ != nullptr) mesh::destroy(skel_);
@@ -642,13 +669,15 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
       mesh_svc_state v;
       std::memcpy(&id, raw.key(i), 4);
       std::memcpy(&v, raw.value(i), sizeof(v));
-      if (v.live_conns == 0 && v.refused_service == 0 && v.refused_backend == 0 && v.rerouted == 0)
+      if (v.live_conns == 0 && v.refused_service == 0 && v.refused_backend == 0 &&
+          v.rerouted == 0 && v.refused_authz == 0)
         continue;
       out.push_back({{"svc_id", id},
                      {"live_conns", v.live_conns},
                      {"refused_service", v.refused_service},
                      {"refused_backend", v.refused_backend},
-                     {"rerouted", v.rerouted}});
+                     {"rerouted", v.rerouted},
+                     {"refused_authz", v.refused_authz}});
     }
   } else if (name == "mesh_maglev") {
     ASSIGN_OR_RETURN(LbMapContents all, maps_->readAll());
@@ -717,6 +746,34 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
            {"redirect_ipv4", addrText(MESH_AF_INET, v4)},
            {"redirect_ipv6", addrText(MESH_AF_INET6, c.redirect_ip6)},
            {"redirect_port", ntohs(c.redirect_port)}};
+  } else if (name == "mesh_strict") {
+    ASSIGN_OR_RETURN(PolicyCounters c, policy_->counters());
+    for (const StrictCounter& e : c.strict) {
+      out.push_back({{"addr", e.entry.addr.toString()},
+                     {"port", e.entry.port},
+                     {"syn_dropped", e.syn_dropped}});
+    }
+  } else if (name == "mesh_cg_identity" || name == "mesh_authz_dst" || name == "mesh_authz_l4") {
+    ASSIGN_OR_RETURN(KernelPolicy p, policy_->read());
+    auto verdict = [](AuthzVerdict v) { return v == AuthzVerdict::kAllow ? "allow" : "deny"; };
+    if (name == "mesh_cg_identity") {
+      for (const auto& [cg, id] : p.identities)
+        out.push_back({{"cgroup_id", cg}, {"identity", id}});
+    } else if (name == "mesh_authz_dst") {
+      for (const AuthzDst& d : p.dsts) {
+        out.push_back({{"addr", d.addr.toString()},
+                       {"governed", d.governed},
+                       {"default", verdict(d.default_verdict)},
+                       {"strict_pass", d.strict_pass}});
+      }
+    } else {
+      for (const AuthzRule& r : p.rules) {
+        out.push_back({{"identity", r.src_id},
+                       {"addr", r.addr.toString()},
+                       {"port", r.port},
+                       {"verdict", verdict(r.verdict)}});
+      }
+    }
   } else if (name == "mesh_sock") {
     return absl::InvalidArgumentError(
         "mesh_sock is per-socket storage: the kernel cannot list it (see mesh_backend_state for "
@@ -726,7 +783,8 @@ absl::StatusOr<nlohmann::json> Datapath::dumpMap(std::string_view name_sv) {
         absl::StrCat("no map named \"", name,
                      "\"; maps: mesh_services, mesh_slots, mesh_backends, "
                      "mesh_backend_state, mesh_svc_state, mesh_maglev, mesh_udp_rev, mesh_stats, "
-                     "mesh_sockhash, mesh_orig_dst, mesh_config, mesh_sock"));
+                     "mesh_sockhash, mesh_orig_dst, mesh_config, mesh_strict, mesh_cg_identity, "
+                     "mesh_authz_dst, mesh_authz_l4, mesh_sock"));
   }
   return out;
 }

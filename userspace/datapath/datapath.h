@@ -4,6 +4,8 @@
 //   <pin_root>/<instance>/<map>          every map of the object
 //   <pin_root>/<instance>/links/<prog>   one cgroup link per program, and the
 //                                        sk_msg link on mesh_sockhash
+//   <pin_root>/<instance>/links/mesh_strict_egress@<ifindex>
+//                                        tcx egress links of STRICT (attachStrict)
 //
 // open() on a host where these pins exist adopts them: the maps are reused
 // as they are (entries and counters survive) and each pinned link is switched
@@ -26,6 +28,7 @@
 #include "datapath/ejector.h"
 #include "datapath/map_writer.h"
 #include "datapath/orig_dst.h"
+#include "datapath/policy_maps.h"
 #include "datapath/redirect.h"
 #include "datapath/sockmap.h"
 #include "nlohmann/json.hpp"
@@ -52,6 +55,16 @@ struct DatapathConfig {
   // a lookup miss for meshd (it closes it).
   uint32_t max_orig_dst = 65536;
   SockmapMode sockmap = SockmapMode::kAuto;
+  // STRICT and L4 authorization (docs/design/0004-identity-mtls.md).
+  // skb->mark bits meshd's own sockets carry (SO_MARK): packets with all of
+  // them pass the STRICT tc program. Non-zero; default bit 12 (mesh_abi.h
+  // says which bits other CNIs and kube-proxy use).
+  uint32_t strict_mark = MESH_STRICT_MARK_DEFAULT;
+  uint32_t max_strict = 16384;       // mesh_strict: STRICT (address, port) entries
+  uint32_t max_strict_pass = 16384;  // mesh_strict_pass (LRU): authorized connects in SYN_SENT
+  uint32_t max_identities = 16384;   // mesh_cg_identity: local workload cgroups
+  uint32_t max_authz_dsts = 16384;   // mesh_authz_dst: local workload addresses
+  uint32_t max_authz_rules = 65536;  // mesh_authz_l4: (identity, address, port) rules
 };
 
 struct ProgramInfo {
@@ -140,6 +153,29 @@ class Datapath {
   // thread-safe: it holds its own program fd, so it may outlive this Datapath.
   const BackendEjectorPtr& ejector() const { return ejector_; }
 
+  // ---- STRICT (PeerAuthentication) and L4 authorization ----
+  // The skb->mark bits that let a packet through STRICT (config.strict_mark):
+  // meshd's sockets towards local workloads set them with SO_MARK.
+  uint32_t strictMark() const { return config_.strict_mark; }
+  // Attaches the STRICT program (mesh_strict_egress) at tcx egress of
+  // `host_ifindex`, the node-side end of a workload's veth (hostIfindexOfPod),
+  // pinned as links/mesh_strict_egress@<ifindex>. Idempotent; an existing pin
+  // for that ifindex is switched to this program, or replaced when it is stale
+  // (the device went away and the index was reused). FailedPrecondition naming
+  // what is missing when the kernel has no tcx (Linux 6.6+); NotFound when no
+  // such interface exists.
+  absl::Status attachStrict(int host_ifindex);
+  // Detaches and unpins it. Absent is fine.
+  absl::Status detachStrict(int host_ifindex);
+  // The ifindexes with a STRICT link (pins of this instance; links whose
+  // device is gone are dropped at open()).
+  std::vector<int> strictInterfaces() const;
+  // The STRICT and authorization maps (mesh_strict, mesh_cg_identity,
+  // mesh_authz_dst, mesh_authz_l4) and their counters.
+  PolicyMaps& policy() { return *policy_; }
+  // The pin path of the STRICT link on `ifindex`.
+  std::string strictLinkPin(int ifindex) const;
+
   absl::StatusOr<std::vector<ProgramInfo>> programs();
   absl::StatusOr<std::vector<MapInfo>> mapInfo();
   // Entries of one of our maps (by name, e.g. "mesh_services") decoded into
@@ -164,10 +200,13 @@ class Datapath {
   absl::Status startSockmap();
   // Writes config_value_ (every field) to mesh_config.
   absl::Status writeConfig();
+  // Switches pinned STRICT links to the loaded program; unpins dead ones.
+  absl::Status adoptStrictLinks();
 
   DatapathConfig config_;
   struct mesh* skel_ = nullptr;
   std::unique_ptr<BpfLbMaps> maps_;
+  std::unique_ptr<PolicyMaps> policy_;
   bool adopted_ = false;
   std::string terminate_unavailable_;
   bool sockmap_supported_ = true;  // the kernel has SOCKHASH and SK_MSG
@@ -179,5 +218,16 @@ class Datapath {
   bpf_link* proxy_sockops_link_ = nullptr;  // ours (not the skeleton's): destroyed in ~Datapath
   std::string proxy_cgroup_;
 };
+
+// The node-side ifindex of a pod's interface: enters the pod's network
+// namespace (`netns_path`, e.g. /var/run/netns/<name> or /proc/<pid>/ns/net)
+// in a short-lived thread, asks netlink (RTM_GETLINK) for `ifname` and returns
+// its IFLA_LINK: for a veth, the peer's ifindex in the peer's namespace.
+// Assumes a veth CNI (bridge or routed) whose host end is in meshd's network
+// namespace, as in lab/meshlab. NotFound when the namespace or interface does
+// not exist; FailedPrecondition when the interface has no peer (not a veth)
+// or its peer is in the same namespace. (pod_link.cc)
+absl::StatusOr<int> hostIfindexOfPod(const std::string& netns_path,
+                                     const std::string& ifname = "eth0");
 
 }  // namespace meshd::datapath

@@ -1,5 +1,6 @@
 #include "datapath/preflight.h"
 
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
@@ -129,6 +130,31 @@ absl::StatusOr<HostPaths> preflight() {
     }
   }
   return paths;
+}
+
+absl::Status strictSupported() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) {
+    return absl::FailedPreconditionError(
+        "STRICT mTLS cannot be enforced in the kernel: no kernel BTF to check for tcx links "
+        "(CONFIG_DEBUG_INFO_BTF=y)");
+  }
+  bool found = false;
+  const int id = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
+  if (id > 0) {
+    const btf_type* t = btf__type_by_id(vmlinux, id);
+    const struct btf_enum* e = btf_enum(t);
+    for (int i = 0; i < btf_vlen(t) && !found; ++i) {
+      found = std::string(btf__name_by_offset(vmlinux, e[i].name_off)) == "BPF_TCX_EGRESS";
+    }
+  }
+  btf__free(vmlinux);
+  if (!found) {
+    return absl::FailedPreconditionError(
+        "STRICT mTLS cannot be enforced in the kernel: it has no tcx links (BPF_TCX_EGRESS, "
+        "Linux 6.6+) to attach the STRICT program to workload interfaces; run a newer kernel");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> resolveCgroup(const HostPaths& paths, absl::string_view arg) {

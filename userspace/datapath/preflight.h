@@ -21,6 +21,16 @@ struct HostPaths {
 // here when absent; FailedPrecondition when that fails).
 absl::StatusOr<HostPaths> preflight();
 
+// Whether STRICT (PeerAuthentication) can be enforced in this kernel: the
+// tc program attaches with a tcx link (BPF_TCX_EGRESS, Linux 6.6+), found in
+// the kernel's BTF (enum bpf_attach_type). FailedPrecondition naming what is
+// missing. Optional: meshd runs without it, STRICT is then not enforced in
+// the kernel. (The connect hook needs no extra helper for STRICT: same-node
+// connects it authorizes are let through by their 4-tuple, mesh_strict_pass,
+// not by a socket mark, which a packet loses when it leaves the pod's
+// network namespace.)
+absl::Status strictSupported();
+
 // First cgroup2 mount point listed in `proc_mounts` (the text of /proc/mounts).
 // NotFound (with how to mount one) when there is none.
 absl::StatusOr<std::string> findCgroup2Mount(absl::string_view proc_mounts);

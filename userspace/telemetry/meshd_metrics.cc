@@ -112,6 +112,7 @@ std::string renderMetrics(const MeshdMetrics& m) {
     w.sample(withReason(s, "client_connect_rate"),
              static_cast<double>(s.refused_client_connect_rate));
     w.sample(withReason(s, "all_ejected"), static_cast<double>(s.refused_all_ejected));
+    w.sample(withReason(s, "authz"), static_cast<double>(s.refused_authz));
   }
   w.family("meshd_service_connects_rerouted_total",
            "Connects moved from a full or ejected backend to another one of the service.",
@@ -138,6 +139,14 @@ std::string renderMetrics(const MeshdMetrics& m) {
            MetricType::kGauge);
   w.sample({{"kind", "backend"}}, static_cast<double>(m.draining_backends));
   w.sample({{"kind", "service"}}, static_cast<double>(m.draining_services));
+  w.family("meshd_strict_dropped_syns_total",
+           "Plaintext TCP SYNs to a STRICT port of a local workload that did not come through "
+           "meshd, dropped at the workload's interface (port \"0\": the whole address).",
+           MetricType::kCounter);
+  for (const auto& s : m.strict_samples) {
+    w.sample({{"address", s.address}, {"port", std::to_string(s.port)}},
+             static_cast<double>(s.syn_dropped));
+  }
   return w.text();
 }
 

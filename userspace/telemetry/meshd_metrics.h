@@ -42,6 +42,14 @@ struct ServiceSample {
   int64_t ejected_backends = 0;
   uint64_t ejections = 0;
   uint64_t ejections_skipped = 0;
+  uint64_t refused_authz = 0;  // L4 authorization denied the connect
+};
+
+// One STRICT (address, port) entry of a local workload (mesh_strict).
+struct StrictSample {
+  std::string address;  // "10.1.0.5" or "fd00::5"
+  uint16_t port = 0;    // 0 = every port of the address
+  uint64_t syn_dropped = 0;
 };
 
 struct MeshdMetrics {
@@ -58,6 +66,7 @@ struct MeshdMetrics {
   std::vector<ServiceSample> service_samples;
   uint64_t draining_backends = 0;  // ids waiting for their connections to close
   uint64_t draining_services = 0;
+  std::vector<StrictSample> strict_samples;
 };
 
 // The /metrics body. The same backend (same ids and labels) listed under two

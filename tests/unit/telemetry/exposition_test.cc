@@ -87,6 +87,8 @@ TEST(MeshdMetricsTest, RendersEveryFamilyAndSample) {
   m.backend_samples.push_back({"default", "web", "10.1.0.1:8080", 2, 0, 5, 0});
   m.backend_samples.push_back({"prod", "api\"x", "[fd00::1]:80", 3, 1, 2, 0, 4, true, 0.0125});
   m.service_samples.push_back({"default", "web", "10.96.0.1:80/TCP", 6, 1, 2, 3, 4, 5, 7, 1, 8, 9});
+  m.service_samples.back().refused_authz = 10;
+  m.strict_samples.push_back({"10.1.0.5", 8080, 11});
   m.draining_backends = 2;
   const std::string text = renderMetrics(m);
 
@@ -124,7 +126,8 @@ TEST(MeshdMetricsTest, RendersEveryFamilyAndSample) {
                                                 {"max_connections_per_backend", 2},
                                                 {"connect_rate", 3},
                                                 {"client_connect_rate", 4},
-                                                {"all_ejected", 5}}) {
+                                                {"all_ejected", 5},
+                                                {"authz", 10}}) {
     EXPECT_THAT(text, HasSubstr(absl::StrCat("meshd_service_connects_refused_total{", web,
                                              ",reason=\"", reason, "\"} ", n, "\n")));
   }
@@ -134,6 +137,8 @@ TEST(MeshdMetricsTest, RendersEveryFamilyAndSample) {
   EXPECT_THAT(text, HasSubstr("meshd_service_ejections_total{" + web +
                               ",result=\"skipped_max_percent\"} 9\n"));
   EXPECT_THAT(text, HasSubstr("meshd_draining_ids{kind=\"backend\"} 2\n"));
+  EXPECT_THAT(
+      text, HasSubstr("meshd_strict_dropped_syns_total{address=\"10.1.0.5\",port=\"8080\"} 11\n"));
 
   // Every line is a comment or "name[{labels}] value"; every counter family ends in _total.
   std::istringstream in(text);
