@@ -330,6 +330,7 @@ std::string Daemon::renderMetrics() {
   if (l7_) {
     l7_->metrics().render(out);
     l7_->renderResilienceMetrics(out);
+    l7_->renderPolicyMetrics(out);
   }
   return out;
 }
