@@ -157,6 +157,8 @@ absl::Status Daemon::init() {
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
   // L7 outlier ejections go into the kernel's ejection state (connect() skips them too).
   l7_->setEjector(datapath_->ejector());
+  l7_->setNodeName(options_.node_name);
+  l7_->setTrustDomain(options_.trust_domain);
   if (!options_.access_log.empty()) {
     telemetry::AccessLog::Options ao;
     ao.shards = workers;
