@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "counting_new.h"
 #include "gtest/gtest.h"
 #include "policy/authz.h"
 #include "policy/rate_limit.h"
@@ -434,6 +435,45 @@ TEST(RateLimiterTest, RoutesReplaceTopLevelAndClientsAreSeparate) {
   EXPECT_FALSE(r.acquire.allowed);
   EXPECT_EQ(r.scope, RateLimiter::Scope::kService);
   EXPECT_EQ(r.acquire.retryAfterSeconds(), 60u);
+}
+
+TEST(PolicyAllocationTest, EvaluateAndTryAcquireDoNotAllocate) {
+  auto a = build(std::string(kWorkloads) + R"(---
+apiVersion: meshd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: prod}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {notPaths: ["/api/*"], hosts: ["*.example.com"]}}]
+    when: [{key: "request.headers[x-user]", values: ["mallory*"]}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: prod}
+spec:
+  rules:
+  - from: [{source: {principals: ["*/sa/alice"], ipBlocks: ["10.9.0.0/16"]}}]
+    to: [{operation: {methods: ["GET"], ports: ["8080"]}}]
+)");
+  ASSERT_NE(a, nullptr);
+  const Workload* web = a->workload("prod", "web-0");
+  static const proxy::http1::HeaderField kHeaders[] = {{"X-User", "alice", false}};
+  Request r = req(kAlice, "prod", "GET", "/api/v1?q=1", "web.example.com:8080");
+  r.headers = kHeaders;
+  resources::RateLimitPolicySpec spec;
+  spec.requests = rate(1000, 1000);
+  spec.per_client = rate(10, 10);
+  RateLimiter rl("prod/rl", spec);
+  (void)rl.tryAcquire("", "/", "warm", kSec);
+  testing::startCountingAllocations();
+  int allowed = 0;
+  for (int i = 0; i < 100; ++i) {
+    allowed += evaluate(*web, r).allowed ? 1 : 0;
+    allowed += rl.tryAcquire("", "/api", kAlice, kSec + i).acquire.allowed ? 1 : 0;
+  }
+  EXPECT_EQ(testing::stopCountingAllocations(), 0u);
+  EXPECT_EQ(allowed, 100 + 10);
 }
 
 }  // namespace
