@@ -9,6 +9,7 @@
 #include "resources/resource.h"
 #include "resources/resource_set.h"
 #include "state/desired_state.h"
+#include "state/model.h"
 
 namespace meshd::resources {
 namespace {
@@ -272,6 +273,63 @@ TEST(PolicyResources, SetChecksNameBoth) {
   EXPECT_THAT(std::string(validateSet(wls).message()),
               HasSubstr("Workload/default/w2: spec.addresses[1]: 10.0.0.1 is also an address of "
                         "Workload/default/w"));
+}
+
+class RecordingSink : public state::LbStateSink {
+ public:
+  absl::Status apply(const state::DesiredLbState& d) override {
+    last = d;
+    ++applies;
+    return absl::OkStatus();
+  }
+  state::DesiredLbState last;
+  int applies = 0;
+};
+
+// The new kinds go through Model::apply/remove like the others: all or nothing.
+TEST(PolicyResources, ModelAppliesAllOrNothing) {
+  RecordingSink sink;
+  state::Model model(nullptr, sink);
+  ASSERT_TRUE(model.load().ok());
+  auto good =
+      parse(std::string(kService) + "---\n" + kWl + "  node: n1\n  addresses: [10.0.0.1]\n---\n" +
+            kRl + "  connections: {connectRate: {perSecond: 7}}\n");
+  ASSERT_TRUE(good.ok()) << good.status();
+  auto applied = model.apply(*good, false);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(model.resources().size(), 3u);
+  EXPECT_EQ(sink.last.frontends.at(0).connect_rate, (state::ConnectRate{7, 7}));
+
+  // A batch with one bad policy (made without positions, as the API could send it): nothing
+  // of it is applied.
+  auto bad = resourceFromJson(nlohmann::json::parse(R"({
+      "apiVersion": "meshd.io/v1alpha1", "kind": "AuthorizationPolicy",
+      "metadata": {"name": "x"}, "spec": {"action": "AUDIT"}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("AuthorizationPolicy/default/x: spec.action: action AUDIT is not "
+                        "supported by meshd"));
+  // A conflicting TrafficPolicy in a batch with a valid Workload: refused whole.
+  auto conflict = parse(
+      "apiVersion: meshd.io/v1alpha1\nkind: Workload\nmetadata: {name: w2}\n"
+      "spec: {node: n1, addresses: [10.0.0.2]}\n---\n"
+      "apiVersion: meshd.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: "
+      "web}\nspec:\n  targetRef: {kind: Service, name: web}\n"
+      "  connectionLimits: {connectRate: {perSecond: 10}}\n");
+  ASSERT_TRUE(conflict.ok()) << conflict.status();
+  const int applies = sink.applies;
+  auto refused = model.apply(*conflict, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("Service default/web gets a connect rate from both "
+                        "RateLimitPolicy/default/r and TrafficPolicy/default/web"));
+  EXPECT_EQ(model.resources().size(), 3u);
+  EXPECT_EQ(sink.applies, applies);
+
+  // Deleting the RateLimitPolicy gives the kernel bucket back.
+  auto removed = model.remove({ResourceKey{kKindRateLimitPolicy, "default", "r"}});
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(sink.last.frontends.at(0).connect_rate, state::ConnectRate{});
 }
 
 }  // namespace
