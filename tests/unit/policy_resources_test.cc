@@ -104,6 +104,12 @@ TEST(PolicyResources, RejectedWithFileLineAndField) {
        "f.yaml:5:10: AuthorizationPolicy/default/a: spec.rules: expected a list, got a mapping"},
       {"ap when without values", std::string(kAp) + "  rules:\n  - when: [{key: source.ip}]\n",
        "spec.rules[0].when[0]: needs values or notValues"},
+      {"ap when source.ip bad",
+       std::string(kAp) + "  rules:\n  - when: [{key: source.ip, values: [\"1*\"]}]\n",
+       "spec.rules[0].when[0].values[0]: \"1*\" is not an address or address block"},
+      {"ap when port bad",
+       std::string(kAp) + "  rules:\n  - when: [{key: destination.port, notValues: [x]}]\n",
+       "spec.rules[0].when[0].notValues[0]: \"x\" is not a port number (1-65535)"},
       {"rl bad unit", std::string(kRl) + "  requests: {requestsPerUnit: 10, unit: day}\n",
        "f.yaml:6:41: RateLimitPolicy/default/r: spec.requests.unit: unknown unit \"day\" (use "
        "second, minute or hour)"},
@@ -129,6 +135,14 @@ TEST(PolicyResources, RejectedWithFileLineAndField) {
   for (const Bad& c : cases) {
     EXPECT_THAT(errorsOf(c.yaml), HasSubstr(c.expected)) << c.name << "\n" << c.yaml;
   }
+}
+
+TEST(PolicyResources, OneLinePerErrorEvenForTypedConditionValues) {
+  // An empty list of addresses is one problem, not one per reading of the list.
+  const std::string errors =
+      errorsOf(std::string(kAp) + "  rules:\n  - when: [{key: source.ip, values: []}]\n");
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), '\n'), 0) << errors;
+  EXPECT_THAT(errors, HasSubstr("spec.rules[0].when[0].values: must not be empty"));
 }
 
 TEST(PolicyResources, OneLinePerError) {

@@ -2090,14 +2090,27 @@ void decodeAuthzOperation(Decoder& d, const json& op, const std::string& path,
 
 void decodeAuthzCondition(Decoder& d, const json& c, const std::string& path, AuthzCondition& out) {
   d.allowOnly(c, path, {"key", "values", "notValues"});
-  auto key = d.getString(c, path, "key", true);
-  out.values = patternList(d, c, path, "values");
-  out.not_values = patternList(d, c, path, "notValues");
   if (!c.contains("values") && !c.contains("notValues")) {
     d.fail(path, "needs values or notValues");
   }
-  if (!key) return;
+  auto key = d.getString(c, path, "key", true);
   const std::string kpath = childPath(path, "key");
+  // The values by the key's type: addresses, ports, or string patterns.
+  if (key && *key == "source.ip") {
+    out.key = AuthzConditionKey::kSourceIp;
+    out.ip_values = ipBlockList(d, c, path, "values");
+    out.not_ip_values = ipBlockList(d, c, path, "notValues");
+    return;
+  }
+  if (key && *key == "destination.port") {
+    out.key = AuthzConditionKey::kDestinationPort;
+    out.port_values = portList(d, c, path, "values");
+    out.not_port_values = portList(d, c, path, "notValues");
+    return;
+  }
+  out.values = patternList(d, c, path, "values");
+  out.not_values = patternList(d, c, path, "notValues");
+  if (!key) return;
   if (absl::StartsWith(*key, "request.headers[") && absl::EndsWith(*key, "]")) {
     out.key = AuthzConditionKey::kRequestHeader;
     out.header = key->substr(16, key->size() - 17);
@@ -2105,20 +2118,10 @@ void decodeAuthzCondition(Decoder& d, const json& c, const std::string& path, Au
       d.fail(kpath, absl::StrCat("\"", *key, "\": \"", out.header, "\" is not a header name"));
     }
     absl::AsciiStrToLower(&out.header);
-    return;
-  }
-  if (*key == "source.namespace") {
+  } else if (*key == "source.namespace") {
     out.key = AuthzConditionKey::kSourceNamespace;
   } else if (*key == "source.principal") {
     out.key = AuthzConditionKey::kSourcePrincipal;
-  } else if (*key == "source.ip") {
-    out.key = AuthzConditionKey::kSourceIp;
-    out.ip_values = ipBlockList(d, c, path, "values");
-    out.not_ip_values = ipBlockList(d, c, path, "notValues");
-  } else if (*key == "destination.port") {
-    out.key = AuthzConditionKey::kDestinationPort;
-    out.port_values = portList(d, c, path, "values");
-    out.not_port_values = portList(d, c, path, "notValues");
   } else {
     d.fail(kpath, absl::StrCat("key \"", *key,
                                "\" is not supported (meshd supports request.headers[<name>], "
