@@ -74,6 +74,14 @@ std::string canonicalKind(std::string kind) {
   }
   if (kind == "httproute" || kind == "httproutes") return "HTTPRoute";
   if (kind == "grpcroute" || kind == "grpcroutes") return "GRPCRoute";
+  if (kind == "workload" || kind == "workloads") return "Workload";
+  if (kind == "peerauthentication" || kind == "peerauthentications" || kind == "pa") {
+    return "PeerAuthentication";
+  }
+  if (kind == "authorizationpolicy" || kind == "authorizationpolicies" || kind == "ap") {
+    return "AuthorizationPolicy";
+  }
+  if (kind == "ratelimitpolicy" || kind == "ratelimitpolicies") return "RateLimitPolicy";
   return "";
 }
 
@@ -147,7 +155,9 @@ int run(int argc, char** argv) {
   std::string delete_name;
   auto* del = app.add_subcommand("delete", "Delete resources named by files or by KIND NAME");
   del->add_option("-f,--filename", delete_files, "FILE, DIR (recursive) or - for stdin");
-  del->add_option("kind", delete_kind, "Service | EndpointSlice | TrafficPolicy");
+  del->add_option("kind", delete_kind,
+                  "Service | EndpointSlice | TrafficPolicy | HTTPRoute | GRPCRoute | Workload | "
+                  "PeerAuthentication | AuthorizationPolicy | RateLimitPolicy");
   del->add_option("name", delete_name, "Name");
   del->add_option("-n,--namespace", ns, "Namespace")->capture_default_str();
 
@@ -244,7 +254,8 @@ int run(int argc, char** argv) {
       if (kind.empty()) {
         return usage(absl::StrCat(
             "unknown kind \"", delete_kind,
-            "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute or GRPCRoute"));
+            "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute, GRPCRoute, "
+            "Workload, PeerAuthentication, AuthorizationPolicy or RateLimitPolicy"));
       }
       auto* ref = req.add_refs();
       ref->set_kind(kind);

@@ -642,5 +642,210 @@ TEST(L7ResilienceTest, UnsentRequestGivesItsPeakEwmaPickBack) {
   t.join();
 }
 
+// --- Authorization and rate limits (AuthorizationPolicy, RateLimitPolicy) -------------------
+
+// The Service's two endpoints as Workloads (app: web) and three clients: alice and bob on
+// this node, eve on another node.
+constexpr char kWorkloads[] = R"(---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-0, labels: {app: web}}
+spec: {serviceAccount: web, addresses: [10.244.1.11], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-1, labels: {app: web}}
+spec: {serviceAccount: web, addresses: [10.244.1.12], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: alice, namespace: team}
+spec: {serviceAccount: alice, addresses: [10.244.2.11], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: bob, namespace: team}
+spec: {serviceAccount: bob, addresses: [10.244.2.12], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: eve, namespace: team}
+spec: {serviceAccount: alice, addresses: [10.244.3.11], node: n2}
+)";
+
+constexpr char kAllowAlice[] = R"(---
+apiVersion: meshd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-callers}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/team/sa/alice"]}}]
+---
+apiVersion: meshd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-admin}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin*"]}}]
+)";
+
+proxy::RouteDecision routeFrom(L7Config& cfg, const char* peer, std::string_view target = "/") {
+  proxy::RequestInfo req;
+  req.orig_dst = *SocketAddress::parse("10.96.0.20:80");
+  req.peer = *SocketAddress::parse(peer);
+  req.method = "GET";
+  req.target = target;
+  req.authority = "web";
+  proxy::RouteDecision d;
+  cfg.route(req, d);
+  return d;
+}
+
+// Lines of one metric family from renderPolicyMetrics.
+std::string policyLines(L7Config& cfg, const std::string& family) {
+  std::string out;
+  cfg.renderPolicyMetrics(out);
+  std::string lines;
+  size_t pos = 0;
+  while (pos < out.size()) {
+    size_t end = out.find('\n', pos);
+    if (end == std::string::npos) end = out.size();
+    const std::string line = out.substr(pos, end - pos);
+    if (line.rfind(family + "{", 0) == 0) lines += line + "\n";
+    pos = end + 1;
+  }
+  return lines;
+}
+
+void expectRbac(const proxy::RouteDecision& d) {
+  EXPECT_EQ(d.kind, proxy::RouteDecision::Kind::kDirectResponse);
+  EXPECT_EQ(d.status, 403);
+  EXPECT_EQ(d.body, "RBAC: access denied");
+  EXPECT_EQ(d.response_flags, "RBAC");
+  EXPECT_EQ(d.breaker, nullptr);
+  EXPECT_EQ(d.cluster_ctx, nullptr);
+  EXPECT_NE(d.pin, nullptr);
+}
+
+TEST(L7PolicyTest, AuthorizationPolicyAllowsAliceAndDeniesOthersWith403Rbac) {
+  L7Config cfg(nullptr, 1);
+  cfg.setNodeName("n1");
+  applyYaml(cfg, std::string(kTwoEndpoints) + kWorkloads + kAllowAlice);
+  for (int i = 0; i < 10; ++i) {
+    const proxy::RouteDecision d = routeFrom(cfg, "10.244.2.11:40000");  // alice
+    EXPECT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
+    EXPECT_EQ(d.upstream.port, 8080);
+  }
+  // IPv4-mapped peer of a dual-stack listener: still alice.
+  EXPECT_EQ(routeFrom(cfg, "[::ffff:10.244.2.11]:40000").kind,
+            proxy::RouteDecision::Kind::kForward);
+  expectRbac(routeFrom(cfg, "10.244.2.12:40000"));  // bob: no ALLOW matches
+  expectRbac(routeFrom(cfg, "10.244.9.9:40000"));   // unknown peer: unauthenticated
+  expectRbac(routeFrom(cfg, "10.244.3.11:40000"));  // alice's identity, but another node
+  expectRbac(routeFrom(cfg, "10.244.2.11:40000", "/admin/users"));  // DENY first
+  const std::string lines = policyLines(cfg, "meshd_authz_denied_total");
+  EXPECT_NE(lines.find("meshd_authz_denied_total{policy=\"\",reason=\"no_allow_match\"} 3"),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(
+      lines.find("meshd_authz_denied_total{policy=\"default/no-admin\",reason=\"deny_policy\"} 1"),
+      std::string::npos)
+      << lines;
+
+  // Without the policies everyone gets through.
+  applyYaml(cfg, std::string(kTwoEndpoints) + kWorkloads);
+  EXPECT_EQ(routeFrom(cfg, "10.244.9.9:40000").kind, proxy::RouteDecision::Kind::kForward);
+}
+
+TEST(L7PolicyTest, RoutedRequestsAreAuthorizedToo) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, std::string(kTwoEndpoints) + kWorkloads + kAllowAlice + R"(---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-route}
+spec:
+  parentRefs: [{kind: Service, group: "", name: web, port: 80}]
+  rules:
+  - backendRefs: [{name: web, port: 80}]
+)");
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.11:40000").kind, proxy::RouteDecision::Kind::kForward);
+  expectRbac(routeFrom(cfg, "10.244.2.12:40000"));
+}
+
+TEST(L7PolicyTest, RateLimitPolicyAnswers429WithRetryAfterPerClient) {
+  L7Config cfg(nullptr, 1);
+  cfg.setNodeName("n1");
+  const std::string limits = R"(---
+apiVersion: meshd.io/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: web-limits}
+spec:
+  targetRef: {kind: Service, name: web}
+  perClient: {requestsPerUnit: 2, unit: minute}
+  routes:
+  - match: {pathPrefix: /expensive}
+    requests: {requestsPerUnit: 1, unit: hour}
+)";
+  applyYaml(cfg, std::string(kTwoEndpoints) + kWorkloads + limits);
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.11:1").kind, proxy::RouteDecision::Kind::kForward);
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.11:2").kind, proxy::RouteDecision::Kind::kForward);
+  proxy::RouteDecision d = routeFrom(cfg, "10.244.2.11:3");  // alice's third in a minute
+  ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kDirectResponse);
+  EXPECT_EQ(d.status, 429);
+  EXPECT_EQ(d.response_flags, "RL");
+  // A token every 30 s: the wait is just under 30 s, rounded up to whole seconds.
+  EXPECT_TRUE(d.retry_after == "30" || d.retry_after == "29") << d.retry_after;
+  EXPECT_EQ(d.breaker, nullptr);
+  // Bob has his own bucket; an unknown peer is keyed by its address.
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.12:1").kind, proxy::RouteDecision::Kind::kForward);
+  EXPECT_EQ(routeFrom(cfg, "10.244.9.9:1").kind, proxy::RouteDecision::Kind::kForward);
+  // The route's shared bucket: one an hour for everybody.
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.12:1", "/expensive/q").kind,
+            proxy::RouteDecision::Kind::kForward);
+  d = routeFrom(cfg, "10.244.9.9:1", "/expensive/r");
+  ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kDirectResponse);
+  EXPECT_EQ(d.status, 429);
+  const int seconds = std::stoi(std::string(d.retry_after));
+  EXPECT_GE(seconds, 3599);
+  EXPECT_LE(seconds, 3600);
+
+  // The same policy applied again keeps its buckets: alice is still limited.
+  applyYaml(cfg, std::string(kTwoEndpoints) + kWorkloads + limits);
+  EXPECT_EQ(routeFrom(cfg, "10.244.2.11:4").status, 429);
+  const std::string lines = policyLines(cfg, "meshd_ratelimited_total");
+  EXPECT_NE(
+      lines.find("meshd_ratelimited_total{policy=\"default/web-limits\",bucket=\"client\"} 2"),
+      std::string::npos)
+      << lines;
+  EXPECT_NE(
+      lines.find("meshd_ratelimited_total{policy=\"default/web-limits\",bucket=\"service\"} 1"),
+      std::string::npos)
+      << lines;
+}
+
+// The longest wait (one request an hour) is whole seconds from the process-wide table, valid
+// after the snapshot that answered is gone.
+TEST(L7PolicyTest, HourLongRetryAfterOutlivesTheSnapshot) {
+  L7Config cfg(nullptr, 1);
+  applyYaml(cfg, std::string(kTwoEndpoints) + R"(---
+apiVersion: meshd.io/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: web-limits}
+spec:
+  targetRef: {kind: Service, name: web}
+  requests: {requestsPerUnit: 1, unit: hour, burst: 1}
+)");
+  EXPECT_EQ(routeOne(cfg).kind, proxy::RouteDecision::Kind::kForward);
+  proxy::RouteDecision d = routeOne(cfg);
+  ASSERT_EQ(d.status, 429);
+  d.pin.reset();
+  applyYaml(cfg, std::string(kTwoEndpoints));
+  const int seconds = std::stoi(std::string(d.retry_after));
+  EXPECT_GE(seconds, 3599);
+  EXPECT_LE(seconds, 3600);
+}
+
 }  // namespace
 }  // namespace meshd::daemon

@@ -824,6 +824,29 @@ TEST_F(ProxyCoreTest, DirectResponsesNeverReachTheUpstream) {
   EXPECT_TRUE(up.requests().empty());
 }
 
+TEST_F(ProxyCoreTest, RateLimitedDirectResponseCarriesRetryAfter) {
+  UpstreamServer up(UpstreamServer::echoTarget);
+  router_.setConnectionUpstream(up.address());
+  router_.setRoute([](const RequestInfo&, RouteDecision& d) {
+    d.kind = RouteDecision::Kind::kDirectResponse;
+    d.status = 429;
+    d.body = "local_rate_limited";
+    d.response_flags = "RL";
+    d.retry_after = "12";
+  });
+  startProxy();
+  Socket c = client();
+  std::string buf;
+  c.send(get("/"));
+  auto r = readResponse(c, buf);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 429);
+  EXPECT_EQ(r->header("retry-after"), "12");
+  EXPECT_EQ(r->header("x-meshd-response-flags"), "RL");
+  EXPECT_EQ(r->body, "local_rate_limited");
+  EXPECT_TRUE(up.requests().empty());
+}
+
 TEST_F(ProxyCoreTest, UnknownOriginalDestinationIsClosedAndCounted) {
   UpstreamServer up(UpstreamServer::echoTarget);
   router_.forwardTo(up.address());

@@ -889,6 +889,45 @@ TEST_F(ProxyH2Test, NoRouteIs404OrGrpcUnimplemented) {
   EXPECT_EQ(up.streams().size(), 0u);
 }
 
+// Authorization and rate limits answer locally: 403 "RBAC" is PERMISSION_DENIED (7) for
+// gRPC, 429 "RL" RESOURCE_EXHAUSTED (8, as Envoy's local rate limit with
+// rate_limited_as_resource_exhausted); plain HTTP/2 gets the status and Retry-After.
+TEST_F(ProxyH2Test, RbacIs403OrPermissionDeniedAndRateLimitIs429OrResourceExhausted) {
+  H2Server up;
+  router_.setConnectionUpstream(up.address());
+  router_.setRoute([](const RequestInfo& req, RouteDecision& d) {
+    d.kind = RouteDecision::Kind::kDirectResponse;
+    if (req.target.find("denied") != std::string_view::npos) {
+      d.status = 403;
+      d.body = "RBAC: access denied";
+      d.response_flags = "RBAC";
+    } else {
+      d.status = 429;
+      d.body = "local_rate_limited";
+      d.response_flags = "RL";
+      d.retry_after = "7";
+    }
+  });
+  startProxy();
+  H2Client c(proxy_->port());
+  const int32_t denied = c.open("GET", "/denied");
+  const int32_t limited = c.open("GET", "/limited");
+  const int32_t rpc_denied = c.open("POST", "/pkg.Svc/denied", kGrpcHeaders);
+  const int32_t rpc_limited = c.open("POST", "/pkg.Svc/Limited", kGrpcHeaders);
+  for (int32_t id : {denied, limited, rpc_denied, rpc_limited}) ASSERT_TRUE(c.waitClosed(id));
+  EXPECT_EQ(c.streams[denied].status, 403);
+  EXPECT_EQ(c.streams[denied].body, "RBAC: access denied");
+  EXPECT_EQ(find(c.streams[denied].headers, "x-meshd-response-flags"), "RBAC");
+  EXPECT_EQ(find(c.streams[denied].headers, "retry-after"), "");
+  EXPECT_EQ(c.streams[limited].status, 429);
+  EXPECT_EQ(find(c.streams[limited].headers, "retry-after"), "7");
+  EXPECT_EQ(c.streams[rpc_denied].status, 200);
+  EXPECT_EQ(find(c.streams[rpc_denied].headers, "grpc-status"), "7");  // PERMISSION_DENIED
+  EXPECT_EQ(c.streams[rpc_limited].status, 200);
+  EXPECT_EQ(find(c.streams[rpc_limited].headers, "grpc-status"), "8");  // RESOURCE_EXHAUSTED
+  EXPECT_EQ(up.streams().size(), 0u);
+}
+
 TEST_F(ProxyH2Test, UpstreamGoawaySendsNewStreamsToANewConnection) {
   H2Server::Options so;
   so.goaway_after = 1;

@@ -20,10 +20,13 @@ absl::StatusOr<resources::ResourceKey> keyFromRef(const v1::ResourceRef& ref) {
   const std::string& kind = ref.kind();
   if (kind != resources::kKindService && kind != resources::kKindEndpointSlice &&
       kind != resources::kKindTrafficPolicy && kind != resources::kKindHttpRoute &&
-      kind != resources::kKindGrpcRoute) {
+      kind != resources::kKindGrpcRoute && kind != resources::kKindWorkload &&
+      kind != resources::kKindPeerAuthentication && kind != resources::kKindAuthorizationPolicy &&
+      kind != resources::kKindRateLimitPolicy) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown kind \"", kind,
-                     "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute or GRPCRoute"));
+                     "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute, GRPCRoute, "
+                     "Workload, PeerAuthentication, AuthorizationPolicy or RateLimitPolicy"));
   }
   if (ref.name().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(kind, ": a name is required"));

@@ -157,6 +157,8 @@ absl::Status Daemon::init() {
   l7_ = std::make_unique<L7Config>(datapath_->origDstTable(), workers);
   // L7 outlier ejections go into the kernel's ejection state (connect() skips them too).
   l7_->setEjector(datapath_->ejector());
+  l7_->setNodeName(options_.node_name);
+  l7_->setTrustDomain(options_.trust_domain);
   if (!options_.access_log.empty()) {
     telemetry::AccessLog::Options ao;
     ao.shards = workers;
@@ -330,6 +332,7 @@ std::string Daemon::renderMetrics() {
   if (l7_) {
     l7_->metrics().render(out);
     l7_->renderResilienceMetrics(out);
+    l7_->renderPolicyMetrics(out);
   }
   return out;
 }

@@ -55,6 +55,12 @@ struct DaemonOptions {
   // The L7 proxy's JSON access log (--access-log): a file or /dev/stdout; "" = off
   // (Istio's default profile also logs nothing until meshConfig.accessLogFile is set).
   std::string access_log;
+  // This node's name as Workload resources write it (spec.node): the L7 proxy takes a peer
+  // address as a Workload's (its identity, for AuthorizationPolicy and per-client rate
+  // limits) only for Workloads of this node. "" = Workloads of any node.
+  std::string node_name;
+  // The SPIFFE trust domain of Workload identities (spiffe://<td>/ns/<ns>/sa/<sa>).
+  std::string trust_domain = "cluster.local";
 };
 
 // Passes each desired state to the reconciler and records the outcome and its

@@ -288,6 +288,45 @@ class KernelSink final : public proxy::resilience::EjectionSink {
   std::shared_ptr<KernelEjectCounters> counters_;
 };
 
+// Retry-After values: "0".."3600" kept for the process (the decision's view must outlive
+// route(): a fault delay may come first). A GCRA wait never exceeds one token's interval,
+// and the longest interval is an hour (1 per hour), so the table covers every wait.
+constexpr uint32_t kRetryAfterTable = 3600;
+std::string_view retryAfterText(uint32_t seconds) {
+  static const std::vector<std::string>* table = [] {
+    auto* t = new std::vector<std::string>();
+    t->reserve(kRetryAfterTable + 1);
+    for (uint32_t i = 0; i <= kRetryAfterTable; ++i) t->push_back(std::to_string(i));
+    return t;
+  }();
+  return (*table)[std::min(seconds, kRetryAfterTable)];
+}
+
+// The route's name from a Rule's "HTTPRoute/ns/name".
+std::string_view routeName(std::string_view route) {
+  const size_t slash = route.rfind('/');
+  return slash == std::string_view::npos ? route : route.substr(slash + 1);
+}
+
+// A forwarded decision turned into the proxy's own answer; the endpoint pick is given back
+// (peak-EWMA's pending count). The cluster stays for the request metrics.
+void answerLocally(proxy::RouteDecision& out, uint16_t status, std::string_view body,
+                   std::string_view flags) {
+  if (!out.cluster.empty()) cancelPick(out.cluster, out.upstream);
+  out.kind = proxy::RouteDecision::Kind::kDirectResponse;
+  out.status = status;
+  out.body = body;
+  out.response_flags = flags;
+  out.upstream = SocketAddress{};
+  out.breaker = nullptr;
+  out.cluster_ctx = nullptr;
+  out.retries = nullptr;
+  out.request_edits = {};
+  out.response_edits = {};
+  out.authority_rewrite = {};
+  out.path_rewrite = {};
+}
+
 }  // namespace
 
 // Snapshot ids: unique in the process (several L7Configs in tests; addresses get reused).
@@ -330,6 +369,20 @@ struct L7Config::Snapshot {
     std::unique_ptr<KernelSink> sink;
   };
   absl::flat_hash_map<const routing::Cluster*, std::unique_ptr<ClusterEntry>> clusters;
+  // Authorization: Workloads and their compiled AuthorizationPolicies.
+  std::shared_ptr<const policy::Authorizer> authz;
+  std::string node;  // L7Config::setNodeName; "" = any
+  // meshd_authz_denied_total counters: by the deciding DENY policy's name (Decision::policy),
+  // and for "ALLOW policies select the workload but none matched".
+  absl::flat_hash_map<const std::string*, std::atomic<uint64_t>*> deny_counters;
+  std::atomic<uint64_t>* no_allow_counter = nullptr;
+  // RateLimitPolicies by the called Service's frontend.
+  struct Limit {
+    std::shared_ptr<policy::RateLimiter> limiter;
+    std::atomic<uint64_t>* service_counter = nullptr;  // meshd_ratelimited_total{bucket}
+    std::atomic<uint64_t>* client_counter = nullptr;
+  };
+  absl::flat_hash_map<VipPort, Limit> limits;
 
   const ClusterEntry* entry(const routing::Cluster* c) const {
     auto it = clusters.find(c);
@@ -442,6 +495,50 @@ void L7Config::willApply(const state::ResourceSet& resources,
         SocketAddress{f.vip, f.port};
   }
   registry_.retain(names);
+
+  // Authorization and rate limits.
+  snap->node = node_name_;
+  if (auto authz = policy::Authorizer::build(resources, trust_domain_); authz.ok()) {
+    snap->authz = *authz;
+  } else {
+    spdlog::error("authorization policies: {}; none applied",
+                  std::string(authz.status().message()));
+  }
+  if (snap->authz) {
+    for (const auto& w : snap->authz->workloads()) {
+      for (const policy::CompiledPolicy* p : w->deny) {
+        const std::string* name = &policy::nameOf(*p);
+        if (!snap->deny_counters.contains(name)) {
+          snap->deny_counters.emplace(name,
+                                      policyCounter(absl::StrCat("authz|", *name, "|deny_policy")));
+        }
+      }
+    }
+  }
+  snap->no_allow_counter = policyCounter("authz||no_allow_match");
+  absl::flat_hash_map<std::string, std::shared_ptr<policy::RateLimiter>> limiters;
+  for (const resources::Resource* r : resources.list(resources::kKindRateLimitPolicy)) {
+    auto spec = resources::rateLimitPolicySpec(*r);
+    if (!spec.ok()) continue;  // validated by the model
+    const std::string name = absl::StrCat(r->key.ns, "/", r->key.name);
+    std::shared_ptr<policy::RateLimiter> limiter;
+    if (auto it = limiters_.find(name); it != limiters_.end() && it->second->spec() == *spec) {
+      limiter = it->second;  // unchanged: the buckets keep their state
+    } else {
+      limiter = std::make_shared<policy::RateLimiter>(name, *spec);
+    }
+    Snapshot::Limit limit{limiter, policyCounter(absl::StrCat("rl|", name, "|service")),
+                          policyCounter(absl::StrCat("rl|", name, "|client"))};
+    for (const state::Frontend& f : desired.frontends) {
+      if (f.protocol == state::Protocol::kTcp && f.ns == r->key.ns &&
+          f.service == spec->target_service) {
+        snap->limits.emplace(VipPort{f.vip, f.port}, limit);
+      }
+    }
+    limiters.emplace(name, std::move(limiter));
+  }
+  limiters_ = std::move(limiters);
+
   absl::MutexLock lock(&mu_);
   for (auto& [key, fe] : snap->frontends) {
     if (fe->preconnect != nullptr)
@@ -518,6 +615,102 @@ bool L7Config::pickInto(const routing::Cluster& c, const Snapshot& snap, const v
   return true;
 }
 
+bool L7Config::admit(std::shared_ptr<const Snapshot>& snap_ptr, const proxy::RequestInfo& req,
+                     std::string_view route, proxy::RouteDecision& out) {
+  const Snapshot& snap = *snap_ptr;
+  const IpAddress peer = unmapped(req.peer.ip);
+  const policy::Workload* src = nullptr;
+  if (snap.authz != nullptr) {
+    src = snap.authz->workloadByAddress(peer);
+    if (src != nullptr && !snap.node.empty() && src->node != snap.node) src = nullptr;
+    if (const policy::Workload* dst = snap.authz->workloadByAddress(out.upstream.ip)) {
+      policy::Request r;
+      if (src != nullptr) {
+        r.principal = src->principal;
+        r.ns = src->ns;
+      }
+      r.ip = peer;
+      r.port = out.upstream.port;
+      r.http = true;
+      r.method = req.method;
+      r.path = req.target;
+      r.host = req.authority;
+      r.headers = req.headers;
+      const policy::Decision d = policy::evaluate(*dst, r);
+      if (!d.allowed) {
+        std::atomic<uint64_t>* c = snap.no_allow_counter;
+        if (d.policy != nullptr) {
+          auto it = snap.deny_counters.find(d.policy);
+          c = it == snap.deny_counters.end() ? nullptr : it->second;
+        }
+        if (c != nullptr) c->fetch_add(1, std::memory_order_relaxed);
+        answerLocally(out, 403, "RBAC: access denied", "RBAC");
+        out.pin = std::move(snap_ptr);
+        return false;
+      }
+    }
+  }
+  auto lit = snap.limits.find(VipPort{req.orig_dst.ip, req.orig_dst.port});
+  if (lit == snap.limits.end()) return true;
+  const Snapshot::Limit& limit = lit->second;
+  // The client: its SPIFFE ID when it is a known Workload, else its address (raw bytes).
+  std::string_view client =
+      src != nullptr
+          ? std::string_view(src->principal)
+          : std::string_view(reinterpret_cast<const char*>(peer.bytes.data()), peer.bytes.size());
+  std::string_view path = req.target.substr(0, req.target.find('?'));
+  const policy::RateLimiter::Result res =
+      limit.limiter->tryAcquire(routeName(route), path, client, policy::monotonicNowNs());
+  if (res.acquire.allowed) return true;
+  (res.scope == policy::RateLimiter::Scope::kClient ? limit.client_counter : limit.service_counter)
+      ->fetch_add(1, std::memory_order_relaxed);
+  answerLocally(out, 429, "local_rate_limited", "RL");
+  const uint32_t seconds = res.acquire.retryAfterSeconds();
+  out.retry_after = retryAfterText(seconds);
+  out.pin = std::move(snap_ptr);
+  return false;
+}
+
+std::atomic<uint64_t>* L7Config::policyCounter(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  return &policy_counters_[key];
+}
+
+void L7Config::renderPolicyMetrics(std::string& out) const {
+  std::vector<std::pair<std::string, uint64_t>> counters;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [k, v] : policy_counters_) {
+      counters.emplace_back(k, v.load(std::memory_order_relaxed));
+    }
+  }
+  std::sort(counters.begin(), counters.end());
+  telemetry::ExpositionWriter w;
+  auto parts = [](const std::string& key) {
+    const size_t a = key.find('|');
+    const size_t b = key.find('|', a + 1);
+    return std::array<std::string, 3>{key.substr(0, a), key.substr(a + 1, b - a - 1),
+                                      key.substr(b + 1)};
+  };
+  w.family("meshd_authz_denied_total",
+           "L7 requests denied by authorization (403 RBAC), by the DENY policy that matched "
+           "(reason deny_policy) or because no ALLOW policy matched (reason no_allow_match)",
+           telemetry::MetricType::kCounter);
+  for (const auto& [k, v] : counters) {
+    auto p = parts(k);
+    if (p[0] == "authz") w.sample({{"policy", p[1]}, {"reason", p[2]}}, double(v));
+  }
+  w.family("meshd_ratelimited_total",
+           "L7 requests refused by a RateLimitPolicy (429 RL), by policy and the bucket that "
+           "refused (service: the shared one, client: the client's)",
+           telemetry::MetricType::kCounter);
+  for (const auto& [k, v] : counters) {
+    auto p = parts(k);
+    if (p[0] == "rl") w.sample({{"policy", p[1]}, {"bucket", p[2]}}, double(v));
+  }
+  out += w.text();
+}
+
 void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
   std::shared_ptr<const Snapshot> snap = snapshot();
   const routing::ServiceRoutes* routes =
@@ -550,6 +743,7 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
       out.pin = std::move(snap);
       return;
     }
+    if (!admit(snap, req, {}, out)) return;
     out.pin = std::move(snap);
     return;
   }
@@ -606,6 +800,7 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     out.pin = std::move(snap);
     return;
   }
+  if (!admit(snap, req, rule.route, out)) return;
   out.retries = retriesOf(routes->requestPolicy());
   if (auto e = snap->edits.find(ref); e != snap->edits.end()) {
     out.request_edits = e->second.request;

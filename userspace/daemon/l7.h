@@ -13,6 +13,14 @@
 // the core the target cluster's breaker, the called Service's retry policy and fault delay;
 // retarget() picks another endpoint for a retry; onTry() feeds outlier detection (ejections
 // go to the kernel through a datapath::BackendEjector) and peak-EWMA balancing.
+//
+// Authorization and rate limits (docs/design/0004-identity-mtls.md, "Authorization and rate
+// limits"): after the endpoint is picked, the request is authorized against the destination
+// Workload's AuthorizationPolicies (policy::Authorizer; the source is the Workload whose
+// address is the peer's, on this node) — denied: 403 "RBAC: access denied", flag RBAC — and
+// then charged to the called Service's RateLimitPolicy buckets (policy::RateLimiter,
+// node-wide, kept across config swaps while the policy is unchanged) — refused: 429 with
+// Retry-After, flag RL.
 #pragma once
 
 #include <array>
@@ -25,10 +33,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/container/node_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "datapath/ejector.h"
 #include "datapath/orig_dst.h"
+#include "policy/authz.h"
+#include "policy/rate_limit.h"
 #include "proxy/core/proxy.h"
 #include "proxy/resilience/registry.h"
 #include "proxy/routing/route_table.h"
@@ -100,6 +111,13 @@ class L7Config : public state::ConfigObserver,
   telemetry::AccessLog* accessLog() { return access_log_.get(); }
   // Services with routes in the current snapshot (for status).
   size_t routedServices() const;
+  // This node's name (Workload spec.node): only Workloads of this node are trusted as the
+  // source of a request by their address; "" (the default) = any node's. The SPIFFE trust
+  // domain of Workload identities. Both before the first willApply.
+  void setNodeName(std::string node) { node_name_ = std::move(node); }
+  void setTrustDomain(std::string td) { trust_domain_ = std::move(td); }
+  // meshd_authz_denied_total and meshd_ratelimited_total (docs/metrics.md) appended to `out`.
+  void renderPolicyMetrics(std::string& out) const;
 
   struct Snapshot;
 
@@ -107,6 +125,13 @@ class L7Config : public state::ConfigObserver,
   std::shared_ptr<const Snapshot> snapshot() const;
   static bool pickInto(const proxy::routing::Cluster& c, const Snapshot& snap, const void* ce,
                        proxy::RouteDecision& out);
+  // Authorization and rate limits for a forwarded decision; false when `out` became a
+  // direct response (403 RBAC or 429 RL), which then holds `snap` as its pin (moved from).
+  // `route` is the matched rule's route ("HTTPRoute/ns/name"; "" = none).
+  static bool admit(std::shared_ptr<const Snapshot>& snap, const proxy::RequestInfo& req,
+                    std::string_view route, proxy::RouteDecision& out);
+  // A counter of policy_counters_, created on first use (updater thread).
+  std::atomic<uint64_t>* policyCounter(const std::string& key);
 
   datapath::OrigDstTablePtr orig_dst_;
   datapath::BackendEjectorPtr ejector_;
@@ -126,6 +151,14 @@ class L7Config : public state::ConfigObserver,
   // Cluster names handed out without a pin (routeConnection); bounded by the
   // configuration's distinct Service ports, never freed.
   absl::node_hash_set<std::string> interned_ ABSL_GUARDED_BY(mu_);
+  std::string node_name_;
+  std::string trust_domain_ = resources::kDefaultTrustDomain;
+  // Rate limiters by RateLimitPolicy ("ns/name"), reused across snapshots while their spec
+  // is unchanged (the buckets keep their state); the updater thread only.
+  absl::flat_hash_map<std::string, std::shared_ptr<policy::RateLimiter>> limiters_;
+  // Policy counters by "<family>|<label values>", never removed (bounded by the policies
+  // ever configured); nodes are stable, so snapshots point at them.
+  absl::node_hash_map<std::string, std::atomic<uint64_t>> policy_counters_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace meshd::daemon

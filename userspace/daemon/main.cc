@@ -73,6 +73,11 @@ int run(int argc, char** argv) {
   app.add_option("--access-log", o.access_log,
                  "L7 access log, one JSON object per request or TCP connection (a file, or "
                  "/dev/stdout); default off");
+  app.add_option("--node-name", o.node_name,
+                 "This node's name as Workload resources give it (spec.node); only local "
+                 "Workloads are identified by their address. Default: any node");
+  app.add_option("--trust-domain", o.trust_domain, "SPIFFE trust domain of Workload identities")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

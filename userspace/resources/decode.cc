@@ -268,6 +268,10 @@ const KindInfo kKinds[] = {
     {kKindTrafficPolicy, "meshd.io/v1alpha1", ""},
     {kKindHttpRoute, "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"},
     {kKindGrpcRoute, "gateway.networking.k8s.io/v1", ""},
+    {kKindWorkload, "meshd.io/v1alpha1", ""},
+    {kKindPeerAuthentication, "meshd.io/v1alpha1", ""},
+    {kKindAuthorizationPolicy, "meshd.io/v1alpha1", ""},
+    {kKindRateLimitPolicy, "meshd.io/v1alpha1", ""},
 };
 
 void decodeMetadata(Decoder& d, const json& doc, absl::string_view kind, ResourceKey& key) {
@@ -1809,6 +1813,507 @@ GrpcRouteSpec decodeGrpcRoute(Decoder& d, const json& doc, const ResourceKey& ke
   return out;
 }
 
+// --- Identity and policy kinds ------------------------------------------------
+
+// Bounds that catch typos rather than limit real use.
+constexpr size_t kMaxPolicyRules = 256;
+constexpr size_t kMaxPolicyValues = 1024;  // entries of one principals/paths/... list
+constexpr int64_t kMaxRequestsPerUnit = 1'000'000'000;
+
+// The selector of a PeerAuthentication or AuthorizationPolicy: {matchLabels: {k: v}}.
+// Absent, or no labels: nullopt (the namespace; the mesh in the root namespace).
+std::optional<Labels> decodeSelector(Decoder& d, const json& spec) {
+  const json* sel = d.getObject(spec, "spec", "selector", false);
+  if (!sel) return std::nullopt;
+  d.allowOnly(*sel, "spec.selector", {"matchLabels"});
+  const json* ml = d.getObject(*sel, "spec.selector", "matchLabels", false);
+  if (!ml) return std::nullopt;
+  d.stringMap(*sel, "spec.selector", "matchLabels");
+  Labels out;
+  for (const auto& [k, v] : ml->items()) {
+    if (v.is_string()) out.emplace_back(k, v.get<std::string>());
+  }
+  std::sort(out.begin(), out.end());
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
+// metadata.labels, sorted (decodeMetadata reported non-string values).
+Labels metadataLabels(const json& doc) {
+  Labels out;
+  auto md = doc.find("metadata");
+  if (md == doc.end() || !md->is_object()) return out;
+  auto labels = md->find("labels");
+  if (labels == md->end() || !labels->is_object()) return out;
+  for (const auto& [k, v] : labels->items()) {
+    if (v.is_string()) out.emplace_back(k, v.get<std::string>());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// An absolute file system path ("/sys/fs/cgroup/...", "/var/run/netns/x").
+void absolutePath(Decoder& d, const json& spec, absl::string_view field, std::string& out) {
+  auto v = d.getString(spec, "spec", field, false);
+  if (!v) return;
+  if (v->empty() || (*v)[0] != '/' || v->find('\0') != std::string::npos) {
+    d.fail(childPath("spec", field), absl::StrCat("\"", *v, "\" is not an absolute path"));
+    return;
+  }
+  out = *v;
+}
+
+WorkloadSpec decodeWorkload(Decoder& d, const json& doc) {
+  WorkloadSpec out;
+  out.labels = metadataLabels(doc);
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", true);
+  if (!spec) return out;
+  d.allowOnly(*spec, "spec", {"serviceAccount", "addresses", "node", "cgroup", "netns"});
+  if (auto sa = d.getString(*spec, "spec", "serviceAccount", false)) {
+    if (!isDns1123Subdomain(*sa)) {
+      d.fail("spec.serviceAccount",
+             absl::StrCat("\"", *sa,
+                          "\" is not a valid service account name (DNS-1123 subdomain: "
+                          "lowercase letters, digits, '-' and '.')"));
+    } else {
+      out.service_account = *sa;
+    }
+  }
+  if (const json* as = d.getArray(*spec, "spec", "addresses", true)) {
+    if (as->empty()) d.fail("spec.addresses", "must list at least one address");
+    absl::flat_hash_map<IpAddress, std::string> seen;
+    for (size_t i = 0; i < as->size(); ++i) {
+      const std::string path = indexPath("spec.addresses", i);
+      auto ip = address(d, (*as)[i], path);
+      if (!ip) continue;
+      auto [it, inserted] = seen.emplace(*ip, path);
+      if (!inserted) {
+        d.fail(path, absl::StrCat(ip->toString(), " is listed twice (also ", it->second, ")"));
+        continue;
+      }
+      out.addresses.push_back(*ip);
+    }
+  }
+  if (auto node = d.getString(*spec, "spec", "node", true)) {
+    if (node->empty()) {
+      d.fail("spec.node", "must not be empty (the name of the node the workload runs on)");
+    } else if (!isDns1123Subdomain(*node)) {
+      d.fail("spec.node", absl::StrCat("\"", *node, "\" is not a valid node name"));
+    }
+    out.node = *node;
+  }
+  absolutePath(d, *spec, "cgroup", out.cgroup);
+  absolutePath(d, *spec, "netns", out.netns);
+  return out;
+}
+
+std::optional<MtlsMode> mtlsMode(Decoder& d, const json& obj, const std::string& path) {
+  auto m = d.getString(obj, path, "mode", false);
+  if (!m) return MtlsMode::kUnset;
+  for (MtlsMode mode :
+       {MtlsMode::kUnset, MtlsMode::kDisable, MtlsMode::kPermissive, MtlsMode::kStrict}) {
+    if (*m == mtlsModeName(mode)) return mode;
+  }
+  d.fail(childPath(path, "mode"),
+         absl::StrCat("unknown mode \"", *m, "\" (use DISABLE, PERMISSIVE, STRICT or UNSET)"));
+  return std::nullopt;
+}
+
+PeerAuthenticationSpec decodePeerAuthentication(Decoder& d, const json& doc) {
+  PeerAuthenticationSpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", false);
+  if (!spec) return out;  // Istio: an empty PeerAuthentication is UNSET (inherits)
+  d.allowOnly(*spec, "spec", {"selector", "mtls", "portLevelMtls"});
+  out.selector = decodeSelector(d, *spec);
+  if (const json* m = d.getObject(*spec, "spec", "mtls", false)) {
+    d.allowOnly(*m, "spec.mtls", {"mode"});
+    if (auto mode = mtlsMode(d, *m, "spec.mtls")) out.mode = *mode;
+  }
+  if (const json* pl = d.getObject(*spec, "spec", "portLevelMtls", false)) {
+    if (!out.selector && !pl->empty()) {
+      d.fail("spec.portLevelMtls",
+             "needs spec.selector.matchLabels: a namespace- or mesh-wide PeerAuthentication "
+             "cannot set port-level mTLS (as in Istio)");
+    }
+    for (const auto& [k, v] : pl->items()) {
+      const std::string path = childPath("spec.portLevelMtls", k);
+      uint32_t port = 0;
+      if (!absl::SimpleAtoi(k, &port) || port == 0 || port > 65535 ||
+          k.find_first_not_of("0123456789") != std::string::npos) {
+        d.fail(path, absl::StrCat("\"", k, "\" is not a port number (1-65535)"), true);
+        continue;
+      }
+      const json* o = d.object(v, path);
+      if (!o) continue;
+      d.allowOnly(*o, path, {"mode"});
+      if (auto mode = mtlsMode(d, *o, path)) {
+        out.port_level.emplace_back(static_cast<uint16_t>(port), *mode);
+      }
+    }
+    std::sort(out.port_level.begin(), out.port_level.end());
+  }
+  return out;
+}
+
+// An Istio string pattern: exact, "prefix*", "*suffix" or "*"; '*' nowhere else.
+bool isIstioPattern(absl::string_view s) {
+  if (s.empty()) return false;
+  const size_t star = s.find('*');
+  if (star == absl::string_view::npos) return true;
+  if (s == "*") return true;
+  if (s.find('*', star + 1) != absl::string_view::npos) return false;
+  return star == 0 || star == s.size() - 1;
+}
+
+// A list of Istio string patterns.
+std::vector<std::string> patternList(Decoder& d, const json& obj, const std::string& path,
+                                     absl::string_view field) {
+  std::vector<std::string> out;
+  const json* a = getList(d, obj, path, field, kMaxPolicyValues);
+  if (!a) return out;
+  const std::string lpath = childPath(path, field);
+  if (a->empty()) d.fail(lpath, "must not be empty (remove the field to match anything)");
+  for (size_t i = 0; i < a->size(); ++i) {
+    const std::string ipath = indexPath(lpath, i);
+    auto s = d.string((*a)[i], ipath);
+    if (!s) continue;
+    if (!isIstioPattern(*s)) {
+      d.fail(ipath, absl::StrCat("\"", *s,
+                                 "\" is not a valid value (non-empty; '*' only alone, as a "
+                                 "prefix \"*abc\" or as a suffix \"abc*\")"));
+      continue;
+    }
+    out.push_back(*s);
+  }
+  return out;
+}
+
+std::vector<IpBlock> ipBlockList(Decoder& d, const json& obj, const std::string& path,
+                                 absl::string_view field) {
+  std::vector<IpBlock> out;
+  const json* a = getList(d, obj, path, field, kMaxPolicyValues);
+  if (!a) return out;
+  const std::string lpath = childPath(path, field);
+  if (a->empty()) d.fail(lpath, "must not be empty (remove the field to match anything)");
+  for (size_t i = 0; i < a->size(); ++i) {
+    const std::string ipath = indexPath(lpath, i);
+    auto s = d.string((*a)[i], ipath);
+    if (!s) continue;
+    auto b = IpBlock::parse(*s);
+    if (!b.ok()) {
+      d.fail(ipath, std::string(b.status().message()));
+      continue;
+    }
+    out.push_back(*b);
+  }
+  return out;
+}
+
+// A port as Istio writes it (a string "8080") or an integer.
+std::optional<uint16_t> policyPort(Decoder& d, const json& v, const std::string& path) {
+  if (v.is_string()) {
+    const std::string s = v.get<std::string>();
+    uint32_t port = 0;
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos ||
+        !absl::SimpleAtoi(s, &port) || port == 0 || port > 65535) {
+      d.fail(path, absl::StrCat("\"", s, "\" is not a port number (1-65535)"));
+      return std::nullopt;
+    }
+    return static_cast<uint16_t>(port);
+  }
+  auto p = d.integer(v, path, 1, 65535, "port");
+  if (!p) return std::nullopt;
+  return static_cast<uint16_t>(*p);
+}
+
+std::vector<uint16_t> portList(Decoder& d, const json& obj, const std::string& path,
+                               absl::string_view field) {
+  std::vector<uint16_t> out;
+  const json* a = getList(d, obj, path, field, kMaxPolicyValues);
+  if (!a) return out;
+  const std::string lpath = childPath(path, field);
+  if (a->empty()) d.fail(lpath, "must not be empty (remove the field to match anything)");
+  for (size_t i = 0; i < a->size(); ++i) {
+    if (auto p = policyPort(d, (*a)[i], indexPath(lpath, i))) out.push_back(*p);
+  }
+  return out;
+}
+
+void decodeAuthzSource(Decoder& d, const json& src, const std::string& path, AuthzSource& out) {
+  json known = src;  // JWT fields get their own message, not "unknown field"
+  for (const char* f : {"requestPrincipals", "notRequestPrincipals"}) {
+    if (known.erase(f) != 0) {
+      d.fail(childPath(path, f), "is not supported (meshd has no JWT request authentication)",
+             true);
+    }
+  }
+  d.allowOnly(
+      known, path,
+      {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"});
+  out.principals = patternList(d, src, path, "principals");
+  out.not_principals = patternList(d, src, path, "notPrincipals");
+  out.namespaces = patternList(d, src, path, "namespaces");
+  out.not_namespaces = patternList(d, src, path, "notNamespaces");
+  out.ip_blocks = ipBlockList(d, src, path, "ipBlocks");
+  out.not_ip_blocks = ipBlockList(d, src, path, "notIpBlocks");
+  if (src.empty()) d.fail(path, "must set at least one field (as in Istio)");
+}
+
+void decodeAuthzOperation(Decoder& d, const json& op, const std::string& path,
+                          AuthzOperation& out) {
+  d.allowOnly(
+      op, path,
+      {"ports", "notPorts", "methods", "notMethods", "paths", "notPaths", "hosts", "notHosts"});
+  out.ports = portList(d, op, path, "ports");
+  out.not_ports = portList(d, op, path, "notPorts");
+  out.methods = patternList(d, op, path, "methods");
+  out.not_methods = patternList(d, op, path, "notMethods");
+  out.paths = patternList(d, op, path, "paths");
+  out.not_paths = patternList(d, op, path, "notPaths");
+  for (const auto* list : {&out.paths, &out.not_paths}) {
+    for (const std::string& p : *list) {
+      if (p.find('{') != std::string::npos) {
+        d.fail(childPath(path, list == &out.paths ? "paths" : "notPaths"),
+               absl::StrCat("\"", p, "\": path templates ({*}, {**}) are not supported"));
+      }
+    }
+  }
+  out.hosts = patternList(d, op, path, "hosts");
+  out.not_hosts = patternList(d, op, path, "notHosts");
+  for (auto* list : {&out.hosts, &out.not_hosts}) {
+    for (std::string& h : *list) absl::AsciiStrToLower(&h);
+  }
+  if (op.empty()) d.fail(path, "must set at least one field (as in Istio)");
+}
+
+void decodeAuthzCondition(Decoder& d, const json& c, const std::string& path, AuthzCondition& out) {
+  d.allowOnly(c, path, {"key", "values", "notValues"});
+  if (!c.contains("values") && !c.contains("notValues")) {
+    d.fail(path, "needs values or notValues");
+  }
+  auto key = d.getString(c, path, "key", true);
+  const std::string kpath = childPath(path, "key");
+  // The values by the key's type: addresses, ports, or string patterns.
+  if (key && *key == "source.ip") {
+    out.key = AuthzConditionKey::kSourceIp;
+    out.ip_values = ipBlockList(d, c, path, "values");
+    out.not_ip_values = ipBlockList(d, c, path, "notValues");
+    return;
+  }
+  if (key && *key == "destination.port") {
+    out.key = AuthzConditionKey::kDestinationPort;
+    out.port_values = portList(d, c, path, "values");
+    out.not_port_values = portList(d, c, path, "notValues");
+    return;
+  }
+  out.values = patternList(d, c, path, "values");
+  out.not_values = patternList(d, c, path, "notValues");
+  if (!key) return;
+  if (absl::StartsWith(*key, "request.headers[") && absl::EndsWith(*key, "]")) {
+    out.key = AuthzConditionKey::kRequestHeader;
+    out.header = key->substr(16, key->size() - 17);
+    if (out.header.empty() || !isHeaderName(out.header)) {
+      d.fail(kpath, absl::StrCat("\"", *key, "\": \"", out.header, "\" is not a header name"));
+    }
+    absl::AsciiStrToLower(&out.header);
+  } else if (*key == "source.namespace") {
+    out.key = AuthzConditionKey::kSourceNamespace;
+  } else if (*key == "source.principal") {
+    out.key = AuthzConditionKey::kSourcePrincipal;
+  } else {
+    d.fail(kpath, absl::StrCat("key \"", *key,
+                               "\" is not supported (meshd supports request.headers[<name>], "
+                               "source.namespace, source.principal, source.ip and "
+                               "destination.port)"));
+  }
+}
+
+AuthorizationPolicySpec decodeAuthorizationPolicy(Decoder& d, const json& doc) {
+  AuthorizationPolicySpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", false);
+  if (!spec) return out;  // Istio: `spec: {}` (or none) allows nothing
+  json known = *spec;
+  if (known.erase("provider") != 0) {
+    d.fail("spec.provider", "is not supported (CUSTOM authorization is not supported by meshd)",
+           true);
+  }
+  d.allowOnly(known, "spec", {"selector", "action", "rules"});
+  out.selector = decodeSelector(d, *spec);
+  if (auto a = d.getString(*spec, "spec", "action", false)) {
+    if (*a == "ALLOW") {
+      out.action = AuthzAction::kAllow;
+    } else if (*a == "DENY") {
+      out.action = AuthzAction::kDeny;
+    } else if (*a == "CUSTOM" || *a == "AUDIT") {
+      d.fail("spec.action",
+             absl::StrCat("action ", *a, " is not supported by meshd (use ALLOW or DENY)"));
+    } else {
+      d.fail("spec.action", absl::StrCat("unknown action \"", *a, "\" (use ALLOW or DENY)"));
+    }
+  }
+  const json* rules = getList(d, *spec, "spec", "rules", kMaxPolicyRules);
+  if (!rules) return out;
+  for (size_t i = 0; i < rules->size(); ++i) {
+    const std::string rpath = indexPath("spec.rules", i);
+    const json* r = d.object((*rules)[i], rpath);
+    if (!r) continue;
+    d.allowOnly(*r, rpath, {"from", "to", "when"});
+    AuthzRule rule;
+    if (const json* from = getList(d, *r, rpath, "from", kMaxPolicyRules)) {
+      const std::string fpath = childPath(rpath, "from");
+      if (from->empty()) d.fail(fpath, "must not be empty (remove it to match any source)");
+      for (size_t j = 0; j < from->size(); ++j) {
+        const std::string epath = indexPath(fpath, j);
+        const json* e = d.object((*from)[j], epath);
+        if (!e) continue;
+        d.allowOnly(*e, epath, {"source"});
+        if (const json* s = d.getObject(*e, epath, "source", true)) {
+          decodeAuthzSource(d, *s, childPath(epath, "source"), rule.from.emplace_back());
+        }
+      }
+    }
+    if (const json* to = getList(d, *r, rpath, "to", kMaxPolicyRules)) {
+      const std::string tpath = childPath(rpath, "to");
+      if (to->empty()) d.fail(tpath, "must not be empty (remove it to match any operation)");
+      for (size_t j = 0; j < to->size(); ++j) {
+        const std::string epath = indexPath(tpath, j);
+        const json* e = d.object((*to)[j], epath);
+        if (!e) continue;
+        d.allowOnly(*e, epath, {"operation"});
+        if (const json* o = d.getObject(*e, epath, "operation", true)) {
+          decodeAuthzOperation(d, *o, childPath(epath, "operation"), rule.to.emplace_back());
+        }
+      }
+    }
+    if (const json* when = getList(d, *r, rpath, "when", kMaxPolicyRules)) {
+      const std::string wpath = childPath(rpath, "when");
+      if (when->empty()) d.fail(wpath, "must not be empty (remove it to match anything)");
+      for (size_t j = 0; j < when->size(); ++j) {
+        const std::string epath = indexPath(wpath, j);
+        const json* e = d.object((*when)[j], epath);
+        if (!e) continue;
+        decodeAuthzCondition(d, *e, epath, rule.when.emplace_back());
+      }
+    }
+    out.rules.push_back(std::move(rule));
+  }
+  return out;
+}
+
+// {requestsPerUnit, unit, burst}; burst defaults to requestsPerUnit.
+RequestRate requestRate(Decoder& d, const json& obj, const std::string& path,
+                        absl::string_view field) {
+  RequestRate out;
+  const json* r = d.getObject(obj, path, field, false);
+  if (!r) return out;
+  const std::string rpath = childPath(path, field);
+  d.allowOnly(*r, rpath, {"requestsPerUnit", "unit", "burst"});
+  if (auto v =
+          d.getInt(*r, rpath, "requestsPerUnit", true, 1, kMaxRequestsPerUnit, "requestsPerUnit")) {
+    out.requests_per_unit = static_cast<uint32_t>(*v);
+  }
+  if (auto u = d.getString(*r, rpath, "unit", false)) {
+    if (*u == "second") {
+      out.unit = RateUnit::kSecond;
+    } else if (*u == "minute") {
+      out.unit = RateUnit::kMinute;
+    } else if (*u == "hour") {
+      out.unit = RateUnit::kHour;
+    } else {
+      d.fail(childPath(rpath, "unit"),
+             absl::StrCat("unknown unit \"", *u, "\" (use second, minute or hour)"));
+    }
+  }
+  if (auto v = d.getInt(*r, rpath, "burst", false, 1, kMaxRequestsPerUnit, "burst")) {
+    out.burst = static_cast<uint32_t>(*v);
+  } else {
+    out.burst = out.requests_per_unit;
+  }
+  return out;
+}
+
+// spec.targetRef of a policy bound to a Service of its namespace.
+void serviceTargetRef(Decoder& d, const json& spec, absl::string_view kind, std::string& out) {
+  const json* t = d.getObject(spec, "spec", "targetRef", true);
+  if (!t) return;
+  const std::string tpath = "spec.targetRef";
+  d.allowOnly(*t, tpath, {"group", "kind", "name"});
+  if (auto g = d.getString(*t, tpath, "group", false); g && !g->empty()) {
+    d.fail(childPath(tpath, "group"),
+           absl::StrCat("group \"", *g, "\" is not supported (use \"\" for core Services)"));
+  }
+  if (auto k = d.getString(*t, tpath, "kind", true); k && *k != kKindService) {
+    d.fail(childPath(tpath, "kind"),
+           absl::StrCat("kind \"", *k, "\" is not supported (a ", kind, " targets a Service)"));
+  }
+  if (auto n = d.getString(*t, tpath, "name", true)) {
+    out = *n;
+    if (!isDns1123Label(*n)) {
+      d.fail(childPath(tpath, "name"), absl::StrCat("\"", *n, "\" is not a valid Service name"));
+    }
+  }
+}
+
+RateLimitPolicySpec decodeRateLimitPolicy(Decoder& d, const json& doc) {
+  RateLimitPolicySpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "spec"});
+  const json* spec = d.getObject(doc, "", "spec", true);
+  if (!spec) return out;
+  d.allowOnly(*spec, "spec", {"targetRef", "requests", "perClient", "routes", "connections"});
+  serviceTargetRef(d, *spec, kKindRateLimitPolicy, out.target_service);
+  out.requests = requestRate(d, *spec, "spec", "requests");
+  out.per_client = requestRate(d, *spec, "spec", "perClient");
+  if (const json* routes = getList(d, *spec, "spec", "routes", kMaxPolicyRules)) {
+    for (size_t i = 0; i < routes->size(); ++i) {
+      const std::string rpath = indexPath("spec.routes", i);
+      const json* r = d.object((*routes)[i], rpath);
+      if (!r) continue;
+      d.allowOnly(*r, rpath, {"match", "requests", "perClient"});
+      RateLimitRoute route;
+      if (const json* m = d.getObject(*r, rpath, "match", true)) {
+        const std::string mpath = childPath(rpath, "match");
+        d.allowOnly(*m, mpath, {"httpRoute", "pathPrefix"});
+        if (auto n = d.getString(*m, mpath, "httpRoute", false)) {
+          if (!isDns1123Subdomain(*n)) {
+            d.fail(childPath(mpath, "httpRoute"),
+                   absl::StrCat("\"", *n, "\" is not a valid route name"));
+          }
+          route.http_route = *n;
+        }
+        if (auto p = d.getString(*m, mpath, "pathPrefix", false)) {
+          if (p->empty() || (*p)[0] != '/') {
+            d.fail(childPath(mpath, "pathPrefix"),
+                   absl::StrCat("\"", *p, "\" must start with '/'"));
+          }
+          route.path_prefix = *p;
+        }
+        if (route.http_route.empty() && route.path_prefix.empty()) {
+          d.fail(mpath, "needs httpRoute and/or pathPrefix");
+        }
+      }
+      route.requests = requestRate(d, *r, rpath, "requests");
+      route.per_client = requestRate(d, *r, rpath, "perClient");
+      if (!r->contains("requests") && !r->contains("perClient")) {
+        d.fail(rpath, "needs requests and/or perClient");
+      }
+      out.routes.push_back(std::move(route));
+    }
+  }
+  if (const json* c = d.getObject(*spec, "spec", "connections", false)) {
+    d.allowOnly(*c, "spec.connections", {"connectRate", "connectRatePerClient"});
+    out.connect_rate = connectRate(d, *c, "spec.connections", "connectRate");
+    out.client_connect_rate = connectRate(d, *c, "spec.connections", "connectRatePerClient");
+  }
+  if (!spec->contains("requests") && !spec->contains("perClient") && !spec->contains("routes") &&
+      !spec->contains("connections")) {
+    d.fail("spec", "limits nothing: set requests, perClient, routes or connections");
+  }
+  return out;
+}
+
 ResourceKey bestEffortKey(const json& doc) {
   ResourceKey key{"?", kDefaultNamespace, "?"};
   if (!doc.is_object()) return key;
@@ -1843,7 +2348,9 @@ Decoded decodeDocument(const json& doc) {
       d.fail("kind", absl::StrCat("unknown kind \"", *kind,
                                   "\" (meshd knows Service (v1), EndpointSlice "
                                   "(discovery.k8s.io/v1), TrafficPolicy (meshd.io/v1alpha1), "
-                                  "HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1))"));
+                                  "HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), "
+                                  "Workload, PeerAuthentication, AuthorizationPolicy and "
+                                  "RateLimitPolicy (meshd.io/v1alpha1))"));
     }
   }
   if (api && info && *api != info->api_version &&
@@ -1863,6 +2370,14 @@ Decoded decodeDocument(const json& doc) {
     } else if (info->kind == kKindGrpcRoute) {
       checkCreationTimestamp(d, doc);
       out.spec = decodeGrpcRoute(d, doc, out.key);
+    } else if (info->kind == kKindWorkload) {
+      out.spec = decodeWorkload(d, doc);
+    } else if (info->kind == kKindPeerAuthentication) {
+      out.spec = decodePeerAuthentication(d, doc);
+    } else if (info->kind == kKindAuthorizationPolicy) {
+      out.spec = decodeAuthorizationPolicy(d, doc);
+    } else if (info->kind == kKindRateLimitPolicy) {
+      out.spec = decodeRateLimitPolicy(d, doc);
     } else {
       out.spec = decodeTrafficPolicy(d, doc);
     }

@@ -26,7 +26,8 @@ struct Decoded {
   ResourceKey key;  // best effort: "?" for a missing kind or name
   std::vector<Problem> problems;
   std::variant<std::monostate, ServiceSpec, EndpointSliceSpec, TrafficPolicySpec, HttpRouteSpec,
-               GrpcRouteSpec>
+               GrpcRouteSpec, WorkloadSpec, PeerAuthenticationSpec, AuthorizationPolicySpec,
+               RateLimitPolicySpec>
       spec;
 };
 

@@ -1,11 +1,13 @@
 #include "resources/resource.h"
 
+#include <algorithm>
 #include <iterator>
 #include <limits>
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -215,6 +217,107 @@ absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r) {
 absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r) {
   return typedView<TrafficPolicySpec>(r, kKindTrafficPolicy);
 }
+absl::StatusOr<WorkloadSpec> workloadSpec(const Resource& r) {
+  return typedView<WorkloadSpec>(r, kKindWorkload);
+}
+absl::StatusOr<PeerAuthenticationSpec> peerAuthenticationSpec(const Resource& r) {
+  return typedView<PeerAuthenticationSpec>(r, kKindPeerAuthentication);
+}
+absl::StatusOr<AuthorizationPolicySpec> authorizationPolicySpec(const Resource& r) {
+  return typedView<AuthorizationPolicySpec>(r, kKindAuthorizationPolicy);
+}
+absl::StatusOr<RateLimitPolicySpec> rateLimitPolicySpec(const Resource& r) {
+  return typedView<RateLimitPolicySpec>(r, kKindRateLimitPolicy);
+}
+
+absl::StatusOr<IpBlock> IpBlock::parse(std::string_view text) {
+  absl::string_view t(text.data(), text.size());
+  const size_t slash = t.find('/');
+  auto ip =
+      IpAddress::parse(std::string_view(t.substr(0, slash).data(), t.substr(0, slash).size()));
+  if (!ip.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", t, "\" is not an address or address block (e.g. 10.0.0.0/8)"));
+  }
+  IpBlock b;
+  b.address = *ip;
+  const int max = ip->isV4() ? 32 : 128;
+  b.prefix_len = static_cast<uint8_t>(max);
+  if (slash != absl::string_view::npos) {
+    absl::string_view len = t.substr(slash + 1);
+    int n = -1;
+    if (len.empty() || len.size() > 3 || len.find_first_not_of("0123456789") != len.npos ||
+        !absl::SimpleAtoi(len, &n) || n > max) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", t, "\": prefix length must be 0-", max));
+    }
+    b.prefix_len = static_cast<uint8_t>(n);
+  }
+  IpBlock masked = b;
+  for (int i = 0; i < 16; ++i) {
+    const int keep = std::clamp(int(b.prefix_len) - i * 8, 0, 8);
+    masked.address.bytes[i] &= static_cast<uint8_t>(0xff00 >> keep);
+  }
+  if (!(masked.address == b.address)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", t, "\" has host bits set (did you mean ", masked.toString(), "?)"));
+  }
+  return b;
+}
+
+bool IpBlock::contains(const IpAddress& a) const {
+  if (a.family != address.family) return false;
+  const int full = prefix_len / 8;
+  for (int i = 0; i < full; ++i) {
+    if (a.bytes[i] != address.bytes[i]) return false;
+  }
+  const int rest = prefix_len % 8;
+  if (rest == 0) return true;
+  const auto mask = static_cast<uint8_t>(0xff00 >> rest);
+  return (a.bytes[full] & mask) == address.bytes[full];
+}
+
+std::string IpBlock::toString() const { return absl::StrCat(address.toString(), "/", prefix_len); }
+
+std::string spiffeId(std::string_view trust_domain, std::string_view ns,
+                     std::string_view service_account) {
+  return absl::StrCat("spiffe://", absl::string_view(trust_domain.data(), trust_domain.size()),
+                      "/ns/", absl::string_view(ns.data(), ns.size()), "/sa/",
+                      absl::string_view(service_account.data(), service_account.size()));
+}
+
+bool selectorMatches(const Labels& selector, const Labels& labels) {
+  for (const auto& kv : selector) {
+    if (!std::binary_search(labels.begin(), labels.end(), kv)) return false;
+  }
+  return true;
+}
+
+std::string_view mtlsModeName(MtlsMode m) {
+  switch (m) {
+    case MtlsMode::kDisable:
+      return "DISABLE";
+    case MtlsMode::kPermissive:
+      return "PERMISSIVE";
+    case MtlsMode::kStrict:
+      return "STRICT";
+    case MtlsMode::kUnset:
+      break;
+  }
+  return "UNSET";
+}
+
+uint64_t RequestRate::unitNs() const {
+  switch (unit) {
+    case RateUnit::kMinute:
+      return 60'000'000'000ULL;
+    case RateUnit::kHour:
+      return 3'600'000'000'000ULL;
+    case RateUnit::kSecond:
+      break;
+  }
+  return 1'000'000'000ULL;
+}
+
 absl::StatusOr<HttpRouteSpec> httpRouteSpec(const Resource& r) {
   return typedView<HttpRouteSpec>(r, kKindHttpRoute);
 }

@@ -8,6 +8,10 @@
 //   gateway.networking.k8s.io/v1  HTTPRoute  L7 routing bound to Services (GAMMA);
 //                                            v1beta1 is accepted too
 //   gateway.networking.k8s.io/v1  GRPCRoute  gRPC routing bound to Services (GAMMA)
+//   meshd.io/v1alpha1     Workload            a workload's addresses, node and identity
+//   meshd.io/v1alpha1     PeerAuthentication  mTLS mode (Istio's shape)
+//   meshd.io/v1alpha1     AuthorizationPolicy who may call a workload (Istio's shape)
+//   meshd.io/v1alpha1     RateLimitPolicy     request and connect rate limits of a Service
 //
 // Validation is strict: unknown fields, wrong types, missing required fields,
 // bad addresses and out-of-range numbers are errors. Every error is one line
@@ -37,7 +41,16 @@ inline constexpr char kKindEndpointSlice[] = "EndpointSlice";
 inline constexpr char kKindTrafficPolicy[] = "TrafficPolicy";
 inline constexpr char kKindHttpRoute[] = "HTTPRoute";
 inline constexpr char kKindGrpcRoute[] = "GRPCRoute";
+inline constexpr char kKindWorkload[] = "Workload";
+inline constexpr char kKindPeerAuthentication[] = "PeerAuthentication";
+inline constexpr char kKindAuthorizationPolicy[] = "AuthorizationPolicy";
+inline constexpr char kKindRateLimitPolicy[] = "RateLimitPolicy";
 inline constexpr char kDefaultNamespace[] = "default";
+// The mesh's root namespace: a PeerAuthentication or AuthorizationPolicy here without a
+// selector applies to every workload of the mesh (Istio's rootNamespace, istio-system).
+inline constexpr char kMeshRootNamespace[] = "meshd-system";
+// The SPIFFE trust domain when the daemon is not told another (Istio's default).
+inline constexpr char kDefaultTrustDomain[] = "cluster.local";
 // EndpointSlice label naming the Service the slice belongs to.
 inline constexpr char kServiceNameLabel[] = "kubernetes.io/service-name";
 
@@ -319,7 +332,131 @@ struct GrpcRouteSpec {
   std::vector<GrpcRouteRule> rules;
 };
 
+// --- Identity and policy (docs/resources.md: Workload, PeerAuthentication,
+// AuthorizationPolicy, RateLimitPolicy).
+
+using Labels = std::vector<std::pair<std::string, std::string>>;  // sorted by key
+
+// An address block: "10.0.0.0/8", "fd00::/64", or one address ("10.0.0.1" = /32 or /128).
+struct IpBlock {
+  IpAddress address;  // bits past prefix_len are zero
+  uint8_t prefix_len = 0;
+
+  // InvalidArgument naming the text when it is not an address or block (host bits set
+  // are an error, as in Kubernetes' CIDR validation: "10.0.0.1/8" is a typo).
+  static absl::StatusOr<IpBlock> parse(std::string_view text);
+  bool contains(const IpAddress& a) const;
+  std::string toString() const;
+  friend bool operator==(const IpBlock&, const IpBlock&) = default;
+};
+
+struct WorkloadSpec {
+  std::string service_account = "default";  // spec.serviceAccount
+  std::vector<IpAddress> addresses;         // spec.addresses, at least one, no duplicates
+  std::string node;                         // spec.node
+  std::string cgroup;                       // spec.cgroup: a cgroup v2 path; "" = unset
+  std::string netns;                        // spec.netns: a network namespace path; "" = unset
+  Labels labels;                            // metadata.labels
+};
+
+// "spiffe://<trust_domain>/ns/<ns>/sa/<service_account>".
+std::string spiffeId(std::string_view trust_domain, std::string_view ns,
+                     std::string_view service_account);
+
+// Whether every selector label is among `labels` with the same value (empty selector: yes).
+bool selectorMatches(const Labels& selector, const Labels& labels);
+
+enum class MtlsMode : uint8_t { kUnset, kDisable, kPermissive, kStrict };
+std::string_view mtlsModeName(MtlsMode m);  // "UNSET", "DISABLE", "PERMISSIVE", "STRICT"
+
+struct PeerAuthenticationSpec {
+  std::optional<Labels> selector;    // spec.selector.matchLabels; nullopt = no selector
+  MtlsMode mode = MtlsMode::kUnset;  // spec.mtls.mode
+  std::vector<std::pair<uint16_t, MtlsMode>> port_level;  // spec.portLevelMtls, by port
+};
+
+enum class AuthzAction : uint8_t { kAllow, kDeny };
+
+// Istio string patterns: "abc" exact, "abc*" prefix, "*abc" suffix, "*" any non-empty value
+// (principals and namespaces: any authenticated peer).
+struct AuthzSource {
+  std::vector<std::string> principals, not_principals;  // "cluster.local/ns/x/sa/y"
+  std::vector<std::string> namespaces, not_namespaces;
+  std::vector<IpBlock> ip_blocks, not_ip_blocks;
+};
+
+struct AuthzOperation {
+  std::vector<uint16_t> ports, not_ports;
+  std::vector<std::string> methods, not_methods;  // exact or patterns, case-sensitive
+  std::vector<std::string> paths, not_paths;      // the path without the query
+  std::vector<std::string> hosts, not_hosts;      // case-insensitive
+};
+
+enum class AuthzConditionKey : uint8_t {
+  kRequestHeader,  // request.headers[<name>]
+  kSourceNamespace,
+  kSourcePrincipal,
+  kSourceIp,
+  kDestinationPort,
+};
+
+struct AuthzCondition {
+  AuthzConditionKey key = AuthzConditionKey::kSourceNamespace;
+  std::string header;  // kRequestHeader: the field name, lowercase
+  std::vector<std::string> values, not_values;
+  // kSourceIp: values and not_values parsed; kDestinationPort: likewise.
+  std::vector<IpBlock> ip_values, not_ip_values;
+  std::vector<uint16_t> port_values, not_port_values;
+};
+
+struct AuthzRule {
+  std::vector<AuthzSource> from;     // any of them (empty = any source)
+  std::vector<AuthzOperation> to;    // any of them (empty = any operation)
+  std::vector<AuthzCondition> when;  // all of them
+};
+
+struct AuthorizationPolicySpec {
+  std::optional<Labels> selector;  // nullopt = every workload of the namespace (root: mesh)
+  AuthzAction action = AuthzAction::kAllow;
+  // Empty: an ALLOW policy allows nothing, a DENY policy denies nothing.
+  std::vector<AuthzRule> rules;
+};
+
+enum class RateUnit : uint8_t { kSecond, kMinute, kHour };
+
+// A token bucket: `requests_per_unit` tokens a `unit`, holding at most `burst`.
+struct RequestRate {
+  uint32_t requests_per_unit = 0;  // 0 = unset (no limit)
+  RateUnit unit = RateUnit::kSecond;
+  uint32_t burst = 0;  // defaults to requests_per_unit
+  bool set() const { return requests_per_unit != 0; }
+  uint64_t unitNs() const;
+  friend bool operator==(const RequestRate&, const RequestRate&) = default;
+};
+
+struct RateLimitRoute {
+  std::string http_route;   // match.httpRoute: an HTTPRoute (or GRPCRoute) name; "" = any
+  std::string path_prefix;  // match.pathPrefix; "" = any
+  RequestRate requests;     // the route's bucket (node-wide)
+  RequestRate per_client;   // a bucket per client identity
+  friend bool operator==(const RateLimitRoute&, const RateLimitRoute&) = default;
+};
+
+struct RateLimitPolicySpec {
+  std::string target_service;              // spec.targetRef.name (kind Service, same namespace)
+  RequestRate requests;                    // spec.requests: the whole Service, node-wide
+  RequestRate per_client;                  // spec.perClient: each client identity
+  std::vector<RateLimitRoute> routes;      // spec.routes: the first match replaces the above
+  state::ConnectRate connect_rate;         // spec.connections.connectRate
+  state::ConnectRate client_connect_rate;  // spec.connections.connectRatePerClient
+  friend bool operator==(const RateLimitPolicySpec&, const RateLimitPolicySpec&) = default;
+};
+
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);
+absl::StatusOr<WorkloadSpec> workloadSpec(const Resource& r);
+absl::StatusOr<PeerAuthenticationSpec> peerAuthenticationSpec(const Resource& r);
+absl::StatusOr<AuthorizationPolicySpec> authorizationPolicySpec(const Resource& r);
+absl::StatusOr<RateLimitPolicySpec> rateLimitPolicySpec(const Resource& r);
 absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r);
 absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r);
 absl::StatusOr<HttpRouteSpec> httpRouteSpec(const Resource& r);

@@ -121,6 +121,75 @@ absl::Status validateSet(const ResourceSet& set) {
                                  ": at most one TrafficPolicy per Service")));
   }
 
+  // (namespace, service) -> RateLimitPolicy; connect-rate conflicts with the TrafficPolicy.
+  absl::flat_hash_map<std::pair<std::string, std::string>, const Resource*> rate_policies;
+  for (const Resource* pol : set.list(kKindRateLimitPolicy)) {
+    auto spec = rateLimitPolicySpec(*pol);
+    if (!spec.ok()) {
+      errors.push_back(std::string(spec.status().message()));
+      continue;
+    }
+    const std::pair<std::string, std::string> target{pol->key.ns, spec->target_service};
+    auto [it, inserted] = rate_policies.try_emplace(target, pol);
+    if (!inserted) {
+      auto [report, other] = reportOrder(it->second, pol);
+      errors.push_back(
+          formatError(*report, "spec.targetRef.name",
+                      absl::StrCat("Service ", pol->key.ns, "/", spec->target_service,
+                                   " is also targeted by ", where(*other, "spec.targetRef.name"),
+                                   ": at most one RateLimitPolicy per Service")));
+      continue;
+    }
+    auto tp = policies.find(target);
+    if (tp == policies.end()) continue;
+    auto tspec = trafficPolicySpec(*tp->second);
+    if (!tspec.ok()) continue;
+    struct Pair {
+      bool rl, tp;
+      const char* rl_path;
+      const char* tp_path;
+    };
+    for (const Pair& p :
+         {Pair{spec->connect_rate.per_second != 0, tspec->connect_rate.per_second != 0,
+               "spec.connections.connectRate", "spec.connectionLimits.connectRate"},
+          Pair{spec->client_connect_rate.per_second != 0,
+               tspec->client_connect_rate.per_second != 0, "spec.connections.connectRatePerClient",
+               "spec.connectionLimits.connectRatePerClient"}}) {
+      if (!p.rl || !p.tp) continue;
+      const bool report_rl = pol->positions || !tp->second->positions;
+      const Resource& report = report_rl ? *pol : *tp->second;
+      const Resource& other = report_rl ? *tp->second : *pol;
+      errors.push_back(formatError(
+          report, report_rl ? p.rl_path : p.tp_path,
+          absl::StrCat("Service ", pol->key.ns, "/", spec->target_service,
+                       " gets a connect rate from both ", pol->key.toString(), " and ",
+                       where(other, report_rl ? p.tp_path : p.rl_path),
+                       ": both program the same kernel bucket; set it in one of them")));
+    }
+  }
+
+  // address -> (Workload, path)
+  absl::flat_hash_map<IpAddress, std::pair<const Resource*, std::string>> addresses;
+  for (const Resource* w : set.list(kKindWorkload)) {
+    auto spec = workloadSpec(*w);
+    if (!spec.ok()) {
+      errors.push_back(std::string(spec.status().message()));
+      continue;
+    }
+    for (size_t i = 0; i < spec->addresses.size(); ++i) {
+      std::string path = absl::StrCat("spec.addresses[", i, "]");
+      auto [it, inserted] = addresses.try_emplace(spec->addresses[i], w, path);
+      if (inserted || it->second.first == w) continue;
+      auto [report, other] = reportOrder(it->second.first, w);
+      const std::string& report_path = report == w ? path : it->second.second;
+      const std::string& other_path = report == w ? it->second.second : path;
+      errors.push_back(formatError(
+          *report, report_path,
+          absl::StrCat(spec->addresses[i].toString(), " is also an address of ",
+                       where(*other, other_path), ": two Workloads cannot share an address")));
+    }
+  }
+
   if (errors.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
 }

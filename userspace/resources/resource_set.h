@@ -39,7 +39,12 @@ class ResourceSet {
 
 // Checks that need the whole set, not one document:
 //  - no two Services share a clusterIP + port + protocol;
-//  - at most one TrafficPolicy targets a Service.
+//  - at most one TrafficPolicy targets a Service;
+//  - at most one RateLimitPolicy targets a Service, and a RateLimitPolicy setting
+//    connections.connectRate (or connectRatePerClient) conflicts with a TrafficPolicy of the
+//    same Service setting connectionLimits.connectRate (or connectRatePerClient): both program
+//    the same kernel bucket, so the apply is refused naming both;
+//  - no two Workloads share an address.
 // HTTPRoutes and GRPCRoutes get no set check: Kubernetes accepts a route whose
 // parent or backend Service is missing (the Gateway API reports it in the route's
 // status), and so does meshd (such a backend's share of requests gets 500).

@@ -51,6 +51,15 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
     }
   }
 
+  // (ns, service) -> the RateLimitPolicy's kernel connect rates (validateSet refused a
+  // second policy and a TrafficPolicy setting the same rate).
+  std::map<NsName, resources::RateLimitPolicySpec> rate_limits;
+  for (const auto* r : set.list(resources::kKindRateLimitPolicy)) {
+    ASSIGN_OR_RETURN(resources::RateLimitPolicySpec spec, resources::rateLimitPolicySpec(*r));
+    NsName target{r->key.ns, spec.target_service};
+    rate_limits.try_emplace(std::move(target), std::move(spec));
+  }
+
   // (ns, service) -> parentRefs of the routes bound to it (HTTPRoute and GRPCRoute).
   std::map<NsName, std::vector<resources::RouteParentRef>> route_parents;
   for (const auto* r : set.list(resources::kKindHttpRoute)) {
@@ -72,6 +81,8 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
     if (policy) {
       for (const auto& [ip, w] : policy->weights) weights[ip] = w;
     }
+    const resources::RateLimitPolicySpec* rate_limit = nullptr;
+    if (auto it = rate_limits.find(id); it != rate_limits.end()) rate_limit = &it->second;
     const std::vector<EndpointSliceSpec>* svc_slices = nullptr;
     if (auto it = slices.find(id); it != slices.end()) svc_slices = &it->second;
     const std::vector<resources::RouteParentRef>* parents = nullptr;
@@ -98,6 +109,17 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
           f.request = policy->request;
           // A request-level setting can only be applied by the L7 proxy.
           f.l7 = policy->request_level && sp.protocol == Protocol::kTcp;
+        }
+        if (rate_limit) {
+          // Kernel connect-rate buckets: the same fields TrafficPolicy's connectionLimits set.
+          if (rate_limit->connect_rate.per_second != 0) f.connect_rate = rate_limit->connect_rate;
+          if (rate_limit->client_connect_rate.per_second != 0) {
+            f.client_connect_rate = rate_limit->client_connect_rate;
+          }
+          // Request limits are applied by the L7 proxy.
+          const bool requests = rate_limit->requests.set() || rate_limit->per_client.set() ||
+                                !rate_limit->routes.empty();
+          f.l7 = f.l7 || (requests && sp.protocol == Protocol::kTcp);
         }
         // HTTP routing is for TCP ports; a route bound to a UDP port changes nothing.
         if (parents && sp.protocol == Protocol::kTcp) {

@@ -25,6 +25,9 @@ using resources::ResourceSet;
 // (requestLimits, retries, faultInjection, a non-zero consecutive5xxErrors or
 // consecutiveGatewayErrors): only the proxy can apply them. `request` is the policy's
 // request-level settings (defaults without a policy).
+// A RateLimitPolicy of the Service sets connect_rate / client_connect_rate (its
+// spec.connections; validateSet refuses one that a TrafficPolicy sets too) and makes the TCP
+// frontends L7 when it limits requests (requests, perClient or routes).
 // Fails with InvalidArgument when a resource does not validate or two
 // Services/TrafficPolicies conflict (see resources::validateSet).
 absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set);

@@ -42,6 +42,9 @@ absl::Span<const uint8_t> bytesOf(std::string_view s, size_t off) {
 // HTTP → gRPC mapping of the HTTP status (404 NR → UNIMPLEMENTED).
 grpc::Code grpcCodeFor(uint16_t status, std::string_view flags) {
   if (flags == "UT") return grpc::Code::kDeadlineExceeded;
+  // Envoy's local rate limit with rate_limited_as_resource_exhausted (HTTP 429 maps to
+  // UNAVAILABLE otherwise); 403 RBAC is PERMISSION_DENIED by the HTTP mapping.
+  if (flags == "RL") return grpc::Code::kResourceExhausted;
   if (flags == "UF" || flags == "UC" || flags == "UH" || flags == "UO") {
     return grpc::Code::kUnavailable;
   }
@@ -327,7 +330,7 @@ void H2Conn::onRequest(int32_t id, const http2::RequestHeaders& req, bool end_st
     if (st->delayed) {
       setWake(*st, H2Stream::Wait::kFaultDelay, afterMs(d.fault_delay_ms));
     } else {
-      localReply(*st, d.status, d.response_flags, d.body, d.location);
+      localReply(*st, d.status, d.response_flags, d.body, d.location, d.retry_after);
     }
     return;
   }
@@ -534,7 +537,8 @@ void H2Conn::detach(H2Stream& st, bool reset) {
 }
 
 void H2Conn::localReply(H2Stream& st, uint16_t status, std::string_view flags,
-                        std::string_view body, std::string_view location) {
+                        std::string_view body, std::string_view location,
+                        std::string_view retry_after) {
   detach(st, true);
   clearWake(st);
   st.pending_guard.release();
@@ -557,11 +561,12 @@ void H2Conn::localReply(H2Stream& st, uint16_t status, std::string_view flags,
                                    static_cast<uint32_t>(code));
     st.grpc_status_len = static_cast<size_t>(end - st.grpc_status);
   } else {
-    http1::HeaderField f[3];
+    http1::HeaderField f[4];
     size_t n = 0;
     f[n++] = {"content-type", "text/plain", false};
     if (!flags.empty()) f[n++] = {"x-meshd-response-flags", flags, false};
     if (!location.empty()) f[n++] = {"location", location, false};
+    if (!retry_after.empty()) f[n++] = {"retry-after", retry_after, false};
     (void)server_->submitResponse(st.id, status, absl::MakeConstSpan(f, n), body.empty());
     if (!body.empty()) {
       (void)server_->submitData(st.id, bytesOf(body, 0), true);
@@ -690,7 +695,8 @@ bool H2Conn::onTimer(uint64_t now_ms) {
       case H2Stream::Wait::kFaultDelay: {
         const RouteDecision& d = st->decision;
         if (d.kind == RouteDecision::Kind::kDirectResponse) {
-          localReply(*st, d.status, d.response_flags, d.body, d.location);  // the abort
+          localReply(*st, d.status, d.response_flags, d.body, d.location,
+                     d.retry_after);  // the abort
         } else {
           st->deadline_ms = st->timeout_ms != 0 ? now_ms + st->timeout_ms : 0;
           startTry(*st);

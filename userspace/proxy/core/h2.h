@@ -170,7 +170,7 @@ class H2Conn final : public http2::ServerHandler {
   // The proxy answers `st` itself (errors, direct responses): gRPC requests get a
   // trailers-only response with the grpc-status for `flags`/`status`.
   void localReply(H2Stream& st, uint16_t status, std::string_view flags, std::string_view body,
-                  std::string_view location);
+                  std::string_view location, std::string_view retry_after = {});
   // Forgets the upstream stream of `st` (RST_STREAM CANCEL when it is still open).
   void detach(H2Stream& st, bool reset);
   void captureGrpcStatus(H2Stream& st, absl::Span<const http1::HeaderField> fields);

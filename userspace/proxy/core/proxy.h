@@ -75,11 +75,13 @@ struct RouteDecision {
   // via): a connection opened for one via never carries another's requests. retarget()
   // sets it with the new upstream.
   uint64_t via = 0;
-  // kDirectResponse (redirects, 404 no route, 500 missing backend, fault abort)
+  // kDirectResponse (redirects, 404 no route, 500 missing backend, fault abort, 403 RBAC,
+  // 429 rate limited)
   uint16_t status = 0;
   std::string_view location;        // "" = no Location field
   std::string_view body;            // sent as text/plain
   std::string_view response_flags;  // e.g. "NR"
+  std::string_view retry_after;     // Retry-After field (429 "RL"); "" = none. Not for gRPC.
 };
 
 struct RequestInfo {

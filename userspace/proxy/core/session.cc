@@ -646,7 +646,7 @@ bool Session::beginExchange() {
       return true;
     }
     localReply(decision_.status, decision_.response_flags, decision_.body, decision_.location,
-               client_keep_alive_ && !has_body);
+               client_keep_alive_ && !has_body, decision_.retry_after);
     return true;
   }
 
@@ -1236,7 +1236,8 @@ bool Session::onResponseHead() {
 }
 
 void Session::localReply(uint16_t status, std::string_view flags, std::string_view body,
-                         std::string_view location, bool keep_client) {
+                         std::string_view location, bool keep_client,
+                         std::string_view retry_after) {
   dropUpstream();
   std::string& s = http_->scratch;
   s.clear();
@@ -1248,6 +1249,11 @@ void Session::localReply(uint16_t status, std::string_view flags, std::string_vi
   if (!location.empty()) {
     s.append("location: ");
     s.append(location);
+    s.append("\r\n");
+  }
+  if (!retry_after.empty()) {
+    s.append("retry-after: ");
+    s.append(retry_after);
     s.append("\r\n");
   }
   s.append("content-length: ");
@@ -1438,7 +1444,7 @@ bool Session::httpTimer(uint64_t now_ms) {
     if (decision_.kind == RouteDecision::Kind::kDirectResponse) {
       // The abort that followed a fault delay.
       localReply(decision_.status, withFlags(decision_.response_flags), decision_.body,
-                 decision_.location, client_keep_alive_ && request_done_);
+                 decision_.location, client_keep_alive_ && request_done_, decision_.retry_after);
     } else {
       startTry();  // after a fault delay or a back-off
     }

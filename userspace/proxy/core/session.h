@@ -148,7 +148,7 @@ class Session final : public EventHandler {
   void endExchange(bool keep_client);
   // Answers from the proxy itself (errors, direct responses); ends the exchange.
   void localReply(uint16_t status, std::string_view flags, std::string_view body,
-                  std::string_view location, bool keep_client);
+                  std::string_view location, bool keep_client, std::string_view retry_after = {});
   // The upstream broke: answer `status` with `flags` if no response head was sent yet,
   // else close the client (never a second response).
   void upstreamFailed(uint16_t status, std::string_view flags, std::string_view body);
