@@ -3,6 +3,7 @@
 add_executable(meshd_identity_test
   ${CMAKE_CURRENT_LIST_DIR}/identity/spiffe_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/identity/x509_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/identity/ca_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/counting_new.cc)
 target_include_directories(meshd_identity_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(meshd_identity_test PRIVATE meshd_identity GTest::gtest_main GTest::gmock)
