@@ -60,19 +60,29 @@ absl::Status addExt(X509* x, X509V3_CTX* ctx, int nid, const char* value) {
   return absl::OkStatus();
 }
 
-// subjectAltName with the one URI, built directly (not through the config-string parser).
-absl::Status addUriSan(X509* x, std::string_view uri, bool critical) {
+// subjectAltName with the one URI (and DNS names, for the CA's serving certificate), built
+// directly rather than through the config-string parser.
+absl::Status addSan(X509* x, std::string_view uri, const std::vector<std::string>& dns_names,
+                    bool critical) {
   GeneralNamesPtr names(GENERAL_NAMES_new());
-  GENERAL_NAME* name = GENERAL_NAME_new();
-  ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
-  if (!names || name == nullptr || ia5 == nullptr ||
-      ASN1_STRING_set(ia5, uri.data(), static_cast<int>(uri.size())) != 1) {
-    GENERAL_NAME_free(name);
-    ASN1_IA5STRING_free(ia5);
-    return opensslError("building the subjectAltName");
+  if (!names) return opensslError("building the subjectAltName");
+  auto push = [&](int type, std::string_view value) {
+    GENERAL_NAME* name = GENERAL_NAME_new();
+    ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
+    if (name == nullptr || ia5 == nullptr ||
+        ASN1_STRING_set(ia5, value.data(), static_cast<int>(value.size())) != 1) {
+      GENERAL_NAME_free(name);
+      ASN1_IA5STRING_free(ia5);
+      return false;
+    }
+    GENERAL_NAME_set0_value(name, type, ia5);
+    sk_GENERAL_NAME_push(names.get(), name);
+    return true;
+  };
+  if (!push(GEN_URI, uri)) return opensslError("building the subjectAltName");
+  for (const std::string& dns : dns_names) {
+    if (!push(GEN_DNS, dns)) return opensslError("building the subjectAltName");
   }
-  GENERAL_NAME_set0_value(name, GEN_URI, ia5);
-  sk_GENERAL_NAME_push(names.get(), name);
   if (X509_add1_ext_i2d(x, NID_subject_alt_name, names.get(), critical ? 1 : 0,
                         X509V3_ADD_DEFAULT) != 1) {
     return opensslError("adding the subjectAltName");
@@ -134,7 +144,7 @@ absl::StatusOr<std::pair<X509Ptr, EvpPkeyPtr>> makeSelfSignedRoot(std::string_vi
   RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_basic_constraints, "critical,CA:TRUE"));
   RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_key_usage, "critical,keyCertSign,cRLSign"));
   RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_subject_key_identifier, "hash"));
-  RETURN_IF_ERROR(addUriSan(x.get(), cat(kSpiffePrefix, td), false));
+  RETURN_IF_ERROR(addSan(x.get(), cat(kSpiffePrefix, td), {}, false));
   RETURN_IF_ERROR(signCert(x.get(), key.get()));
   return std::make_pair(std::move(x), std::move(key));
 }
@@ -326,6 +336,19 @@ absl::StatusOr<IssuedCertificate> CertificateAuthority::sign(std::string_view cs
                                                              const SpiffeId& identity,
                                                              absl::Duration ttl,
                                                              SignRefusal* why) const {
+  if (ttl <= absl::ZeroDuration()) ttl = options_.default_ttl;
+  return issue(csr_pem, identity, {}, std::min(ttl, options_.max_ttl), why);
+}
+
+absl::StatusOr<IssuedCertificate> CertificateAuthority::signServing(
+    std::string_view csr_pem, const SpiffeId& identity, const std::vector<std::string>& dns_names,
+    absl::Duration ttl) const {
+  return issue(csr_pem, identity, dns_names, ttl, nullptr);
+}
+
+absl::StatusOr<IssuedCertificate> CertificateAuthority::issue(
+    std::string_view csr_pem, const SpiffeId& identity, const std::vector<std::string>& dns_names,
+    absl::Duration ttl, SignRefusal* why) const {
   auto refuse = [why](SignRefusal r, absl::Status s) {
     if (why != nullptr) *why = r;
     return s;
@@ -359,8 +382,6 @@ absl::StatusOr<IssuedCertificate> CertificateAuthority::sign(std::string_view cs
   }
 
   const absl::Time now = options_.clock();
-  if (ttl <= absl::ZeroDuration()) ttl = options_.default_ttl;
-  ttl = std::min(ttl, options_.max_ttl);
   const absl::Time not_before = std::max(now - kClockSkewBackdate, notBefore(issuer_.get()));
   const absl::Time not_after = std::min(now + ttl, notAfter(issuer_.get()));
   if (not_after <= now) {
@@ -389,7 +410,7 @@ absl::StatusOr<IssuedCertificate> CertificateAuthority::sign(std::string_view cs
     RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_ext_key_usage, "serverAuth,clientAuth"));
     RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_subject_key_identifier, "hash"));
     RETURN_IF_ERROR(addExt(x.get(), &ctx, NID_authority_key_identifier, "keyid:always"));
-    RETURN_IF_ERROR(addUriSan(x.get(), identity.toString(), true));
+    RETURN_IF_ERROR(addSan(x.get(), identity.toString(), dns_names, true));
     return signCert(x.get(), key_.get());
   };
   if (absl::Status s = build(); !s.ok()) return refuse(SignRefusal::kInternal, s);

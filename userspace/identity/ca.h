@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -87,6 +88,13 @@ class CertificateAuthority {
   absl::StatusOr<IssuedCertificate> sign(std::string_view csr_pem, const SpiffeId& identity,
                                          absl::Duration ttl, SignRefusal* why = nullptr) const;
 
+  // The CA's own serving certificate (the CA service's TLS server side): `identity` as URI
+  // SAN plus `dns_names` (what gRPC clients check the target name against), valid for `ttl`
+  // bounded by the issuer only (not by max_ttl).
+  absl::StatusOr<IssuedCertificate> signServing(std::string_view csr_pem, const SpiffeId& identity,
+                                                const std::vector<std::string>& dns_names,
+                                                absl::Duration ttl) const;
+
   const TrustBundle& trustBundle() const { return bundle_; }
   const std::string& trustDomain() const { return options_.trust_domain; }
   bool selfSigned() const { return self_signed_; }
@@ -95,6 +103,9 @@ class CertificateAuthority {
   std::string describe() const;
 
  private:
+  absl::StatusOr<IssuedCertificate> issue(std::string_view csr_pem, const SpiffeId& identity,
+                                          const std::vector<std::string>& dns_names,
+                                          absl::Duration ttl, SignRefusal* why) const;
   CertificateAuthority(CaOptions options, TrustBundle bundle, X509Ptr issuer, EvpPkeyPtr key,
                        CertChain chain_tail, bool self_signed);
 
