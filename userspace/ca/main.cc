@@ -15,6 +15,8 @@
 #include "identity/ca.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+#include "telemetry/exposition.h"
+#include "telemetry/http_server.h"
 
 namespace {
 
@@ -38,6 +40,7 @@ int run(int argc, char** argv) {
   std::string workload_ttl = "24h";
   std::string max_workload_ttl = "168h";
   std::string log_level = "info";
+  std::string metrics_addr = "0.0.0.0:15014";
   bool version = false;
 
   CLI::App app{"meshd-ca: meshd's certificate authority (workload X.509-SVIDs over mTLS gRPC)",
@@ -66,6 +69,9 @@ int run(int argc, char** argv) {
       ->required();
   app.add_option("--server-name", server.server_names,
                  "DNS name(s) in the CA's serving certificate (clients' target name)")
+      ->capture_default_str();
+  app.add_option("--metrics-addr", metrics_addr,
+                 "HOST:PORT for /metrics (issued and refused counts) and /healthz; empty: off")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
@@ -123,6 +129,30 @@ int run(int argc, char** argv) {
   if (!srv.ok()) {
     spdlog::error("{}", std::string(srv.status().message()));
     return kExitFailure;
+  }
+  meshd::telemetry::HttpServerPtr metrics;
+  if (!metrics_addr.empty()) {
+    meshd::ca::CertificateService* service = &(*srv)->service();
+    auto started =
+        meshd::telemetry::HttpServer::start(metrics_addr, [service](std::string_view path) {
+          meshd::telemetry::HttpResponse r;
+          if (path == "/metrics") {
+            r.content_type = std::string(meshd::telemetry::kExpositionContentType);
+            r.body = service->metricsText();
+          } else if (path == "/healthz") {
+            r.body = "ok\n";
+          } else {
+            r.status = 404;
+            r.body = "not found: /metrics, /healthz\n";
+          }
+          return r;
+        });
+    if (!started.ok()) {
+      spdlog::error("{}", std::string(started.status().message()));
+      return kExitFailure;
+    }
+    metrics = std::move(*started);
+    spdlog::info("CA: /metrics and /healthz on {} (port {})", metrics_addr, metrics->port());
   }
   int sig = 0;
   sigwait(&stop_signals, &sig);

@@ -9,6 +9,7 @@
 #include "identity/text.h"
 #include "identity/x509.h"
 #include "spdlog/spdlog.h"
+#include "telemetry/exposition.h"
 
 namespace meshd::ca {
 namespace {
@@ -67,6 +68,20 @@ std::string_view refusalName(Refusal r) {
       return "internal";
   }
   return "internal";
+}
+
+std::string CertificateService::metricsText() const {
+  telemetry::ExpositionWriter w;
+  w.family("meshd_ca_certificates_issued_total", "Workload certificates issued",
+           telemetry::MetricType::kCounter);
+  w.sample(static_cast<double>(issued()));
+  w.family("meshd_ca_refusals_total", "CreateCertificate calls refused, by reason",
+           telemetry::MetricType::kCounter);
+  for (size_t r = 0; r < kRefusalCount; ++r) {
+    w.sample({{"reason", std::string(refusalName(static_cast<Refusal>(r)))}},
+             static_cast<double>(refused(static_cast<Refusal>(r))));
+  }
+  return w.text();
 }
 
 size_t CertificateService::loggedRefusals() const {

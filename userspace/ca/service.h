@@ -57,6 +57,9 @@ class CertificateService final : public v1::CertificateService::Service {
   uint64_t refused(Refusal r) const {
     return refused_[static_cast<size_t>(r)].load(std::memory_order_relaxed);
   }
+  // The counters in Prometheus text: meshd_ca_certificates_issued_total and
+  // meshd_ca_refusals_total{reason} (every reason, zeros included).
+  std::string metricsText() const;
   // How many (caller, reason) pairs have been logged (each once).
   size_t loggedRefusals() const;
 

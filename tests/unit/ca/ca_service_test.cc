@@ -207,6 +207,11 @@ TEST_F(CaServiceTest, BadRequestsAreInvalidArgument) {
   EXPECT_EQ(server_->service().refused(Refusal::kBadCsr), 1u);
   EXPECT_EQ(server_->service().refused(Refusal::kWeakKey), 1u);
   EXPECT_EQ(server_->service().refused(Refusal::kBadRequest), 2u);
+  const std::string metrics = server_->service().metricsText();
+  EXPECT_THAT(metrics, HasSubstr("meshd_ca_refusals_total{reason=\"bad_request\"} 2\n"));
+  EXPECT_THAT(metrics, HasSubstr("meshd_ca_refusals_total{reason=\"weak_key\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("meshd_ca_refusals_total{reason=\"identity_not_on_node\"} 0\n"));
+  EXPECT_THAT(metrics, HasSubstr("meshd_ca_certificates_issued_total 0\n"));
 }
 
 TEST(Placement, YamlErrorsNameWhere) {
