@@ -154,7 +154,9 @@ PeerVerifyResult spiffeIdOf(X509* leaf);
 PeerVerifyResult verifyPeer(const CertChain& chain, const TrustBundle& bundle,
                             std::string_view trust_domain, absl::Time now);
 // The same with OpenSSL's own types (what SSL_get0_peer_certificate and
-// SSL_get_peer_cert_chain give). `intermediates` may be null.
+// SSL_get_peer_cert_chain give: on a server that chain lacks the leaf, on a client it starts
+// with it; either is fine, the leaf among the intermediates is harmless). `intermediates`
+// may be null. Builds an X509_STORE_CTX per call: once per handshake, not per request.
 PeerVerifyResult verifyPeer(X509* leaf, STACK_OF(X509) * intermediates, const TrustBundle& bundle,
                             std::string_view trust_domain, absl::Time now);
 
