@@ -146,6 +146,26 @@ TEST(X509Verify, BadCertificatesFailWithTheirReason) {
             PeerRejectReason::kWrongTrustDomain);
 }
 
+// The OpenSSL-typed overload, with the peer chain as a TLS client sees it (leaf included)
+// and as a server sees it (intermediates only).
+TEST(X509Verify, OpensslTypes) {
+  const TrustBundle b = bundle();
+  CertChain c = chain("client.chain.pem");
+  X509StackPtr with_leaf(sk_X509_new_null());
+  X509StackPtr without_leaf(sk_X509_new_null());
+  sk_X509_push(with_leaf.get(), upRef(c[0].get()).release());
+  sk_X509_push(with_leaf.get(), upRef(c[1].get()).release());
+  sk_X509_push(without_leaf.get(), upRef(c[1].get()).release());
+  for (STACK_OF(X509) * s : {with_leaf.get(), without_leaf.get()}) {
+    PeerVerifyResult r = verifyPeer(c[0].get(), s, b, kTd, now());
+    ASSERT_TRUE(r.ok()) << r.detail;
+    EXPECT_EQ(r.id.toString(), "spiffe://cluster.local/ns/default/sa/client");
+  }
+  EXPECT_EQ(verifyPeer(c[0].get(), nullptr, b, kTd, now()).rejected,
+            PeerRejectReason::kUntrustedCa);
+  EXPECT_EQ(verifyPeer(nullptr, nullptr, b, kTd, now()).rejected, PeerRejectReason::kMalformed);
+}
+
 TEST(X509Verify, TimeIsTheCallersClock) {
   const TrustBundle b = bundle();
   const absl::Time in_2020 =
