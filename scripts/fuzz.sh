@@ -11,7 +11,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${MESHD_FUZZ_BUILD_DIR:-$REPO/build-fuzz}
 SECONDS_PER_TARGET=${1:-30}
-TARGETS=(resources_fuzz http_head_fuzz http1_fuzz http2_fuzz)
+TARGETS=(resources_fuzz http_head_fuzz http1_fuzz http2_fuzz spiffe_fuzz)
 
 if ! [[ $SECONDS_PER_TARGET =~ ^[0-9]+$ ]] || ((SECONDS_PER_TARGET == 0)); then
   echo "usage: $0 [SECONDS per target, default 30]" >&2

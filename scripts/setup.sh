@@ -15,6 +15,8 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libabsl-dev libre2-dev
   # the L7 proxy: HTTP/2 (nghttp2), io_uring (measured against epoll; docs/design/0003)
   libnghttp2-dev liburing-dev
+  # identities, the CA and mTLS (issue 6): OpenSSL 3 (find_package(OpenSSL 3.0))
+  libssl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev sockperf iperf3
   # the lab: ip (netns, veth, bridge), sysctl, nsenter/flock
