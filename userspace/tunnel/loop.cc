@@ -175,17 +175,23 @@ void EpollLoop::run() {
     }
     int n = epoll_wait(epoll_.get(), events, 128, timeout);
     updateClock();
+    bool woken = false;
     for (int i = 0; i < n; ++i) {
       auto* handler = static_cast<IoHandler*>(events[i].data.ptr);
       if (handler == &wake_tag_) {
-        uint64_t v;
-        (void)!read(wake_.get(), &v, sizeof v);
-        runPosted();
+        woken = true;
         continue;
       }
       handler->onIo(events[i].events);
     }
     runFlushes();
+    // Posted functions run between batches: one may destroy handlers the batch still named.
+    if (woken) {
+      uint64_t v;
+      (void)!read(wake_.get(), &v, sizeof v);
+      runPosted();
+      runFlushes();
+    }
     runTimers();
     runFlushes();
   }
