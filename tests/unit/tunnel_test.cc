@@ -1,6 +1,8 @@
 // The node-to-node tunnel (userspace/tunnel) on loopback with real OpenSSL, nghttp2 and the
 // test PKI (scripts/gen-test-certs.sh): pooled CONNECT streams, backpressure, the handshake
 // refusals and their counters, inbound hook denials, resumption and rotation.
+#include "tunnel/tunnel.h"
+
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -12,7 +14,6 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "tunnel/tunnel.h"
 #include "tunnel_test_util.h"
 
 namespace meshd::tunnel {
@@ -82,6 +83,19 @@ class TunnelTest : public ::testing::Test {
     node_id_ = std::make_shared<Identity>("n2", creds("node-n2"));
   }
   void TearDown() override {
+    if (HasFailure()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& l : logs_) fprintf(stderr, "log: %s\n", l.c_str());
+      auto dump = [](const char* who, const TunnelCounters& c) {
+        fprintf(stderr,
+                "%s: conns %lu ok %lu resumed %lu connfail %lu opened %lu refused %lu reset %lu\n",
+                who, c.connections_opened.load(), c.handshakes_ok.load(),
+                c.handshakes_resumed.load(), c.connections_failed.load(), c.streams_opened.load(),
+                c.streams_refused.load(), c.streams_reset.load());
+      };
+      if (client_) dump("client", client_->counters());
+      if (server_) dump("server", server_->counters());
+    }
     loop_.sync([&] {
       client_.reset();
       server_.reset();
@@ -254,7 +268,8 @@ void rawClient(const SocketAddress& addr, const std::string& cert,
   SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn);
   if (!cert.empty()) {
     ASSERT_EQ(SSL_CTX_use_certificate_chain_file(ctx, certPath(cert + ".chain.pem").c_str()), 1);
-    ASSERT_EQ(SSL_CTX_use_PrivateKey_file(ctx, certPath(cert + ".key").c_str(), SSL_FILETYPE_PEM), 1);
+    ASSERT_EQ(SSL_CTX_use_PrivateKey_file(ctx, certPath(cert + ".key").c_str(), SSL_FILETYPE_PEM),
+              1);
   }
   if (configure) configure(ctx);
   ScopedFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -310,7 +325,8 @@ TEST_F(TunnelTest, ServerRefusesBadClientsAndCountsWhy) {
     const uint64_t before = server_->counters().failed(c.want);
     rawClient(addr_, c.cert, c.configure);
     EXPECT_TRUE(waitFor([&] { return server_->counters().failed(c.want) == before + 1; }))
-        << "counter " << handshakeFailureName(c.want) << " = " << server_->counters().failed(c.want);
+        << "counter " << handshakeFailureName(c.want) << " = "
+        << server_->counters().failed(c.want);
   }
   EXPECT_EQ(server_->counters().handshakes_ok.load(), 0u);
   // Logged once per (peer, reason): a second no-cert attempt adds no line.
@@ -320,7 +336,8 @@ TEST_F(TunnelTest, ServerRefusesBadClientsAndCountsWhy) {
     lines = logs_.size();
   }
   rawClient(addr_, "", nullptr);
-  EXPECT_TRUE(waitFor([&] { return server_->counters().failed(HandshakeFailure::kNoPeerCert) == 2; }));
+  EXPECT_TRUE(
+      waitFor([&] { return server_->counters().failed(HandshakeFailure::kNoPeerCert) == 2; }));
   std::lock_guard<std::mutex> lock(mu_);
   EXPECT_EQ(logs_.size(), lines);
 }
@@ -334,8 +351,10 @@ TEST_F(TunnelTest, TunnelClientWithAnUntrustedCertIsRefusedAndItsStreamClosed) {
   int err = -1;
   std::string got = readAll(fd.get(), &err);
   EXPECT_TRUE(got.empty());
-  EXPECT_TRUE(waitFor([&] { return server_->counters().failed(HandshakeFailure::kUntrusted) == 1; }));
-  EXPECT_TRUE(waitFor([&] { return client_->counters().failed(HandshakeFailure::kPeerAlert) == 1; }));
+  EXPECT_TRUE(
+      waitFor([&] { return server_->counters().failed(HandshakeFailure::kUntrusted) == 1; }));
+  EXPECT_TRUE(
+      waitFor([&] { return client_->counters().failed(HandshakeFailure::kPeerAlert) == 1; }));
   EXPECT_EQ(echo.accepted(), 0);
 }
 

@@ -35,8 +35,9 @@ inline std::string uriOf(X509* cert) {
   for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
     if (n->type == GEN_URI) {
-      out.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
-                 ASN1_STRING_length(n->d.uniformResourceIdentifier));
+      out.assign(
+          reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
+          ASN1_STRING_length(n->d.uniformResourceIdentifier));
       break;
     }
   }

@@ -102,16 +102,16 @@ void Pipe::pumpIn() {
   if (!submitPending()) return;
   Engine& engine = conn.engine;
   while (readable && !read_eof && !dead) {
-    ssize_t n = recv(fd.get(), engine.scratch.data(), engine.limits.read_chunk, 0);
+    ssize_t n = recv(fd.get(), engine.tcp_scratch.data(), engine.limits.read_chunk, 0);
     if (n > 0) {
       engine.counters.bytes_to_tunnel.fetch_add(static_cast<uint64_t>(n),
                                                 std::memory_order_relaxed);
       absl::StatusOr<size_t> taken = conn.session().submitData(
-          id, absl::Span<const uint8_t>(engine.scratch.data(), static_cast<size_t>(n)), false);
+          id, absl::Span<const uint8_t>(engine.tcp_scratch.data(), static_cast<size_t>(n)), false);
       if (!taken.ok()) return;
       conn.scheduleFlush();
       if (*taken < static_cast<size_t>(n)) {
-        pending.assign(reinterpret_cast<const char*>(engine.scratch.data()) + *taken,
+        pending.assign(reinterpret_cast<const char*>(engine.tcp_scratch.data()) + *taken,
                        static_cast<size_t>(n) - *taken);
         pending_off = 0;
         notePeak();
@@ -417,7 +417,7 @@ void Conn::handshakeDone() {
 void Conn::readAll() {
   while (readable && !dead) {
     ERR_clear_error();
-    int n = SSL_read(ssl, engine.scratch.data(), static_cast<int>(engine.scratch.size()));
+    int n = SSL_read(ssl, engine.tls_scratch.data(), static_cast<int>(engine.tls_scratch.size()));
     if (n > 0) {
       if (!confirmed) {
         confirmed = true;
@@ -426,9 +426,10 @@ void Conn::readAll() {
           if (SSL_session_reused(ssl)) engine.counters.handshakes_resumed.fetch_add(1);
         }
       }
-      absl::Status st = session().feed(absl::Span<const uint8_t>(engine.scratch.data(), n));
+      absl::Status st = session().feed(absl::Span<const uint8_t>(engine.tls_scratch.data(), n));
       if (!st.ok()) {
-        engine.logRefusal(peer, "tunnel HTTP/2", st.message());
+        engine.logRefusal(peer, server ? "inbound tunnel HTTP/2" : "outbound tunnel HTTP/2",
+                          st.message());
         engine.counters.connections_failed.fetch_add(1, std::memory_order_relaxed);
         flush();  // the GOAWAY, best effort
         close();
@@ -617,7 +618,9 @@ void Conn::onSendReady(int32_t stream_id) {
 
 Engine::Engine(Loop& l, bool is_server, const TunnelLimits& lim, LogSink sink)
     : loop(l), server(is_server), limits(lim), log(std::move(sink)) {
-  scratch.resize(std::max<size_t>(limits.read_chunk, 16 * 1024));
+  limits.read_chunk = std::max<size_t>(limits.read_chunk, 1024);
+  tcp_scratch.resize(limits.read_chunk);
+  tls_scratch.resize(std::max<size_t>(limits.read_chunk, 16 * 1024));
   reaper_.engine = this;
   listener_handler.engine = this;
   if (!log) {

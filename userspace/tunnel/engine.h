@@ -176,7 +176,10 @@ class Engine {
   SSL_CTX* ctx = nullptr;
   std::shared_ptr<const TrustBundle> trust;
   TunnelCounters counters;
-  std::vector<uint8_t> scratch;  // read_chunk bytes: TCP reads and TLS reads
+  // read_chunk bytes each. Separate: a TLS read is parsed by nghttp2 while its callbacks
+  // read TCP sockets (a 200 starts the relay from inside feed()).
+  std::vector<uint8_t> tcp_scratch;
+  std::vector<uint8_t> tls_scratch;
 
   // Server.
   std::shared_ptr<Identity> identity;
