@@ -313,6 +313,8 @@ TEST_F(TunnelTest, ServerRefusesBadClientsAndCountsWhy) {
          SSL_CTX_set_cipher_list(c, "AES128-SHA");
        },
        HandshakeFailure::kProtocolVersion},
+      {"no ALPN h2", "client", [](SSL_CTX* c) { SSL_CTX_set_alpn_protos(c, nullptr, 0); },
+       HandshakeFailure::kNoAlpn},
       {"TLS 1.3 with a suite we do not allow", "client",
        [](SSL_CTX* c) {
          SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
@@ -508,6 +510,81 @@ TEST_F(TunnelTest, TcpResetOfTheDestinationResetsTheStream) {
   readAll(fd.get(), &err);
   EXPECT_TRUE(waitFor([&] { return client_->counters().streams_reset.load() == 1; }));
   EXPECT_TRUE(waitFor([&] { return server_->counters().streams_reset.load() == 1; }));
+}
+
+TEST_F(TunnelTest, IdleConnectionsClose) {
+  EchoServer echo;
+  startServer();
+  TunnelLimits limits;
+  limits.idle_timeout_ms = 20;
+  startClient(limits);
+  {
+    ScopedFd fd = open(echoDst(echo));
+    EXPECT_EQ(echoOnce(fd.get(), "ping"), "ping");
+  }  // the app closes: EOF both ways ends the stream
+  EXPECT_TRUE(waitFor([&] { return clientConnections() == 0; }));
+  EXPECT_EQ(client_->counters().connections_failed.load(), 0u);
+}
+
+TEST_F(TunnelTest, AFailedConnectionFailsOnlyItsOwnStreams) {
+  EchoServer echo;
+  startServer();
+  startClient();
+  // A second server (another "node") on the same loop.
+  std::unique_ptr<TunnelServer> other;
+  SocketAddress other_addr;
+  loop_.sync([&] {
+    other =
+        std::move(*TunnelServer::create(loop_.loop(), node_id_, trust_, uriPrefix(kTd), nullptr));
+    other_addr = *other->listen(*SocketAddress::parse("127.0.0.1:0"));
+  });
+  ScopedFd a = open(echoDst(echo));
+  SocketAddress main_addr = addr_;
+  addr_ = other_addr;
+  ScopedFd b = open(echoDst(echo));
+  addr_ = main_addr;
+  EXPECT_EQ(echoOnce(a.get(), "a1"), "a1");
+  EXPECT_EQ(echoOnce(b.get(), "b1"), "b1");
+  loop_.sync([&] { other.reset(); });  // node B goes away: its connections close
+  int err = -1;
+  readAll(b.get(), &err);  // b is closed (EOF on the socketpair)
+  EXPECT_EQ(echoOnce(a.get(), "a2"), "a2");
+  EXPECT_TRUE(waitFor([&] { return clientConnections() == 1; }));
+}
+
+TEST_F(TunnelTest, TrustBundleWithTwoRootsAndServerRotation) {
+  EchoServer echo;
+  startServer();
+  startClient();
+  std::vector<std::string> seen;
+  auto record = [&](X509* leaf, STACK_OF(X509)*) {
+    seen.push_back(testing::uriOf(leaf));
+    return absl::OkStatus();
+  };
+  auto openWith = [&](std::shared_ptr<Identity> id) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    StreamRequest req;
+    req.peer = addr_;
+    req.verify_peer = record;
+    req.dst = echoDst(echo);
+    ScopedFd relayed(sv[0]);
+    loop_.sync([&] { client_->openStream(id, req, std::move(relayed)); });
+    setRecvTimeout(sv[1], 20);
+    return ScopedFd(sv[1]);
+  };
+  ScopedFd first = openWith(client_id_);
+  EXPECT_EQ(echoOnce(first.get(), "root"), "root");
+  // The server rotates to a certificate issued by the bundle's second root.
+  node_id_->rotate(creds("server-root2"));
+  auto other_client = std::make_shared<Identity>("client-2", creds("client"));
+  ScopedFd second = openWith(other_client);
+  EXPECT_EQ(echoOnce(second.get(), "root2"), "root2");
+  EXPECT_EQ(echoOnce(first.get(), "still"), "still");
+  loop_.sync([] {});
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], "spiffe://cluster.local/meshd/node/n2");
+  EXPECT_EQ(seen[1], "spiffe://cluster.local/ns/default/sa/server");
 }
 
 }  // namespace

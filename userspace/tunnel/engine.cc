@@ -320,10 +320,13 @@ void Conn::removePipe(int32_t id) {
   if (it == pipes.end()) return;
   engine.retire(std::move(it->second));
   pipes.erase(it);
-  if (!server && pipes.empty() && !dead) {
-    deadline_ms = engine.loop.nowMs() + engine.limits.idle_timeout_ms;
-    engine.loop.wakeAt(&timer_task, deadline_ms);
-  }
+  if (pipes.empty() && !dead) armIdle();
+}
+
+void Conn::armIdle() {
+  deadline_ms = engine.loop.nowMs() +
+                (server ? engine.limits.server_idle_timeout_ms : engine.limits.idle_timeout_ms);
+  engine.loop.wakeAt(&timer_task, deadline_ms);
 }
 
 void Conn::TimerTask::run() {
@@ -331,7 +334,7 @@ void Conn::TimerTask::run() {
   if (c.dead || c.engine.loop.nowMs() < c.deadline_ms) return;
   if (c.handshaking || c.tcp_connecting) {
     c.failHandshake(HandshakeFailure::kTimeout);
-  } else if (!c.server && c.pipes.empty()) {
+  } else if (c.pipes.empty()) {
     c.close();  // idle
   }
 }
@@ -408,10 +411,7 @@ void Conn::handshakeDone() {
   // The client counts its handshake once the server has sent something: in TLS 1.3 the
   // server checks our certificate after our side of the handshake is done.
   deadline_ms = UINT64_MAX;
-  if (!server && pipes.empty()) {
-    deadline_ms = engine.loop.nowMs() + engine.limits.idle_timeout_ms;
-    engine.loop.wakeAt(&timer_task, deadline_ms);
-  }
+  if (pipes.empty()) armIdle();
 }
 
 void Conn::readAll() {

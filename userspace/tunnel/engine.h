@@ -140,6 +140,7 @@ class Conn final : public IoHandler,
 
  private:
   void handshakeDone();
+  void armIdle();
   void readAll();
 };
 

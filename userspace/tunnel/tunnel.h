@@ -38,8 +38,11 @@ struct TunnelLimits {
   // Bytes read from a TCP socket at a time (one scratch buffer per tunnel end).
   size_t read_chunk = 16 * 1024;
   uint64_t handshake_timeout_ms = 10'000;
-  // A client connection with no stream for this long is closed (GOAWAY, then close).
+  // A client connection with no stream for this long is closed (close_notify, then close).
   uint64_t idle_timeout_ms = 60'000;
+  // The server closes a connection idle for this long (longer than the client's, so the
+  // client normally closes first and never races a new stream against the server's close).
+  uint64_t server_idle_timeout_ms = 180'000;
   // Server: the upstream connect() must complete within this, else 503.
   uint64_t connect_timeout_ms = 5'000;
   // Distinct (peer address, reason) pairs logged; later refusals are only counted.
