@@ -127,8 +127,9 @@ class TunnelTest : public ::testing::Test {
       };
     }
     loop_.sync([&] {
-      auto s = TunnelServer::create(loop_.loop(), node_id_, trust_, uriPrefix(kTd), hook, limits,
-                                    sink());
+      auto s = TunnelServer::create(loop_.loop(), node_id_, server_trust_ ? server_trust_ : trust_,
+                                    server_verifier_ ? server_verifier_ : uriPrefix(kTd), hook,
+                                    limits, sink());
       ASSERT_TRUE(s.ok()) << s.status();
       server_ = std::move(*s);
       auto a = server_->listen(*SocketAddress::parse("127.0.0.1:0"));
@@ -179,6 +180,8 @@ class TunnelTest : public ::testing::Test {
 
   LoopThread loop_;
   std::shared_ptr<const TrustBundle> trust_;
+  std::shared_ptr<const TrustBundle> server_trust_;  // default: trust_
+  PeerVerifier server_verifier_;                     // default: uriPrefix(kTd)
   std::shared_ptr<Identity> client_id_;
   std::shared_ptr<Identity> node_id_;
   std::unique_ptr<TunnelServer> server_;
@@ -585,6 +588,44 @@ TEST_F(TunnelTest, TrustBundleWithTwoRootsAndServerRotation) {
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[0], "spiffe://cluster.local/meshd/node/n2");
   EXPECT_EQ(seen[1], "spiffe://cluster.local/ns/default/sa/server");
+}
+
+TEST_F(TunnelTest, ServerRootRotationAcceptsChainsOfTheNewBundle) {
+  EchoServer echo;
+  server_trust_ = *TrustBundle::fromFile(certPath("root2.crt"));  // not the client's root
+  startServer();
+  startClient();
+  {
+    ScopedFd fd = open(echoDst(echo));
+    EXPECT_TRUE(readAll(fd.get()).empty());
+    EXPECT_TRUE(
+        waitFor([&] { return server_->counters().failed(HandshakeFailure::kUntrusted) == 1; }));
+  }
+  loop_.sync([&] { ASSERT_TRUE(server_->setTrustBundle(trust_).ok()); });
+  ScopedFd fd = open(echoDst(echo));
+  EXPECT_EQ(echoOnce(fd.get(), "trusted now"), "trusted now");
+}
+
+TEST_F(TunnelTest, ResumedSessionsAreCheckedByTheVerifierAgain) {
+  EchoServer echo;
+  auto allow = std::make_shared<std::atomic<bool>>(true);
+  server_verifier_ = [allow](X509*, STACK_OF(X509)*) {
+    return allow->load() ? absl::OkStatus() : absl::PermissionDeniedError("revoked");
+  };
+  startServer();
+  startClient();
+  {
+    ScopedFd fd = open(echoDst(echo));
+    EXPECT_EQ(echoOnce(fd.get(), "one"), "one");
+  }
+  loop_.sync([&] { client_->closeAll(); });
+  allow->store(false);
+  ScopedFd fd = open(echoDst(echo));
+  EXPECT_TRUE(readAll(fd.get()).empty());
+  EXPECT_TRUE(
+      waitFor([&] { return server_->counters().failed(HandshakeFailure::kVerifierRefused) == 1; }));
+  EXPECT_EQ(server_->counters().handshakes_resumed.load(), 0u);
+  EXPECT_TRUE(logged("revoked"));
 }
 
 }  // namespace

@@ -403,7 +403,29 @@ void Conn::handshakeDone() {
     failHandshake(HandshakeFailure::kNoAlpn);
     return;
   }
-  if (X509* cert = SSL_get0_peer_certificate(ssl)) peer_identity = firstUriSan(cert);
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) {
+    failHandshake(HandshakeFailure::kNoPeerCert);
+    return;
+  }
+  peer_identity = firstUriSan(cert);
+  if (SSL_session_reused(ssl)) {
+    // No chain check ran: the ticket vouches for a chain verified earlier. Re-check what
+    // may have changed since: the leaf's validity and the verifier's decision.
+    if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0) {
+      failHandshake(HandshakeFailure::kExpired);
+      return;
+    }
+    if (verify.verifier != nullptr && *verify.verifier) {
+      absl::Status st = (*verify.verifier)(cert, SSL_get_peer_cert_chain(ssl));
+      if (!st.ok()) {
+        verify.refused = true;
+        verify.refusal = std::string(st.message());
+        failHandshake(HandshakeFailure::kVerifierRefused);
+        return;
+      }
+    }
+  }
   if (server) {
     engine.counters.handshakes_ok.fetch_add(1, std::memory_order_relaxed);
     if (SSL_session_reused(ssl)) engine.counters.handshakes_resumed.fetch_add(1);
@@ -716,6 +738,19 @@ SSL_SESSION* Engine::findSession(const std::string& identity_name, const SocketA
     return nullptr;
   }
   return it->second.session;
+}
+
+absl::Status Engine::setTrust(std::shared_ptr<const TrustBundle> bundle) {
+  if (bundle == nullptr) return absl::InvalidArgumentError("tunnel: no trust bundle");
+  absl::StatusOr<SSL_CTX*> fresh = makeTunnelContext(server, *bundle);
+  if (!fresh.ok()) return fresh.status();
+  if (!server) SSL_CTX_sess_set_new_cb(*fresh, newSessionCallback);
+  if (ctx != nullptr) SSL_CTX_free(ctx);  // live SSL objects hold their own reference
+  ctx = *fresh;
+  trust = std::move(bundle);
+  for (auto& [key, cached] : sessions) SSL_SESSION_free(cached.session);
+  sessions.clear();
+  return absl::OkStatus();
 }
 
 void Engine::removeFromPool(Conn* conn) {

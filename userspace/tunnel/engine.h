@@ -162,6 +162,9 @@ class Engine {
   SSL_SESSION* findSession(const std::string& identity, const SocketAddress& peer,
                            const Credentials* creds);
   void removeFromPool(Conn* conn);
+  // A new SSL_CTX with `bundle` for new connections (live ones keep theirs). Client: the
+  // cached tickets are dropped (they were verified against the old bundle).
+  absl::Status setTrust(std::shared_ptr<const TrustBundle> bundle);
   Conn* addConn(std::unique_ptr<Conn> conn);
   void closeAll();
 

@@ -23,8 +23,10 @@ using SpiffeIdString = std::string;
 // Decides on the peer once OpenSSL has verified its chain against the trust bundle
 // (validity dates included): `leaf` is the peer's certificate, `chain` the verified chain
 // (leaf first, root last). Non-OK refuses the handshake (counted as kVerifierRefused).
-// Called on the loop's thread, during the handshake; not called for a resumed session
-// (its ticket was only issued after a full handshake passed this check).
+// Called on the loop's thread, during the handshake. For a resumed session (no chain
+// check: the ticket vouches for a chain verified within the ticket lifetime, 1 h) it is
+// called again after the handshake with the session's leaf and `chain` = the peer's chain
+// as sent (SSL_get_peer_cert_chain), and the leaf's notAfter is re-checked.
 using PeerVerifier = std::function<absl::Status(X509* leaf, STACK_OF(X509) * chain)>;
 
 // One identity's credentials: the leaf certificate, the intermediates to send with it, and

@@ -15,13 +15,10 @@ namespace meshd::tunnel {
 absl::StatusOr<std::unique_ptr<TunnelClient>> TunnelClient::create(
     Loop& loop, std::shared_ptr<const TrustBundle> trust, const TunnelLimits& limits, LogSink log) {
   if (trust == nullptr) return absl::InvalidArgumentError("tunnel client: no trust bundle");
-  absl::StatusOr<SSL_CTX*> ctx = makeTunnelContext(false, *trust);
-  if (!ctx.ok()) return ctx.status();
-  SSL_CTX_sess_set_new_cb(*ctx, detail::newSessionCallback);
   std::unique_ptr<TunnelClient> client(new TunnelClient());
   client->engine_ = std::make_unique<detail::Engine>(loop, false, limits, std::move(log));
-  client->engine_->ctx = *ctx;
-  client->engine_->trust = std::move(trust);
+  absl::Status st = client->engine_->setTrust(std::move(trust));
+  if (!st.ok()) return st;
   return client;
 }
 
@@ -30,6 +27,10 @@ TunnelClient::~TunnelClient() = default;
 void TunnelClient::openStream(std::shared_ptr<Identity> source, const StreamRequest& request,
                               ScopedFd fd) {
   engine_->openStream(std::move(source), request, std::move(fd));
+}
+
+absl::Status TunnelClient::setTrustBundle(std::shared_ptr<const TrustBundle> bundle) {
+  return engine_->setTrust(std::move(bundle));
 }
 
 const TunnelCounters& TunnelClient::counters() const { return engine_->counters; }
@@ -43,13 +44,11 @@ absl::StatusOr<std::unique_ptr<TunnelServer>> TunnelServer::create(
   if (identity == nullptr || identity->current() == nullptr) {
     return absl::InvalidArgumentError("tunnel server: no identity credentials");
   }
-  absl::StatusOr<SSL_CTX*> ctx = makeTunnelContext(true, *trust);
-  if (!ctx.ok()) return ctx.status();
   std::unique_ptr<TunnelServer> server(new TunnelServer());
   server->engine_ = std::make_unique<detail::Engine>(loop, true, limits, std::move(log));
   detail::Engine& e = *server->engine_;
-  e.ctx = *ctx;
-  e.trust = std::move(trust);
+  absl::Status st = e.setTrust(std::move(trust));
+  if (!st.ok()) return st;
   e.identity = std::move(identity);
   e.server_verifier = std::move(verify_peer);
   e.hook = std::move(hook);
@@ -82,6 +81,10 @@ absl::StatusOr<SocketAddress> TunnelServer::listen(const SocketAddress& addr) {
   if (!st.ok()) return st;
   e.listener = std::move(fd);
   return bound;
+}
+
+absl::Status TunnelServer::setTrustBundle(std::shared_ptr<const TrustBundle> bundle) {
+  return engine_->setTrust(std::move(bundle));
 }
 
 const TunnelCounters& TunnelServer::counters() const { return engine_->counters; }

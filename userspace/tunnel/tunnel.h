@@ -103,6 +103,10 @@ class TunnelClient {
   // EOF is END_STREAM both ways (shutdown(SHUT_WR)).
   void openStream(std::shared_ptr<Identity> source, const StreamRequest& request, ScopedFd fd);
 
+  // Root rotation: new connections verify against `bundle`; live ones keep the bundle they
+  // were verified with; cached session tickets are dropped.
+  absl::Status setTrustBundle(std::shared_ptr<const TrustBundle> bundle);
+
   const TunnelCounters& counters() const;
   // TLS connections in the pool (any state).
   size_t connections() const;
@@ -148,6 +152,9 @@ class TunnelServer {
 
   // Binds and listens (SO_REUSEADDR; port 0 picks one). Returns the bound address.
   absl::StatusOr<SocketAddress> listen(const SocketAddress& addr);
+  // Root rotation: new connections verify client chains against `bundle` (and get a new
+  // ticket key: earlier tickets no longer resume); live connections are kept.
+  absl::Status setTrustBundle(std::shared_ptr<const TrustBundle> bundle);
 
   const TunnelCounters& counters() const;
   size_t connections() const;
