@@ -515,6 +515,39 @@ TEST_F(TunnelTest, TcpResetOfTheDestinationResetsTheStream) {
   EXPECT_TRUE(waitFor([&] { return server_->counters().streams_reset.load() == 1; }));
 }
 
+TEST_F(TunnelTest, DestinationHalfClosesFirstAndTheClientKeepsSending) {
+  ScopedFd lst(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(lst.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+  listen(lst.get(), 8);
+  socklen_t len = sizeof sin;
+  getsockname(lst.get(), reinterpret_cast<sockaddr*>(&sin), &len);
+  std::string received;
+  std::thread dst([&] {
+    ScopedFd c(accept(lst.get(), nullptr, nullptr));
+    setRecvTimeout(c.get(), 20);
+    writeAll(c.get(), "greeting", 8);
+    shutdown(c.get(), SHUT_WR);   // the destination is done talking...
+    received = readAll(c.get());  // ...but still listens
+  });
+  startServer();
+  startClient();
+  ScopedFd fd = open(*SocketAddress::parse("127.0.0.1:" + std::to_string(ntohs(sin.sin_port))));
+  int err = -1;
+  EXPECT_EQ(readAll(fd.get(), &err), "greeting");  // then EOF: the half-close arrived
+  EXPECT_EQ(err, 0);
+  const std::string tail = pattern(300 * 1024, 3);
+  EXPECT_TRUE(writeAll(fd.get(), tail.data(), tail.size()));
+  shutdown(fd.get(), SHUT_WR);
+  dst.join();
+  EXPECT_TRUE(received == tail) << received.size();
+  EXPECT_TRUE(waitFor([&] { return clientConnections() == 1; }));
+  EXPECT_EQ(client_->counters().streams_reset.load(), 0u);
+  EXPECT_EQ(server_->counters().streams_reset.load(), 0u);
+}
+
 TEST_F(TunnelTest, IdleConnectionsClose) {
   EchoServer echo;
   startServer();

@@ -709,7 +709,8 @@ void Engine::logRefusal(const SocketAddress& peer, absl::string_view what,
 }
 
 void Engine::storeSession(Conn& conn, SSL_SESSION* session) {
-  if (conn.identity == nullptr) {
+  // A ticket arriving late on a connection of rotated-out credentials is not kept.
+  if (conn.identity == nullptr || conn.identity->current() != conn.credentials) {
     SSL_SESSION_free(session);
     return;
   }

@@ -68,19 +68,25 @@ absl::Status EpollLoop::modify(int fd, uint32_t events, IoHandler* handler) {
 void EpollLoop::remove(int fd) { epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
 void EpollLoop::wakeAt(Task* task, uint64_t at_ms) {
-  for (Timer& t : timers_) {
-    if (t.task == task) {
-      t.at = at_ms;
-      return;
-    }
+  auto it = timer_of_.find(task);
+  if (it != timer_of_.end()) {
+    if (it->second->first == at_ms) return;
+    timers_.erase(it->second);
+    it->second = timers_.emplace(at_ms, task);
+    return;
   }
-  timers_.push_back(Timer{at_ms, task});
+  timer_of_.emplace(task, timers_.emplace(at_ms, task));
 }
 
 void EpollLoop::cancel(Task* task) {
-  std::erase_if(timers_, [task](const Timer& t) { return t.task == task; });
+  auto it = timer_of_.find(task);
+  if (it != timer_of_.end()) {
+    timers_.erase(it->second);
+    timer_of_.erase(it);
+  }
   std::replace(flush_.begin(), flush_.end(), task, static_cast<Task*>(nullptr));
   std::replace(flush_batch_.begin(), flush_batch_.end(), task, static_cast<Task*>(nullptr));
+  std::replace(due_.begin(), due_.end(), task, static_cast<Task*>(nullptr));
 }
 
 void EpollLoop::flushLater(Task* task) {
@@ -130,21 +136,22 @@ void EpollLoop::runPosted() {
 }
 
 void EpollLoop::runTimers() {
-  // Collect first: a task may re-arm itself or cancel others.
-  std::vector<Task*> due;
-  for (size_t i = 0; i < timers_.size();) {
-    if (timers_[i].at <= now_ms_) {
-      due.push_back(timers_[i].task);
-      timers_[i] = timers_.back();
-      timers_.pop_back();
-    } else {
-      ++i;
+  // Collect first: a task may re-arm itself or cancel others (cancel() clears its entry in
+  // due_).
+  due_.clear();
+  while (!timers_.empty() && timers_.begin()->first <= now_ms_) {
+    Task* task = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    timer_of_.erase(task);
+    due_.push_back(task);
+  }
+  for (size_t i = 0; i < due_.size(); ++i) {
+    if (Task* t = due_[i]) {
+      due_[i] = nullptr;
+      t->run();
     }
   }
-  for (Task* t : due) {
-    // A task run earlier in this loop may have cancelled and re-armed it: run only once.
-    t->run();
-  }
+  due_.clear();
 }
 
 void EpollLoop::runFlushes() {
@@ -168,8 +175,7 @@ void EpollLoop::run() {
     if (!flush_.empty()) {
       timeout = 0;
     } else if (!timers_.empty()) {
-      uint64_t next = UINT64_MAX;
-      for (const Timer& t : timers_) next = std::min(next, t.at);
+      uint64_t next = timers_.begin()->first;
       updateClock();
       timeout = next <= now_ms_ ? 0 : static_cast<int>(std::min<uint64_t>(next - now_ms_, 1000));
     }

@@ -8,10 +8,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/scoped_fd.h"
@@ -99,11 +101,11 @@ class EpollLoop final : public Loop {
   std::mutex mu_;
   std::vector<std::function<void()>> posted_;  // guarded by mu_
   bool stop_requested_ = false;                // guarded by mu_
-  struct Timer {
-    uint64_t at;
-    Task* task;
-  };
-  std::vector<Timer> timers_;  // unsorted; the tunnel keeps a handful (one per connection)
+  // wakeAt(): ordered by deadline, and each task's entry for O(log n) re-arm and cancel
+  // (one per connection and one per connecting stream).
+  std::multimap<uint64_t, Task*> timers_;
+  absl::flat_hash_map<Task*, std::multimap<uint64_t, Task*>::iterator> timer_of_;
+  std::vector<Task*> due_;
   std::vector<Task*> flush_;
   std::vector<Task*> flush_batch_;
 };
