@@ -117,7 +117,8 @@ class TunnelTest : public ::testing::Test {
     return false;
   }
 
-  void startServer(InboundHook hook = nullptr, TunnelLimits limits = {}) {
+  void startServer(InboundHook hook = nullptr, TunnelLimits limits = {},
+                   const char* listen_on = "127.0.0.1:0") {
     if (!hook) {
       hook = [this](const InboundRequest& r) {
         std::lock_guard<std::mutex> lock(mu_);
@@ -132,7 +133,7 @@ class TunnelTest : public ::testing::Test {
                                     limits, sink());
       ASSERT_TRUE(s.ok()) << s.status();
       server_ = std::move(*s);
-      auto a = server_->listen(*SocketAddress::parse("127.0.0.1:0"));
+      auto a = server_->listen(*SocketAddress::parse(listen_on));
       ASSERT_TRUE(a.ok()) << a.status();
       addr_ = *a;
     });
@@ -546,6 +547,36 @@ TEST_F(TunnelTest, DestinationHalfClosesFirstAndTheClientKeepsSending) {
   EXPECT_TRUE(waitFor([&] { return clientConnections() == 1; }));
   EXPECT_EQ(client_->counters().streams_reset.load(), 0u);
   EXPECT_EQ(server_->counters().streams_reset.load(), 0u);
+}
+
+TEST_F(TunnelTest, Ipv6PeerAndDestination) {
+  EchoServer echo(/*v6=*/true);
+  std::string authority;
+  startServer(
+      [&](const InboundRequest& r) {
+        authority = r.dst.toString();
+        return InboundDecision::allowWithMark(0);
+      },
+      {}, "[::1]:0");
+  startClient();
+  ScopedFd fd = open(*SocketAddress::parse("[::1]:" + std::to_string(echo.port())));
+  EXPECT_EQ(echoOnce(fd.get(), "over v6"), "over v6");
+  loop_.sync([] {});
+  EXPECT_EQ(authority, "[::1]:" + std::to_string(echo.port()));
+  EXPECT_TRUE(addr_.ip.family == AF_INET6);
+}
+
+TEST_F(TunnelTest, TheHooksMarkIsSetOnTheUpstreamSocketOr503) {
+  EchoServer echo;
+  startServer([](const InboundRequest&) { return InboundDecision::allowWithMark(0x2a); });
+  startClient();
+  ScopedFd fd = open(echoDst(echo));
+  if (geteuid() == 0) {  // CAP_NET_ADMIN: SO_MARK works
+    EXPECT_EQ(echoOnce(fd.get(), "marked"), "marked");
+  } else {  // without it the stream is refused, not sent unmarked
+    EXPECT_TRUE(readAll(fd.get()).empty());
+    EXPECT_TRUE(waitFor([&] { return logged("503 SO_MARK"); }));
+  }
 }
 
 TEST_F(TunnelTest, IdleConnectionsClose) {

@@ -91,16 +91,27 @@ inline bool writeAll(int fd, const char* data, size_t n) {
 // shutdown(SHUT_WR) and close (half-close travels back).
 class EchoServer {
  public:
-  EchoServer() {
-    listener_ = ScopedFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+  // On 127.0.0.1, or on ::1 with `v6`.
+  explicit EchoServer(bool v6 = false) {
+    listener_ = ScopedFd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (v6) {
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_addr = in6addr_loopback;
+      len = sizeof *sin6;
+    } else {
+      auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+      sin->sin_family = AF_INET;
+      sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof *sin;
+    }
+    bind(listener_.get(), reinterpret_cast<sockaddr*>(&ss), len);
     listen(listener_.get(), 256);
-    socklen_t len = sizeof sin;
-    getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&sin), &len);
-    port_ = ntohs(sin.sin_port);
+    getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    port_ = v6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+               : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
     acceptor_ = std::thread([this] { acceptLoop(); });
   }
   ~EchoServer() {
