@@ -579,6 +579,31 @@ TEST_F(TunnelTest, TheHooksMarkIsSetOnTheUpstreamSocketOr503) {
   }
 }
 
+TEST_F(TunnelTest, ServerDrainLetsLiveStreamsFinish) {
+  EchoServer echo;
+  startServer();
+  startClient();
+  ScopedFd live = open(echoDst(echo));
+  EXPECT_EQ(echoOnce(live.get(), "before drain"), "before drain");
+  loop_.sync([&] { server_->drain(); });
+  EXPECT_EQ(echoOnce(live.get(), "while draining"), "while draining");
+  // A new stream does not go on the draining connection; the listener is gone.
+  ScopedFd refused = open(echoDst(echo));
+  EXPECT_TRUE(readAll(refused.get()).empty());
+  EXPECT_EQ(echoOnce(live.get(), "still here"), "still here");
+  shutdown(live.get(), SHUT_WR);
+  int err = -1;
+  EXPECT_TRUE(readAll(live.get(), &err).empty());
+  EXPECT_EQ(err, 0);
+  size_t server_conns = 1;
+  EXPECT_TRUE(waitFor([&] {
+    loop_.sync([&] { server_conns = server_->connections(); });
+    return server_conns == 0;
+  }));
+  EXPECT_TRUE(waitFor([&] { return clientConnections() == 0; }));
+  EXPECT_EQ(client_->counters().streams_reset.load(), 0u);
+}
+
 TEST_F(TunnelTest, IdleConnectionsClose) {
   EchoServer echo;
   startServer();

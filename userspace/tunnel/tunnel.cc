@@ -87,6 +87,24 @@ absl::Status TunnelServer::setTrustBundle(std::shared_ptr<const TrustBundle> bun
   return engine_->setTrust(std::move(bundle));
 }
 
+void TunnelServer::drain() {
+  detail::Engine& e = *engine_;
+  if (e.listener.valid()) {
+    e.loop.remove(e.listener.get());
+    e.listener.reset();
+  }
+  std::vector<detail::Conn*> all;
+  for (auto& [raw, owned] : e.conns) all.push_back(raw);
+  for (detail::Conn* c : all) {
+    if (c->handshaking || c->tcp_connecting) {
+      c->close();
+      continue;
+    }
+    c->srv->goaway(proxy::http2::kNoError);
+    c->scheduleFlush();
+  }
+}
+
 const TunnelCounters& TunnelServer::counters() const { return engine_->counters; }
 size_t TunnelServer::connections() const { return engine_->conns.size(); }
 void TunnelServer::closeAll() { engine_->closeAll(); }

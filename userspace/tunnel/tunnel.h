@@ -156,6 +156,11 @@ class TunnelServer {
   // ticket key: earlier tickets no longer resume); live connections are kept.
   absl::Status setTrustBundle(std::shared_ptr<const TrustBundle> bundle);
 
+  // Graceful shutdown (e.g. before a restart): stops listening and sends GOAWAY (NO_ERROR)
+  // on every connection; streams already open run to their end, clients put new streams
+  // on other connections, and each connection closes once its last stream is done.
+  void drain();
+
   const TunnelCounters& counters() const;
   size_t connections() const;
   void closeAll();
