@@ -604,6 +604,21 @@ TEST_F(TunnelTest, ServerDrainLetsLiveStreamsFinish) {
   EXPECT_EQ(client_->counters().streams_reset.load(), 0u);
 }
 
+TEST_F(TunnelTest, ServerConnectionLimit) {
+  EchoServer echo;
+  TunnelLimits limits;
+  limits.max_server_connections = 1;
+  startServer(nullptr, limits);
+  startClient();
+  ScopedFd first = open(echoDst(echo));
+  EXPECT_EQ(echoOnce(first.get(), "one"), "one");
+  auto other = std::make_shared<Identity>("other", creds("client"));  // another pool key
+  ScopedFd second = open(echoDst(echo), other);
+  EXPECT_TRUE(readAll(second.get()).empty());
+  EXPECT_EQ(server_->counters().connections_rejected.load(), 1u);
+  EXPECT_EQ(echoOnce(first.get(), "still one"), "still one");
+}
+
 TEST_F(TunnelTest, IdleConnectionsClose) {
   EchoServer echo;
   startServer();

@@ -862,9 +862,15 @@ void Engine::acceptAll() {
       return;  // EAGAIN, or EMFILE & co (retried on the next connection's event)
     }
     ScopedFd sock(fd);
+    SocketAddress peer = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    if (conns.size() >= limits.max_server_connections) {
+      counters.connections_rejected.fetch_add(1, std::memory_order_relaxed);
+      logRefusal(peer, "inbound connection",
+                 absl::StrCat("over max_server_connections (", limits.max_server_connections, ")"));
+      continue;  // closed
+    }
     setNoDelay(fd);
     counters.connections_opened.fetch_add(1, std::memory_order_relaxed);
-    SocketAddress peer = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     std::shared_ptr<const Credentials> creds = identity->current();
     auto owned = std::make_unique<Conn>(*this, std::move(sock), true, peer);
     Conn* c = owned.get();

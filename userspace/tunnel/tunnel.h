@@ -45,6 +45,10 @@ struct TunnelLimits {
   uint64_t server_idle_timeout_ms = 180'000;
   // Server: the upstream connect() must complete within this, else 503.
   uint64_t connect_timeout_ms = 5'000;
+  // Server: connections (handshaking or established) beyond this are accepted and closed
+  // at once (counted in connections_rejected): bounds memory and handshake CPU under a
+  // connection flood.
+  size_t max_server_connections = 8192;
   // Distinct (peer address, reason) pairs logged; later refusals are only counted.
   size_t max_logged_refusals = 1024;
 };
@@ -54,12 +58,13 @@ struct TunnelCounters {
   std::atomic<uint64_t> handshakes_ok{0};
   std::atomic<uint64_t> handshakes_resumed{0};  // of handshakes_ok
   std::array<std::atomic<uint64_t>, kHandshakeFailureCount> handshakes_failed{};
-  std::atomic<uint64_t> connections_failed{0};  // after the handshake (I/O or h2 error)
-  std::atomic<uint64_t> streams_opened{0};      // client: submitted; server: 200 sent
-  std::atomic<uint64_t> streams_refused{0};     // non-2xx (or reset before the response)
-  std::atomic<uint64_t> streams_reset{0};       // reset after it was established
-  std::atomic<uint64_t> bytes_to_tunnel{0};     // payload read from TCP sockets
-  std::atomic<uint64_t> bytes_from_tunnel{0};   // payload written to TCP sockets
+  std::atomic<uint64_t> connections_failed{0};    // after the handshake (I/O or h2 error)
+  std::atomic<uint64_t> connections_rejected{0};  // server: over max_server_connections
+  std::atomic<uint64_t> streams_opened{0};        // client: submitted; server: 200 sent
+  std::atomic<uint64_t> streams_refused{0};       // non-2xx (or reset before the response)
+  std::atomic<uint64_t> streams_reset{0};         // reset after it was established
+  std::atomic<uint64_t> bytes_to_tunnel{0};       // payload read from TCP sockets
+  std::atomic<uint64_t> bytes_from_tunnel{0};     // payload written to TCP sockets
   // The most bytes one stream ever held in meshd's own buffers (stream DATA not yet written
   // to its socket + socket bytes not yet taken by the stream's send queue). Bounded by
   // h2.initial_stream_window + read_chunk (plus the send queue nghttp2 drains).
