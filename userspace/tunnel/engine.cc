@@ -71,6 +71,7 @@ void Pipe::Timer::run() {
 void Pipe::onIo(uint32_t events) {
   if (dead) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hup = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable = true;
   if (state == State::kWaiting) {
     // Server: the upstream connect() finished (EPOLLOUT) or failed (EPOLLERR/HUP).
@@ -117,6 +118,10 @@ void Pipe::pumpIn() {
         notePeak();
         return;  // resumes on onSendReady()
       }
+      // A short read drained the receive queue: edge-triggered epoll reports what arrives
+      // later, so skip the recv() that would return EAGAIN (unless the peer hung up: then
+      // read on to the EOF or error).
+      if (static_cast<size_t>(n) < engine.limits.read_chunk && !hup) readable = false;
     } else if (n == 0) {
       read_eof = true;
       submitPending();

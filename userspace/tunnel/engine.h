@@ -55,6 +55,7 @@ class Pipe final : public IoHandler {
   State state = State::kWaiting;
   bool readable = false;
   bool writable = false;
+  bool hup = false;       // EPOLLRDHUP/HUP/ERR seen: read until EOF or EAGAIN
   bool read_eof = false;  // EOF read from fd
   bool end_sent = false;  // END_STREAM submitted
   bool fin_received = false;
