@@ -84,13 +84,18 @@ void EpollLoop::cancel(Task* task) {
     timers_.erase(it->second);
     timer_of_.erase(it);
   }
-  std::replace(flush_.begin(), flush_.end(), task, static_cast<Task*>(nullptr));
-  std::replace(flush_batch_.begin(), flush_batch_.end(), task, static_cast<Task*>(nullptr));
+  if (task->flush_queued) {
+    task->flush_queued = false;
+    std::replace(flush_.begin(), flush_.end(), task, static_cast<Task*>(nullptr));
+    std::replace(flush_batch_.begin(), flush_batch_.end(), task, static_cast<Task*>(nullptr));
+  }
   std::replace(due_.begin(), due_.end(), task, static_cast<Task*>(nullptr));
 }
 
 void EpollLoop::flushLater(Task* task) {
-  if (std::find(flush_.begin(), flush_.end(), task) == flush_.end()) flush_.push_back(task);
+  if (task->flush_queued) return;
+  task->flush_queued = true;
+  flush_.push_back(task);
 }
 
 void EpollLoop::post(std::function<void()> fn) {
@@ -161,6 +166,7 @@ void EpollLoop::runFlushes() {
     for (size_t i = 0; i < flush_batch_.size(); ++i) {
       if (Task* t = flush_batch_[i]) {
         flush_batch_[i] = nullptr;
+        t->flush_queued = false;
         t->run();
       }
     }

@@ -33,6 +33,8 @@ class IoHandler {
 class Task {
  public:
   virtual void run() = 0;
+  // Set by the Loop while the task waits in its flushLater() queue (O(1) coalescing).
+  bool flush_queued = false;
 
  protected:
   ~Task() = default;
