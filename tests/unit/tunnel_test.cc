@@ -732,5 +732,64 @@ TEST_F(TunnelTest, ResumedSessionsAreCheckedByTheVerifierAgain) {
   EXPECT_TRUE(logged("revoked"));
 }
 
+// --- EpollLoop ---------------------------------------------------------------------------
+
+struct Recorder final : Task {
+  std::vector<int>* order = nullptr;
+  int tag = 0;
+  int runs = 0;
+  void run() override {
+    ++runs;
+    order->push_back(tag);
+  }
+};
+
+TEST(EpollLoopTest, TimersFireInDeadlineOrderAndCancelledOnesDoNot) {
+  LoopThread t;
+  std::vector<int> order;
+  Recorder a, b, c, d;
+  for (auto [r, tag] : {std::pair{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}}) {
+    r->order = &order;
+    r->tag = tag;
+  }
+  t.sync([&] {
+    uint64_t now = t.loop().nowMs();
+    t.loop().wakeAt(&a, now + 30);
+    t.loop().wakeAt(&b, now + 10);
+    t.loop().wakeAt(&c, now + 20);
+    t.loop().wakeAt(&c, now + 40);  // re-armed: one wake, at the new deadline
+    t.loop().wakeAt(&d, now + 5);
+    t.loop().cancel(&d);
+  });
+  EXPECT_TRUE(waitFor([&] {
+    size_t n = 0;
+    t.sync([&] { n = order.size(); });
+    return n == 3;
+  }));
+  t.sync([] {});
+  EXPECT_EQ(order, (std::vector<int>{2, 1, 3}));
+  EXPECT_EQ(c.runs, 1);
+  EXPECT_EQ(d.runs, 0);
+}
+
+TEST(EpollLoopTest, FlushLaterRunsOnceAfterTheBatch) {
+  LoopThread t;
+  std::vector<int> order;
+  Recorder f, g;
+  f.order = g.order = &order;
+  f.tag = 1;
+  g.tag = 2;
+  t.sync([&] {
+    t.loop().flushLater(&f);
+    t.loop().flushLater(&f);
+    t.loop().flushLater(&g);
+    t.loop().cancel(&g);
+    order.push_back(0);  // still inside the posted function: nothing ran yet
+  });
+  t.sync([] {});
+  EXPECT_EQ(order, (std::vector<int>{0, 1}));
+  EXPECT_EQ(f.runs, 1);
+}
+
 }  // namespace
 }  // namespace meshd::tunnel
