@@ -769,6 +769,17 @@ void Engine::removeFromPool(Conn* conn) {
 
 void Engine::openStream(std::shared_ptr<Identity> source, const StreamRequest& request,
                         ScopedFd fd) {
+  if (source == nullptr || !request.peer.valid() || !request.dst.valid() || !fd.valid()) {
+    log(absl::StrCat("meshd tunnel: openStream: ",
+                     source == nullptr       ? "no source identity"
+                     : !request.peer.valid() ? "no peer address"
+                     : !request.dst.valid()  ? "no destination address"
+                                             : "no fd",
+                     " (stream dropped)"));
+    counters.streams_refused.fetch_add(1, std::memory_order_relaxed);
+    abortFd(fd);
+    return;
+  }
   setNonBlocking(fd.get());
   std::shared_ptr<const Credentials> creds = source->current();
   PoolKey key{source->name(), request.peer};
