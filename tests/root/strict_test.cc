@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <thread>
@@ -159,6 +160,12 @@ class StrictRootTest : public ::testing::Test {
     pod_b_ = std::make_unique<Netns>();
     ASSERT_NO_FATAL_FAILURE(link(*pod_a_, "pa", 1));
     ASSERT_NO_FATAL_FAILURE(link(*pod_b_, "pb", 2));
+    // The links' automatic link-local addresses go through duplicate address detection
+    // for a second or more after the links come up; until then neighbour discovery waits,
+    // and the first IPv6 connect can outlast a 1.5 s probe. Wait for it to finish.
+    for (const Netns* ns : {node_.get(), pod_a_.get(), pod_b_.get()}) {
+      ASSERT_TRUE(waitNoTentativeAddresses(*ns)) << ns->name() << ": IPv6 DAD did not finish";
+    }
     ASSERT_TRUE(meshd::testing::run({"ip", "netns", "exec", node_->name(), "sysctl", "-qw",
                                      "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"})
                     .ok());
@@ -198,6 +205,23 @@ class StrictRootTest : public ::testing::Test {
     pod_a_.reset();
     pod_b_.reset();
     node_.reset();
+  }
+
+  // Polls `ip -6 addr show tentative` in `ns` until it lists nothing (true), or 10 s.
+  static bool waitNoTentativeAddresses(const Netns& ns) {
+    const std::string cmd = "ip -n " + ns.name() + " -6 addr show tentative 2>&1";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      FILE* f = ::popen(cmd.c_str(), "r");
+      if (f == nullptr) return false;
+      std::string out;
+      char buf[256];
+      while (size_t n = ::fread(buf, 1, sizeof(buf), f)) out.append(buf, n);
+      const int rc = ::pclose(f);
+      if (rc == 0 && out.empty()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
   }
 
   // A veth: `dev` in the node netns, eth0 in `pod`, 10.1.<n>.0/24 and
