@@ -3,9 +3,11 @@
 reports only TLS 1.3, no weak protocol, no weak cipher category and no finding of severity
 LOW or worse. Usage: testssl_check.py HOST:PORT [JSON_OUT]
 
-testssl.sh's own pre-check connects with `openssl s_client` without a client certificate,
-which a server that requires one (mutual TLS) refuses; `--warnings batch` lets the scan go on:
-protocols and ciphers are probed from the server's hello, before client authentication.
+testssl.sh's own pre-check connects with `openssl s_client`, without a client certificate and
+without ALPN, which the tunnel refuses (it requires both); `--warnings off` lets the scan go on
+instead of stopping there: protocols and ciphers are then probed with testssl.sh's own
+ClientHellos (which offer ALPN h2), judged from the server's hello, before client
+authentication.
 """
 import json
 import os
@@ -50,7 +52,7 @@ def main():
         path = out or os.path.join(d, "testssl.json")
         if os.path.exists(path):
             os.unlink(path)
-        r = subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "batch", "-p",
+        r = subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off", "-p",
                             "-s", "-f", "--jsonfile", path, target],
                            capture_output=True, text=True, timeout=600)
         if not os.path.exists(path):
