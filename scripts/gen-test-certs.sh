@@ -2,7 +2,8 @@
 # Generates the PKI the tests use (issue 6): roots, an intermediate, node and workload
 # certificates with SPIFFE IDs, and the bad ones the attack tests present. Test material only:
 # keys are unencrypted and the good certificates live for 10 years so a build directory kept
-# for days still works. Usage: scripts/gen-test-certs.sh OUT_DIR [TRUST_DOMAIN]
+# for days still works. Usage: scripts/gen-test-certs.sh OUT_DIR [TRUST_DOMAIN [NODE...]]
+# (NODE...: the node credentials to make, default n1 n2; the lab passes its node names).
 #
 # OUT_DIR/
 #   root.{crt,key}            trusted root CA ("meshd test root")
@@ -10,7 +11,8 @@
 #   intermediate.{crt,key}    CA signed by root; signs the workload and node certificates
 #   bundle.pem                root.crt + root2.crt (the trust bundle)
 #   other-root.{crt,key}      a CA nobody trusts ("another CA")
-#   node-n1, node-n2          node credentials: URI SAN spiffe://TD/meshd/node/nN
+#   node-NODE                 node credentials (default node-n1, node-n2): URI SAN
+#                             spiffe://TD/meshd/node/NODE
 #   client, server            workloads spiffe://TD/ns/default/sa/{client,server}
 #   server-root2              spiffe://TD/ns/default/sa/server, issued by root2 directly
 #   other-ca                  spiffe://TD/ns/default/sa/client, issued by other-root
@@ -23,8 +25,11 @@
 # Each leaf X has X.crt (leaf), X.key and X.chain.pem (leaf + its intermediate if any).
 set -euo pipefail
 
-out=${1:?usage: gen-test-certs.sh OUT_DIR [TRUST_DOMAIN]}
+out=${1:?usage: gen-test-certs.sh OUT_DIR [TRUST_DOMAIN [NODE...]]}
 td=${2:-cluster.local}
+shift $(($# < 2 ? $# : 2))
+nodes=("$@")
+((${#nodes[@]})) || nodes=(n1 n2)
 mkdir -p "$out"
 cd "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/meshd-pki.XXXXXX")
@@ -102,8 +107,10 @@ sign root intermediate "meshd test intermediate" v3_ca "DNS:intermediate.invalid
 ca_conf intermediate
 
 spiffe="spiffe://$td"
-leaf intermediate node-n1 "URI:$spiffe/meshd/node/n1"
-leaf intermediate node-n2 "URI:$spiffe/meshd/node/n2"
+for n in "${nodes[@]}"; do
+  [[ $n =~ ^[A-Za-z0-9._-]+$ ]] || { echo "gen-test-certs.sh: bad node name '$n'" >&2; exit 2; }
+  leaf intermediate "node-$n" "URI:$spiffe/meshd/node/$n"
+done
 leaf intermediate client "URI:$spiffe/ns/default/sa/client"
 leaf intermediate server "URI:$spiffe/ns/default/sa/server"
 leaf root2 server-root2 "URI:$spiffe/ns/default/sa/server"
