@@ -213,8 +213,10 @@ def cpu_breakdown(results):
 
 # ------------------------------------------------------------------ plots
 
-COLORS = {"direct": "#4c72b0", "sidecar": "#c44e52", "haproxy-node": "#dd8452",
-          "meshd-l4": "#55a868", "meshd-l7": "#8172b3"}
+COLORS = {"direct": "#4c72b0", "sidecar": "#c44e52", "sidecar-mtls": "#8c1c20",
+          "haproxy-node": "#dd8452", "meshd-l4": "#55a868", "meshd-l7": "#8172b3",
+          "meshd-l4-mtls": "#2d6a3e", "meshd-l7-mtls": "#4b3f7a"}
+FALLBACK_COLOR = "#7f7f7f"  # a variant without its own colour still plots
 
 
 def _bars(ax, results, workload, metrics, placement, labels=None):
@@ -231,7 +233,7 @@ def _bars(ax, results, workload, metrics, placement, labels=None):
             hi.append(s[2] - s[0] if s else 0)
         xs = [j + i * width for j in range(len(metrics))]
         ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=vn,
-               color=COLORS.get(vn, None))
+               color=COLORS.get(vn, FALLBACK_COLOR))
     ax.set_xticks([j + width * (len(vnames) - 1) / 2 for j in range(len(metrics))])
     ax.set_xticklabels(labels or metrics)
     ax.set_title(placement)
@@ -318,7 +320,7 @@ def plot_cpu_mem(results, outdir):
     ax1.set_ylabel("CPU ms per 1000 requests")
     ax1.set_title(f"CPU by process ({wname})")
     ax1.legend(fontsize=8)
-    ax2.bar(range(len(cells)), mbs, color=[COLORS.get(c["variant"]) for c in cells])
+    ax2.bar(range(len(cells)), mbs, color=[COLORS.get(c["variant"], FALLBACK_COLOR) for c in cells])
     ax2.set_xticks(range(len(cells)))
     ax2.set_xticklabels(labels, fontsize=7)
     ax2.set_ylabel("MB (VmHWM)")

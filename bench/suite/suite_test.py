@@ -204,6 +204,10 @@ class VariantsTest(unittest.TestCase):
                                        text=True)
                     self.assertEqual(r.returncode, 0, f"{w.proto} {cfg}: {r.stderr}")
 
+    def test_every_variant_has_its_own_plot_colour(self):
+        for v in V.VARIANTS:
+            self.assertIn(v.name, report.COLORS)
+
     def test_variant_names_unique(self):
         self.assertEqual(len(V.BY_NAME), len(V.VARIANTS))
         self.assertEqual(len(W.BY_NAME), len(W.WORKLOADS))
