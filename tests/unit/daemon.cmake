@@ -12,6 +12,7 @@ add_executable(meshd_daemon_mtls_test ${CMAKE_CURRENT_LIST_DIR}/daemon_mtls_test
 target_link_libraries(meshd_daemon_mtls_test PRIVATE meshd_daemon meshd_ca GTest::gtest_main
   GTest::gmock)
 target_compile_definitions(meshd_daemon_mtls_test PRIVATE
-  MESHD_TEST_CERTS_DIR="${MESHD_TEST_CERTS_DIR}")
+  MESHD_TEST_CERTS_DIR="${MESHD_TEST_CERTS_DIR}"
+  MESHD_LAB_MTLS_YAML="${PROJECT_SOURCE_DIR}/tests/root/lab/mtls.yaml")
 add_dependencies(meshd_daemon_mtls_test test_certs)
 gtest_discover_tests(meshd_daemon_mtls_test PROPERTIES LABELS unit)

@@ -297,6 +297,26 @@ spec:
   EXPECT_EQ(cfg_.authorizeTunnel("spiffe://cluster.local/ns/team/sa/alice", web), V::kNotLocal);
 }
 
+TEST_F(MtlsRouterTest, TheLabsMtlsYamlSendsClientToWebThroughTheTunnel) {
+  auto yaml = identity::readFile(MESHD_LAB_MTLS_YAML);
+  ASSERT_TRUE(yaml.ok()) << yaml.status();
+  applyYaml(cfg_, *yaml);
+  EXPECT_TRUE(creds_.retained.contains({"default", "client"}));
+  creds_.makeReady("default", "client");
+  proxy::RequestInfo req;
+  req.orig_dst = *SocketAddress::parse("10.96.0.40:80");
+  req.peer = *SocketAddress::parse("10.244.1.11:40000");  // n1-p1
+  req.method = "GET";
+  req.target = "/";
+  req.authority = "web-mtls";
+  proxy::RouteDecision d;
+  cfg_.route(req, d);
+  ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kForward) << d.status;
+  EXPECT_EQ(d.upstream.toString(), "10.244.2.11:8080");
+  ASSERT_NE(d.via, 0u);
+  EXPECT_EQ(vias_.find(d.via)->peer.toString(), "10.99.0.2:15008");
+}
+
 TEST(MtlsVerifiers, NodeVerifierWantsTheExpectedNodeAndWorkloadVerifierAWorkload) {
   auto bundle = testBundle();
   auto leafOf = [](const std::string& name) {

@@ -482,6 +482,22 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
   } else {
     s["accessLog"] = "off";
   }
+  if (agent_) {
+    const IdentityAgentStats as = agent_->stats();
+    nlohmann::ordered_json m = {
+        {"caAddress", options_.ca_address},  {"nodeIdentity", agent_->nodeIdentity()->name()},
+        {"identities", as.identities},       {"identitiesReady", as.ready},
+        {"certificatesIssued", as.issued},   {"caFailures", as.failures},
+        {"vias", vias_ ? vias_->size() : 0}, {"strictNoCredential", l7_->strictNoCredential()}};
+    if (tunnel_) {
+      m["tunnelListen"] = tunnel_->listening().toString();
+      m["tunnelStreamsOut"] = tunnel_->clientCounters().streams_opened.load();
+      m["tunnelStreamsIn"] = tunnel_->serverCounters().streams_opened.load();
+    }
+    s["mtls"] = std::move(m);
+  } else {
+    s["mtls"] = "off";
+  }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;
   for (const auto& fv : views) {
