@@ -364,9 +364,11 @@ absl::Status Daemon::startIdentityAgent() {
 
 absl::Status Daemon::startTunnel() {
   MeshTunnelOptions to;
-  auto listen = SocketAddress::parse(
-      absl::StrCat(options_.redirect.v6 ? "[::]" : "0.0.0.0", ":", options_.tunnel_port));
-  if (!listen.ok()) return listen.status();
+  std::string host = options_.tunnel_address;
+  if (host.empty()) host = options_.redirect.v6 ? "[::]" : "0.0.0.0";
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  auto listen = SocketAddress::parse(absl::StrCat(host, ":", options_.tunnel_port));
+  if (!listen.ok()) return withContext(listen.status(), "--tunnel-address");
   to.listen = *listen;
   to.server_identity = agent_->nodeIdentity();
   to.bundle = agent_->bundlePtr();

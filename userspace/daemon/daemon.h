@@ -70,6 +70,9 @@ struct DaemonOptions {
   std::string ca_address;
   std::string node_cert, node_key, trust_bundle;
   uint16_t tunnel_port = 15008;
+  // The tunnel listener's address; "" = every address (0.0.0.0, or [::] with an IPv6
+  // redirect target).
+  std::string tunnel_address;
 };
 
 // Passes each desired state to the reconciler and records the outcome and its

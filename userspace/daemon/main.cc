@@ -92,6 +92,8 @@ int run(int argc, char** argv) {
                  "nodes' InternalIP); with --ca-address")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
+  app.add_option("--tunnel-address", o.tunnel_address,
+                 "Address the mTLS tunnel listens on; default every address");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
