@@ -297,6 +297,106 @@ spec:
   EXPECT_EQ(cfg_.authorizeTunnel("spiffe://cluster.local/ns/team/sa/alice", web), V::kNotLocal);
 }
 
+TEST_F(MtlsRouterTest, RetargetRecomputesTheViaForTheNewEndpointsNode) {
+  // web: 10.244.1.11 (web-0 on n2), 10.244.1.12 (web-1 on n1, local), 10.244.1.13 (web-2 on
+  // n5); a TrafficPolicy gives the cluster request-level state (retarget works).
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: ["10.244.1.11"]
+  - addresses: ["10.244.1.12"]
+  - addresses: ["10.244.1.13"]
+---
+apiVersion: meshd.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web}
+spec:
+  targetRef: {kind: Service, name: web}
+  outlierDetection: {consecutive5xxErrors: 5}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-0, labels: {app: web}}
+spec: {serviceAccount: web, addresses: [10.244.1.11], node: n2}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-1, labels: {app: web}}
+spec: {serviceAccount: web, addresses: [10.244.1.12], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-2, labels: {app: web}}
+spec: {serviceAccount: web, addresses: [10.244.1.13], node: n5}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: alice, namespace: team}
+spec: {serviceAccount: alice, addresses: [10.244.2.11], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: bob, namespace: team}
+spec: {serviceAccount: bob, addresses: [10.244.2.12], node: n1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {addresses: [{type: InternalIP, address: 192.168.0.2}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n5}
+status: {addresses: [{type: InternalIP, address: 192.168.0.5}]}
+)");
+  creds_.makeReady("team", "alice");
+  const SocketAddress web0 = *SocketAddress::parse("10.244.1.11:8080");
+  const SocketAddress web1 = *SocketAddress::parse("10.244.1.12:8080");
+  auto nodeOf = [&](uint64_t via) -> std::string {
+    if (via == 0) return "direct";
+    const ViaEntry* e = vias_.find(via);
+    return e == nullptr ? "?" : e->node;
+  };
+  auto expected = [&](const SocketAddress& ep) -> std::string {
+    if (ep == web0) return "n2";
+    if (ep == web1) return "direct";
+    return "n5";
+  };
+  std::set<std::string> retried_to;
+  int from_remote = 0;
+  for (int i = 0; i < 300; ++i) {
+    proxy::RouteDecision d = routeFrom(cfg_, kAlice);
+    ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
+    ASSERT_NE(d.cluster_ctx, nullptr);
+    EXPECT_EQ(nodeOf(d.via), expected(d.upstream)) << d.upstream.toString();
+    if (d.via == 0) continue;  // a direct first try stays direct on retry (documented)
+    ++from_remote;
+    const SocketAddress failed = d.upstream;
+    ASSERT_TRUE(cfg_.retarget(d, failed));
+    EXPECT_NE(d.upstream, failed);
+    EXPECT_EQ(nodeOf(d.via), expected(d.upstream)) << d.upstream.toString();
+    EXPECT_EQ(d.via == 0 ? std::string() : vias_.find(d.via)->source->spiffe_id,
+              d.via == 0 ? std::string() : "spiffe://cluster.local/ns/team/sa/alice");
+    retried_to.insert(nodeOf(d.via));
+  }
+  EXPECT_GT(from_remote, 0);
+  // Retries went to the other remote node (another via) and to the local web-1 (direct); each
+  // retry picks one of two endpoints evenly, so missing one over ~200 retries is ~2^-100.
+  EXPECT_EQ(retried_to, (std::set<std::string>{"direct", "n2", "n5"}));
+}
+
 TEST_F(MtlsRouterTest, TheLabsMtlsYamlSendsClientToWebThroughTheTunnel) {
   auto yaml = identity::readFile(MESHD_LAB_MTLS_YAML);
   ASSERT_TRUE(yaml.ok()) << yaml.status();
