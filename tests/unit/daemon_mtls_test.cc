@@ -300,7 +300,7 @@ spec:
 TEST_F(MtlsRouterTest, RetargetRecomputesTheViaForTheNewEndpointsNode) {
   // web: 10.244.1.11 (web-0 on n2), 10.244.1.12 (web-1 on n1, local), 10.244.1.13 (web-2 on
   // n5); a TrafficPolicy gives the cluster request-level state (retarget works).
-  apply(R"(apiVersion: v1
+  const std::string base = R"(apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
@@ -360,7 +360,8 @@ apiVersion: v1
 kind: Node
 metadata: {name: n5}
 status: {addresses: [{type: InternalIP, address: 192.168.0.5}]}
-)");
+)";
+  apply(base);
   creds_.makeReady("team", "alice");
   const SocketAddress web0 = *SocketAddress::parse("10.244.1.11:8080");
   const SocketAddress web1 = *SocketAddress::parse("10.244.1.12:8080");
@@ -381,20 +382,38 @@ status: {addresses: [{type: InternalIP, address: 192.168.0.5}]}
     ASSERT_EQ(d.kind, proxy::RouteDecision::Kind::kForward);
     ASSERT_NE(d.cluster_ctx, nullptr);
     EXPECT_EQ(nodeOf(d.via), expected(d.upstream)) << d.upstream.toString();
-    if (d.via == 0) continue;  // a direct first try stays direct on retry (documented)
-    ++from_remote;
+    if (d.via != 0) ++from_remote;
     const SocketAddress failed = d.upstream;
     ASSERT_TRUE(cfg_.retarget(d, failed));
     EXPECT_NE(d.upstream, failed);
-    EXPECT_EQ(nodeOf(d.via), expected(d.upstream)) << d.upstream.toString();
+    EXPECT_EQ(nodeOf(d.via), expected(d.upstream)) << "retry to " << d.upstream.toString();
     EXPECT_EQ(d.via == 0 ? std::string() : vias_.find(d.via)->source->spiffe_id,
               d.via == 0 ? std::string() : "spiffe://cluster.local/ns/team/sa/alice");
     retried_to.insert(nodeOf(d.via));
   }
   EXPECT_GT(from_remote, 0);
-  // Retries went to the other remote node (another via) and to the local web-1 (direct); each
-  // retry picks one of two endpoints evenly, so missing one over ~200 retries is ~2^-100.
+  // Retries went to either remote node (a via of the same source) and to the local web-1
+  // (direct); each retry picks one of two endpoints evenly, so missing one is ~2^-100.
   EXPECT_EQ(retried_to, (std::set<std::string>{"direct", "n2", "n5"}));
+
+  // bob has no certificate and web is STRICT: a first try to the local web-1 goes direct;
+  // its retry would reach a remote endpoint in plaintext (dropped there): not made.
+  apply(base + peerAuth("STRICT"));
+  const uint64_t refused_before = cfg_.strictNoCredential();
+  int local_first = 0;
+  for (int i = 0; i < 300 && local_first < 20; ++i) {
+    proxy::RouteDecision d = routeFrom(cfg_, kBob);
+    if (d.kind != proxy::RouteDecision::Kind::kForward) {
+      EXPECT_EQ(d.response_flags, "MTLS");  // a remote first pick: 503 at once
+      continue;
+    }
+    ASSERT_EQ(d.upstream, web1);
+    EXPECT_EQ(d.via, 0u);
+    ++local_first;
+    EXPECT_FALSE(cfg_.retarget(d, web1));
+  }
+  EXPECT_EQ(local_first, 20);
+  EXPECT_GE(cfg_.strictNoCredential(), refused_before + 20);
 }
 
 TEST_F(MtlsRouterTest, TheLabsMtlsYamlSendsClientToWebThroughTheTunnel) {

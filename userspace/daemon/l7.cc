@@ -397,7 +397,6 @@ struct L7Config::Snapshot {
   };
   std::vector<MtlsSource> mtls_sources;
   absl::flat_hash_map<IpAddress, size_t> mtls_source_by_address;
-  absl::flat_hash_map<uint64_t, size_t> mtls_source_of_via;
 
   const ClusterEntry* entry(const routing::Cluster* c) const {
     auto it = clusters.find(c);
@@ -626,10 +625,8 @@ void L7Config::willApply(const state::ResourceSet& resources,
       auto [it, inserted] = index.emplace(cred.get(), snap->mtls_sources.size());
       if (inserted) {
         Snapshot::MtlsSource src;
-        for (const auto& [name, peer] : nodes) {
+        for (const auto& [name, peer] : nodes)
           src.via.push_back(mtls_.vias->idFor(cred, name, peer));
-          snap->mtls_source_of_via.emplace(src.via.back(), snap->mtls_sources.size());
-        }
         src.cred = std::move(cred);
         snap->mtls_sources.push_back(std::move(src));
       }
@@ -946,17 +943,16 @@ bool L7Config::retarget(proxy::RouteDecision& decision, const SocketAddress& fai
   const size_t i = chooseEndpoint(c, ce->snapshot_id, ce->state->outlier.get(), &failed);
   if (i >= c.endpoints.size()) return false;
   decision.upstream = SocketAddress{c.endpoints[i].address, c.endpoints[i].port};
-  // The tunnel for the new endpoint, as the same source. A decision that went direct has no
-  // recorded source: the retry goes direct too (see the design doc's limits).
-  if (decision.via != 0 && ce->owner != nullptr) {
+  // The tunnel for the new endpoint, as the same source (RouteDecision::router_tag = the
+  // source's index + 1 in the snapshot the decision pins; 0 = not a local source).
+  if (ce->owner != nullptr && ce->owner->mtls) {
     const Snapshot& snap = *ce->owner;
-    auto src = snap.mtls_source_of_via.find(decision.via);
-    uint64_t via = 0;
-    if (src != snap.mtls_source_of_via.end() &&
-        meshPath(snap, src->second, decision.upstream, &via) == MeshPath::kTunnel) {
-      decision.via = via;
-    } else {
+    const size_t src = decision.router_tag == 0 ? kNoIndex : size_t{decision.router_tag} - 1;
+    if (meshPath(snap, src, decision.upstream, &decision.via) == MeshPath::kStrictNoCredential) {
+      // Plaintext would be dropped by the destination: no retry (the last try's outcome).
+      strict_no_cred_.fetch_add(1, std::memory_order_relaxed);
       decision.via = 0;
+      return false;
     }
   }
   return true;
@@ -967,6 +963,7 @@ bool L7Config::viaInto(std::shared_ptr<const Snapshot>& snap_ptr, const SocketAd
   const Snapshot& snap = *snap_ptr;
   if (!snap.mtls) return true;
   const size_t src = mtlsSourceIndex(snap, peer.ip);
+  out.router_tag = src < snap.mtls_sources.size() ? static_cast<uint32_t>(src + 1) : 0;
   switch (meshPath(snap, src, out.upstream, &out.via)) {
     case MeshPath::kDirect:
     case MeshPath::kTunnel:
