@@ -108,6 +108,8 @@ void IdentityAgent::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    // A call under way (the CA slow or unreachable) ends now instead of at its deadline.
+    if (in_flight_ != nullptr) static_cast<grpc::ClientContext*>(in_flight_)->TryCancel();
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -210,7 +212,16 @@ absl::StatusOr<absl::Time> IdentityAgent::fetch(WorkloadCredential& cred) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
                        absl::ToChronoMilliseconds(options_.rpc_timeout));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return absl::CancelledError("stopping");
+    in_flight_ = &context;
+  }
   const grpc::Status s = rpc_->stub->CreateCertificate(&context, request, &response);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_ = nullptr;
+  }
   if (!s.ok()) {
     return absl::UnavailableError(
         absl::StrCat("meshd-ca ", options_.ca_address, " CreateCertificate: gRPC status ",

@@ -131,6 +131,7 @@ class IdentityAgent final : public CredentialProvider {
   bool stop_ = false;
   std::map<std::pair<std::string, std::string>, Slot> slots_;  // guarded by mu_
   uint64_t issued_ = 0, failures_ = 0;                         // guarded by mu_
+  void* in_flight_ = nullptr;  // the grpc::ClientContext of the call under way; guarded by mu_
   std::thread thread_;
 };
 
