@@ -564,6 +564,11 @@ TEST_F(DaemonRootTest, MtlsFlagsStartTheNodeAgentAndTheTunnel) {
 kind: Workload
 metadata: {name: c, namespace: default}
 spec: {serviceAccount: client, addresses: [10.0.3.5], node: n1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {addresses: [{type: InternalIP, address: 10.0.3.9}]}
 )")});
   EXPECT_EQ(applied.exit_code, 0) << applied.err;
   nlohmann::json mtls;
@@ -576,6 +581,7 @@ spec: {serviceAccount: client, addresses: [10.0.3.5], node: n1}
   EXPECT_EQ(mtls.value("identities", 0), 1) << mtls.dump();
   EXPECT_GE(mtls.value("certificatesIssued", 0), 1) << mtls.dump();
   EXPECT_EQ(mtls.value("nodeIdentity", ""), "spiffe://cluster.local/meshd/node/n1");
+  EXPECT_EQ(mtls.value("vias", 0), 1) << mtls.dump();  // (client, n2 at 10.0.3.9:port)
   EXPECT_EQ(mtls.value("tunnelListen", ""), "127.0.0.1:" + tunnel_port);
   // The tunnel listens (a plain TCP connect; the TLS side is tested in the unit tests).
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
