@@ -82,6 +82,7 @@ std::string canonicalKind(std::string kind) {
     return "AuthorizationPolicy";
   }
   if (kind == "ratelimitpolicy" || kind == "ratelimitpolicies") return "RateLimitPolicy";
+  if (kind == "node" || kind == "nodes") return "Node";
   return "";
 }
 
@@ -157,7 +158,7 @@ int run(int argc, char** argv) {
   del->add_option("-f,--filename", delete_files, "FILE, DIR (recursive) or - for stdin");
   del->add_option("kind", delete_kind,
                   "Service | EndpointSlice | TrafficPolicy | HTTPRoute | GRPCRoute | Workload | "
-                  "PeerAuthentication | AuthorizationPolicy | RateLimitPolicy");
+                  "PeerAuthentication | AuthorizationPolicy | RateLimitPolicy | Node");
   del->add_option("name", delete_name, "Name");
   del->add_option("-n,--namespace", ns, "Namespace")->capture_default_str();
 
@@ -255,7 +256,7 @@ int run(int argc, char** argv) {
         return usage(absl::StrCat(
             "unknown kind \"", delete_kind,
             "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute, GRPCRoute, "
-            "Workload, PeerAuthentication, AuthorizationPolicy or RateLimitPolicy"));
+            "Workload, PeerAuthentication, AuthorizationPolicy, RateLimitPolicy or Node"));
       }
       auto* ref = req.add_refs();
       ref->set_kind(kind);

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -478,6 +479,121 @@ TEST_F(DaemonRootTest, RedirectAddressFlagsReachTheKernelAndStatus) {
   EXPECT_EQ(config.value("redirect_port", 0), 15099) << config.dump();
   nlohmann::json entries = meshctlJson({"bpf", "dump", "mesh_orig_dst"});
   EXPECT_TRUE(entries.is_array() && entries.empty()) << entries.dump();
+}
+
+// Starts argv (no shell) with stdout and stderr appended to `log`; returns its pid.
+pid_t spawnLogged(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// A TCP port free on 127.0.0.1 right now.
+uint16_t freeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  bind(fd, reinterpret_cast<sockaddr*>(&sin), len);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  close(fd);
+  return ntohs(sin.sin_port);
+}
+
+// The node agent and the tunnel of the real binaries: meshd-ca on 127.0.0.1 with the test
+// PKI, meshd with --ca-address and its node credential; a local Workload gets its
+// certificate (meshctl status), the tunnel listens. A wrong node credential stops start-up.
+TEST_F(DaemonRootTest, MtlsFlagsStartTheNodeAgentAndTheTunnel) {
+  const std::string certs = MESHD_TEST_CERTS_DIR;
+  std::vector<std::string> bad = meshdArgs();
+  bad.insert(bad.end(), {"--node-name", "n1", "--ca-address", "127.0.0.1:1", "--node-cert",
+                         certs + "/node-n2.chain.pem", "--node-key", certs + "/node-n2.key",
+                         "--trust-bundle", certs + "/bundle.pem", "--tunnel-address", "127.0.0.1"});
+  Result refused = runCapture(bad);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("starting the node agent (--ca-address): --node-cert"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("is not this node's credential"), std::string::npos) << refused.err;
+
+  const std::string placement = writeFile(
+      "placement.yaml", "- {name: c, namespace: default, serviceAccount: client, node: n1}\n");
+  const std::string ca_log = dir_ + "/ca.log";
+  pid_t ca = spawnLogged(
+      {MESHD_CA_BIN, "--listen", "127.0.0.1:0", "--root-cert", certs + "/bundle.pem", "--ca-key",
+       certs + "/intermediate.key", "--cert-chain", certs + "/intermediate.crt", "--workloads",
+       placement, "--metrics-addr", "127.0.0.1:0"},
+      ca_log);
+  ASSERT_GT(ca, 0);
+  std::string ca_port;
+  const std::regex serving(R"(CertificateService on \S+ \(port ([0-9]+)\))");
+  for (int i = 0; i < 200 && ca_port.empty(); ++i) {
+    std::ifstream in(ca_log);
+    std::string text(std::istreambuf_iterator<char>(in), {});
+    std::smatch m;
+    if (std::regex_search(text, m, serving)) ca_port = m[1];
+    if (ca_port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(ca_port.empty()) << "meshd-ca did not start in 20 s";
+
+  const std::string tunnel_port = std::to_string(freeLoopbackPort());
+  extra_args_ = {"--node-name",      "n1",
+                 "--ca-address",     "127.0.0.1:" + ca_port,
+                 "--node-cert",      certs + "/node-n1.chain.pem",
+                 "--node-key",       certs + "/node-n1.key",
+                 "--trust-bundle",   certs + "/bundle.pem",
+                 "--tunnel-address", "127.0.0.1",
+                 "--tunnel-port",    tunnel_port};
+  startMeshd();
+  if (HasFatalFailure()) {
+    kill(ca, SIGKILL);
+    waitpid(ca, nullptr, 0);
+    return;
+  }
+  Result applied = meshctl({"apply", "-f", writeFile("w.yaml", R"(apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: c, namespace: default}
+spec: {serviceAccount: client, addresses: [10.0.3.5], node: n1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {addresses: [{type: InternalIP, address: 10.0.3.9}]}
+)")});
+  EXPECT_EQ(applied.exit_code, 0) << applied.err;
+  nlohmann::json mtls;
+  for (int i = 0; i < 200; ++i) {
+    mtls = meshctlJson({"status"}).value("mtls", nlohmann::json());
+    if (mtls.is_object() && mtls.value("identitiesReady", 0) == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(mtls.value("identitiesReady", 0), 1) << mtls.dump();
+  EXPECT_EQ(mtls.value("identities", 0), 1) << mtls.dump();
+  EXPECT_GE(mtls.value("certificatesIssued", 0), 1) << mtls.dump();
+  EXPECT_EQ(mtls.value("nodeIdentity", ""), "spiffe://cluster.local/meshd/node/n1");
+  EXPECT_EQ(mtls.value("vias", 0), 1) << mtls.dump();  // (client, n2 at 10.0.3.9:port)
+  EXPECT_EQ(mtls.value("tunnelListen", ""), "127.0.0.1:" + tunnel_port);
+  // The tunnel listens (a plain TCP connect; the TLS side is tested in the unit tests).
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(static_cast<uint16_t>(std::stoi(tunnel_port)));
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0) << strerror(errno);
+  close(fd);
+  EXPECT_EQ(stopMeshd(SIGTERM), 0);
+  kill(ca, SIGTERM);
+  waitpid(ca, nullptr, 0);
 }
 
 TEST_F(DaemonRootTest, MeshctlSaysWhenMeshdIsNotRunning) {

@@ -21,3 +21,15 @@ set_tests_properties(lab_l7 PROPERTIES
   RUN_SERIAL TRUE
   TIMEOUT 300
   ENVIRONMENT "MESHD_BUILD_DIR=${PROJECT_BINARY_DIR}")
+
+# The mTLS tunnel end to end on the lab (MESHLAB_MTLS=1: meshd-ca in node n1's netns, node
+# credentials from the test PKI): certificates from the CA, traffic through :15008 with only
+# TLS on the node link, PERMISSIVE/STRICT, the tunnel server's authorization, testssl.sh
+# (tests/root/lab/mtls_test.sh, mtls.yaml, mtls-ca-workloads.yaml).
+add_test(NAME lab_mtls
+         COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/lab/mtls_test.sh)
+set_tests_properties(lab_mtls PROPERTIES
+  LABELS root
+  RUN_SERIAL TRUE
+  TIMEOUT 300
+  ENVIRONMENT "MESHD_BUILD_DIR=${PROJECT_BINARY_DIR}")

@@ -4,3 +4,15 @@ add_executable(meshd_daemon_l7_test ${CMAKE_CURRENT_LIST_DIR}/daemon_l7_test.cc)
 target_link_libraries(meshd_daemon_l7_test PRIVATE meshd_daemon GTest::gtest_main
   nlohmann_json::nlohmann_json)
 gtest_discover_tests(meshd_daemon_l7_test PROPERTIES LABELS unit)
+
+# The daemon's mTLS wiring (docs/design/0004-identity-mtls.md, "Wiring into meshd"): the
+# router's tunnel decision, the tunnel's inbound authorization, the node agent against a real
+# meshd-ca on 127.0.0.1, and a loopback proxy -> tunnel -> tunnel -> echo run.
+add_executable(meshd_daemon_mtls_test ${CMAKE_CURRENT_LIST_DIR}/daemon_mtls_test.cc)
+target_link_libraries(meshd_daemon_mtls_test PRIVATE meshd_daemon meshd_ca GTest::gtest_main
+  GTest::gmock)
+target_compile_definitions(meshd_daemon_mtls_test PRIVATE
+  MESHD_TEST_CERTS_DIR="${MESHD_TEST_CERTS_DIR}"
+  MESHD_LAB_MTLS_YAML="${PROJECT_SOURCE_DIR}/tests/root/lab/mtls.yaml")
+add_dependencies(meshd_daemon_mtls_test test_certs)
+gtest_discover_tests(meshd_daemon_mtls_test PROPERTIES LABELS unit)

@@ -346,5 +346,60 @@ TEST(PolicyResources, ModelAppliesAllOrNothing) {
   EXPECT_EQ(sink.last.frontends.at(0).connect_rate, state::ConnectRate{});
 }
 
+TEST(NodeResource, ViewAndFirstInternalIp) {
+  auto parsed = parse(
+      "apiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nstatus:\n  addresses:\n"
+      "  - {type: Hostname, address: node-2}\n  - {type: ExternalIP, address: 203.0.113.7}\n"
+      "  - {type: InternalIP, address: 192.168.10.2}\n"
+      "  - {type: InternalIP, address: 192.168.10.3}\n");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->size(), 1u);
+  EXPECT_EQ((*parsed)[0].key.toString(), "Node/default/node-2");
+  auto spec = nodeSpec((*parsed)[0]);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->addresses.size(), 4u);
+  EXPECT_EQ(spec->addresses[0].type, NodeAddress::Type::kHostname);
+  ASSERT_TRUE(spec->internal_ip.has_value());
+  EXPECT_EQ(spec->internal_ip->toString(), "192.168.10.2");
+  auto only_host = parse(
+      "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus:\n  addresses:\n"
+      "  - {type: Hostname, address: n}\n");
+  ASSERT_TRUE(only_host.ok()) << only_host.status();
+  EXPECT_FALSE(nodeSpec((*only_host)[0])->internal_ip.has_value());
+}
+
+TEST(NodeResource, RejectedWithFileLineAndField) {
+  const std::string head = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\n";
+  const Bad cases[] = {
+      {"no status", head, "Node/default/n: status: required field is missing"},
+      {"no addresses", head + "status:\n  addresses: []\n",
+       "f.yaml:5:14: Node/default/n: status.addresses: must list at least one address"},
+      {"bad type", head + "status:\n  addresses:\n  - {type: internalip, address: 10.0.0.1}\n",
+       "status.addresses[0].type: unknown address type \"internalip\" (use InternalIP, "
+       "ExternalIP or Hostname)"},
+      {"bad ip", head + "status:\n  addresses:\n  - {type: InternalIP, address: 10.0.0.300}\n",
+       "f.yaml:6:33: Node/default/n: status.addresses[0].address: \"10.0.0.300\" is not an "
+       "IPv4 or IPv6 address"},
+      {"bad hostname", head + "status:\n  addresses:\n  - {type: Hostname, address: Node_1}\n",
+       "status.addresses[0].address: \"Node_1\" is not a valid hostname"},
+      {"unknown status field",
+       head + "status:\n  addresses:\n  - {type: InternalIP, address: 10.0.0.1}\n"
+              "  conditions: []\n",
+       "status.conditions: unknown field"},
+      {"spec", head + "spec: {podCIDR: 10.0.0.0/24}\n", "Node/default/n: spec: unknown field"},
+      {"namespaced",
+       "apiVersion: v1\nkind: Node\nmetadata: {name: n, namespace: x}\nstatus:\n  addresses:\n"
+       "  - {type: InternalIP, address: 10.0.0.1}\n",
+       "metadata.namespace: a Node is cluster-scoped"},
+      {"wrong apiVersion",
+       "apiVersion: meshd.io/v1alpha1\nkind: Node\nmetadata: {name: n}\nstatus:\n  addresses:\n"
+       "  - {type: InternalIP, address: 10.0.0.1}\n",
+       "unknown apiVersion \"meshd.io/v1alpha1\" for Node (use v1)"},
+  };
+  for (const Bad& c : cases) {
+    EXPECT_THAT(errorsOf(c.yaml), HasSubstr(c.expected)) << c.name;
+  }
+}
+
 }  // namespace
 }  // namespace meshd::resources

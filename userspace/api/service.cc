@@ -22,11 +22,11 @@ absl::StatusOr<resources::ResourceKey> keyFromRef(const v1::ResourceRef& ref) {
       kind != resources::kKindTrafficPolicy && kind != resources::kKindHttpRoute &&
       kind != resources::kKindGrpcRoute && kind != resources::kKindWorkload &&
       kind != resources::kKindPeerAuthentication && kind != resources::kKindAuthorizationPolicy &&
-      kind != resources::kKindRateLimitPolicy) {
+      kind != resources::kKindRateLimitPolicy && kind != resources::kKindNode) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown kind \"", kind,
                      "\"; expected Service, EndpointSlice, TrafficPolicy, HTTPRoute, GRPCRoute, "
-                     "Workload, PeerAuthentication, AuthorizationPolicy or RateLimitPolicy"));
+                     "Workload, PeerAuthentication, AuthorizationPolicy, RateLimitPolicy or Node"));
   }
   if (ref.name().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(kind, ": a name is required"));

@@ -159,6 +159,11 @@ absl::Status Daemon::init() {
   l7_->setEjector(datapath_->ejector());
   l7_->setNodeName(options_.node_name);
   l7_->setTrustDomain(options_.trust_domain);
+  if (!options_.ca_address.empty()) {
+    RETURN_IF_ERROR(startIdentityAgent());
+    vias_ = std::make_unique<ViaTable>(agent_->bundlePtr(), options_.trust_domain);
+    l7_->setMtls({agent_.get(), vias_.get(), options_.tunnel_port});
+  }
   if (!options_.access_log.empty()) {
     telemetry::AccessLog::Options ao;
     ao.shards = workers;
@@ -187,7 +192,9 @@ absl::Status Daemon::init() {
     spdlog::info("loaded {} resources from {}", n, store_->filePath());
   }
 
-  // 7. Serve: the L7 proxy (when connects are redirected to it), metrics, the API.
+  // 7. Serve: the mTLS tunnel, the L7 proxy (when connects are redirected to it), metrics,
+  // the API.
+  if (agent_) RETURN_IF_ERROR(startTunnel());
   if (options_.redirect.enabled()) {
     proxy::ProxyOptions po;
     auto listen = SocketAddress::parse(
@@ -195,6 +202,7 @@ absl::Status Daemon::init() {
     if (!listen.ok()) return listen.status();
     po.listen = *listen;
     po.workers = workers;
+    po.connector = tunnel_.get();
     auto proxy = proxy::Proxy::start(po, *l7_, *l7_, l7_.get());
     if (!proxy.ok()) return withContext(proxy.status(), "starting the L7 proxy (--proxy-port)");
     proxy_ = std::move(*proxy);
@@ -227,8 +235,10 @@ void Daemon::stop() {
   stopped_ = true;
   if (api_) api_->shutdown();
   if (proxy_) proxy_->stop();
+  if (tunnel_) tunnel_->stop();
   if (metrics_) metrics_->stop();
   if (updater_) updater_->stop();
+  if (agent_) agent_->stop();
   if (started_) {
     spdlog::info(
         "leaving the BPF programs and maps pinned under {}: connections to services keep being "
@@ -334,7 +344,55 @@ std::string Daemon::renderMetrics() {
     l7_->renderResilienceMetrics(out);
     l7_->renderPolicyMetrics(out);
   }
+  if (tunnel_) tunnel_->renderMetrics(out);
   return out;
+}
+
+absl::Status Daemon::startIdentityAgent() {
+  IdentityAgentOptions ao;
+  ao.ca_address = options_.ca_address;
+  ao.node_cert = options_.node_cert;
+  ao.node_key = options_.node_key;
+  ao.trust_bundle = options_.trust_bundle;
+  ao.trust_domain = options_.trust_domain;
+  ao.node_name = options_.node_name;
+  auto agent = IdentityAgent::start(std::move(ao));
+  if (!agent.ok()) return withContext(agent.status(), "starting the node agent (--ca-address)");
+  agent_ = std::move(*agent);
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::startTunnel() {
+  MeshTunnelOptions to;
+  std::string host = options_.tunnel_address;
+  if (host.empty()) host = options_.redirect.v6 ? "[::]" : "0.0.0.0";
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  auto listen = SocketAddress::parse(absl::StrCat(host, ":", options_.tunnel_port));
+  if (!listen.ok()) return withContext(listen.status(), "--tunnel-address");
+  to.listen = *listen;
+  to.server_identity = agent_->nodeIdentity();
+  to.bundle = agent_->bundlePtr();
+  to.tunnel_bundle = agent_->tunnelBundle();
+  to.trust_domain = options_.trust_domain;
+  // Inbound streams: to a local Workload only, authorized (L4: no HTTP attributes, rules
+  // needing them fail closed) with the client's SPIFFE ID; upstream sockets carry the STRICT
+  // mark so the kernel's STRICT program lets them through.
+  const uint32_t mark = datapath_->strictMark();
+  to.hook = [l7 = l7_.get(), mark](const tunnel::InboundRequest& r) {
+    switch (l7->authorizeTunnel(r.peer_identity, r.dst)) {
+      case L7Config::TunnelVerdict::kAllow:
+        return tunnel::InboundDecision::allowWithMark(mark);
+      case L7Config::TunnelVerdict::kNotLocal:
+        return tunnel::InboundDecision::deny(403, "not a local workload");
+      case L7Config::TunnelVerdict::kDenied:
+        break;
+    }
+    return tunnel::InboundDecision::deny(403, "RBAC: access denied");
+  };
+  auto tunnel = MeshTunnel::start(std::move(to), *vias_);
+  if (!tunnel.ok()) return withContext(tunnel.status(), "starting the mTLS tunnel");
+  tunnel_ = std::move(*tunnel);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<api::AppliedResource>> Daemon::apply(
@@ -425,6 +483,22 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
                       {"lostLines", as.lost_lines}};
   } else {
     s["accessLog"] = "off";
+  }
+  if (agent_) {
+    const IdentityAgentStats as = agent_->stats();
+    nlohmann::ordered_json m = {
+        {"caAddress", options_.ca_address},  {"nodeIdentity", agent_->nodeIdentity()->name()},
+        {"identities", as.identities},       {"identitiesReady", as.ready},
+        {"certificatesIssued", as.issued},   {"caFailures", as.failures},
+        {"vias", vias_ ? vias_->size() : 0}, {"strictNoCredential", l7_->strictNoCredential()}};
+    if (tunnel_) {
+      m["tunnelListen"] = tunnel_->listening().toString();
+      m["tunnelStreamsOut"] = tunnel_->clientCounters().streams_opened.load();
+      m["tunnelStreamsIn"] = tunnel_->serverCounters().streams_opened.load();
+    }
+    s["mtls"] = std::move(m);
+  } else {
+    s["mtls"] = "off";
   }
   ASSIGN_OR_RETURN(api::FrontendViews views, reconciler_->describe());
   absl::flat_hash_set<uint32_t> ids;

@@ -17,8 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "api/control.h"
 #include "api/service.h"
+#include "daemon/identity_agent.h"
 #include "daemon/instance_lock.h"
 #include "daemon/l7.h"
+#include "daemon/mesh_tunnel.h"
 #include "datapath/datapath.h"
 #include "datapath/reconciler.h"
 #include "proxy/core/proxy.h"
@@ -61,6 +63,16 @@ struct DaemonOptions {
   std::string node_name;
   // The SPIFFE trust domain of Workload identities (spiffe://<td>/ns/<ns>/sa/<sa>).
   std::string trust_domain = "cluster.local";
+  // The node agent and the mTLS tunnel (docs/design/0004-identity-mtls.md, "Wiring into
+  // meshd"): on when ca_address is set (then node_name, node_cert, node_key and trust_bundle
+  // are required). The tunnel listens on tunnel_port and reaches other nodes' meshd at their
+  // Node InternalIP on the same port.
+  std::string ca_address;
+  std::string node_cert, node_key, trust_bundle;
+  uint16_t tunnel_port = 15008;
+  // The tunnel listener's address; "" = every address (0.0.0.0, or [::] with an IPv6
+  // redirect target).
+  std::string tunnel_address;
 };
 
 // Passes each desired state to the reconciler and records the outcome and its
@@ -124,6 +136,10 @@ class Daemon : public api::MeshdControl {
   // (TrafficPolicy draining.terminateConnections); runs after each apply.
   void terminateRemovedConnections();
   std::string renderMetrics();
+  // The node agent (before the model loads: L7 asks it for credentials).
+  absl::Status startIdentityAgent();
+  // The tunnel server and client (after the model loaded: its hook reads L7's snapshot).
+  absl::Status startTunnel();
 
   DaemonOptions options_;
   std::string cgroup_path_;                           // resolved
@@ -135,11 +151,16 @@ class Daemon : public api::MeshdControl {
   std::unique_ptr<datapath::Reconciler> reconciler_;
   std::unique_ptr<ObservedSink> sink_;
   store::StorePtr store_;
+  // The node agent and the tunnel's via table: before l7_, which points at them.
+  std::unique_ptr<IdentityAgent> agent_;
+  std::unique_ptr<ViaTable> vias_;
   std::unique_ptr<L7Config> l7_;  // before model_: the model points at it
   std::unique_ptr<state::Model> model_;
   // Declared after model_ so it is destroyed (and stopped) first.
   std::unique_ptr<state::Updater> updater_;
   std::unique_ptr<proxy::Proxy> proxy_;
+  // After proxy_ in stop(): the proxy's workers call it (ProxyOptions::connector).
+  std::unique_ptr<MeshTunnel> tunnel_;
   telemetry::HttpServerPtr metrics_;
   api::ApiServerPtr api_;
   bool stopped_ = false;

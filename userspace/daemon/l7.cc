@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/mesh_tunnel.h"
+#include "identity/spiffe.h"
 #include "proxy/resilience/fault.h"
 #include "proxy/resilience/outlier.h"
 #include "proxy/resilience/peak_ewma.h"
@@ -364,7 +367,8 @@ struct L7Config::Snapshot {
   // registry (the same objects across swaps), and where its ejections go.
   struct ClusterEntry {
     const routing::Cluster* cluster = nullptr;
-    uint64_t snapshot_id = 0;  // the Snapshot's id (keys the workers' balancers)
+    const Snapshot* owner = nullptr;  // the snapshot it belongs to (retarget's tunnel check)
+    uint64_t snapshot_id = 0;         // the Snapshot's id (keys the workers' balancers)
     proxy::resilience::ClusterStatePtr state;
     std::unique_ptr<KernelSink> sink;
   };
@@ -383,6 +387,16 @@ struct L7Config::Snapshot {
     std::atomic<uint64_t>* client_counter = nullptr;
   };
   absl::flat_hash_map<VipPort, Limit> limits;
+  // The mTLS tunnel (L7Config::setMtls): remote nodes with an InternalIP by name (index into
+  // each source's `via`), and local Workloads' credentials by address.
+  bool mtls = false;
+  absl::flat_hash_map<std::string, size_t> mtls_nodes;
+  struct MtlsSource {
+    std::shared_ptr<const WorkloadCredential> cred;
+    std::vector<uint64_t> via;  // by node index
+  };
+  std::vector<MtlsSource> mtls_sources;
+  absl::flat_hash_map<IpAddress, size_t> mtls_source_by_address;
 
   const ClusterEntry* entry(const routing::Cluster* c) const {
     auto it = clusters.find(c);
@@ -394,6 +408,56 @@ struct L7Config::Snapshot {
     return it == workloads.end() ? nullptr : &it->second;
   }
 };
+
+namespace {
+
+// How a connection from a local source reaches `upstream` (docs/design/0004-identity-mtls.md,
+// "Wiring into meshd"): directly, through the tunnel (*via set), or not at all (a STRICT
+// destination and a source without a certificate). `src` indexes snap.mtls_sources (kNoIndex:
+// the peer is no local Workload). No allocation: hash lookups and one atomic load.
+enum class MeshPath : uint8_t { kDirect, kTunnel, kStrictNoCredential };
+MeshPath meshPath(const L7Config::Snapshot& snap, size_t src, const SocketAddress& upstream,
+                  uint64_t* via) {
+  *via = 0;
+  if (!snap.mtls || snap.authz == nullptr) return MeshPath::kDirect;
+  const policy::Workload* dst = snap.authz->workloadByAddress(unmapped(upstream.ip));
+  if (dst == nullptr || dst->node == snap.node) return MeshPath::kDirect;
+  auto node = snap.mtls_nodes.find(dst->node);
+  if (node == snap.mtls_nodes.end()) return MeshPath::kDirect;  // no Node address: plaintext
+  const resources::MtlsMode mode = policy::effectiveMtlsMode(*dst, upstream.port);
+  if (mode == resources::MtlsMode::kDisable) return MeshPath::kDirect;
+  if (src < snap.mtls_sources.size()) {
+    const L7Config::Snapshot::MtlsSource& s = snap.mtls_sources[src];
+    if (s.cred->ready.load(std::memory_order_acquire)) {
+      *via = s.via[node->second];
+      return MeshPath::kTunnel;
+    }
+  }
+  return mode == resources::MtlsMode::kStrict ? MeshPath::kStrictNoCredential : MeshPath::kDirect;
+}
+
+size_t mtlsSourceIndex(const L7Config::Snapshot& snap, const IpAddress& peer) {
+  if (!snap.mtls) return kNoIndex;
+  auto it = snap.mtls_source_by_address.find(unmapped(peer));
+  return it == snap.mtls_source_by_address.end() ? kNoIndex : it->second;
+}
+
+void logStrictRefusal(const L7Config::Snapshot& snap, size_t src, const SocketAddress& peer,
+                      const SocketAddress& upstream) {
+  const WorkloadCredential* cred =
+      src < snap.mtls_sources.size() ? snap.mtls_sources[src].cred.get() : nullptr;
+  if (cred != nullptr && cred->strict_refusal_logged.exchange(true)) return;
+  static std::atomic<bool> unknown_logged{false};
+  if (cred == nullptr && unknown_logged.exchange(true)) return;
+  spdlog::warn(
+      "mTLS: {} -> {} refused (503 MTLS): the destination's PeerAuthentication is STRICT and "
+      "the source {} (logged once per source identity; counted in meshd_mtls_refused_total)",
+      peer.toString(), upstream.toString(),
+      cred ? absl::StrCat(cred->spiffe_id, " has no certificate yet (meshd-ca unreachable?)")
+           : std::string("is not a local Workload"));
+}
+
+}  // namespace
 
 L7Config::L7Config(datapath::OrigDstTablePtr orig_dst, unsigned metric_shards)
     : orig_dst_(std::move(orig_dst)),
@@ -483,6 +547,7 @@ void L7Config::willApply(const state::ResourceSet& resources,
     if (ce == nullptr) {
       ce = std::make_unique<Snapshot::ClusterEntry>();
       ce->cluster = c;
+      ce->owner = snap.get();
       ce->snapshot_id = snap->id;
       std::vector<SocketAddress> eps;
       eps.reserve(c->endpoints.size());
@@ -538,6 +603,37 @@ void L7Config::willApply(const state::ResourceSet& resources,
     limiters.emplace(name, std::move(limiter));
   }
   limiters_ = std::move(limiters);
+
+  // The mTLS tunnel: remote nodes' tunnel addresses, local sources' credentials and vias.
+  if (mtls_.credentials != nullptr && mtls_.vias != nullptr && snap->authz != nullptr) {
+    snap->mtls = true;
+    std::vector<std::pair<std::string, SocketAddress>> nodes;
+    for (const resources::Resource* r : resources.list(resources::kKindNode)) {
+      if (r->key.name == node_name_) continue;
+      auto spec = resources::nodeSpec(*r);
+      if (!spec.ok() || !spec->internal_ip) continue;
+      snap->mtls_nodes.emplace(r->key.name, nodes.size());
+      nodes.emplace_back(r->key.name, SocketAddress{*spec->internal_ip, mtls_.tunnel_port});
+    }
+    std::set<std::pair<std::string, std::string>> local;
+    absl::flat_hash_map<const WorkloadCredential*, size_t> index;
+    for (const auto& w : snap->authz->workloads()) {
+      if (w->node != node_name_) continue;
+      local.emplace(w->ns, w->service_account);
+      std::shared_ptr<const WorkloadCredential> cred =
+          mtls_.credentials->credential(w->ns, w->service_account);
+      auto [it, inserted] = index.emplace(cred.get(), snap->mtls_sources.size());
+      if (inserted) {
+        Snapshot::MtlsSource src;
+        for (const auto& [name, peer] : nodes)
+          src.via.push_back(mtls_.vias->idFor(cred, name, peer));
+        src.cred = std::move(cred);
+        snap->mtls_sources.push_back(std::move(src));
+      }
+      for (const IpAddress& a : w->addresses) snap->mtls_source_by_address.emplace(a, it->second);
+    }
+    mtls_.credentials->retain(local);
+  }
 
   absl::MutexLock lock(&mu_);
   for (auto& [key, fe] : snap->frontends) {
@@ -708,6 +804,11 @@ void L7Config::renderPolicyMetrics(std::string& out) const {
     auto p = parts(k);
     if (p[0] == "rl") w.sample({{"policy", p[1]}, {"bucket", p[2]}}, double(v));
   }
+  w.family("meshd_mtls_refused_total",
+           "Requests (503 MTLS) and opaque connections refused because the destination's "
+           "PeerAuthentication is STRICT and the source has no workload certificate",
+           telemetry::MetricType::kCounter);
+  w.sample({{"reason", "no_source_certificate"}}, double(strictNoCredential()));
   out += w.text();
 }
 
@@ -744,6 +845,7 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
       return;
     }
     if (!admit(snap, req, {}, out)) return;
+    if (!viaInto(snap, req.peer, out)) return;
     out.pin = std::move(snap);
     return;
   }
@@ -801,6 +903,7 @@ void L7Config::route(const proxy::RequestInfo& req, proxy::RouteDecision& out) {
     return;
   }
   if (!admit(snap, req, rule.route, out)) return;
+  if (!viaInto(snap, req.peer, out)) return;
   out.retries = retriesOf(routes->requestPolicy());
   if (auto e = snap->edits.find(ref); e != snap->edits.end()) {
     out.request_edits = e->second.request;
@@ -840,7 +943,82 @@ bool L7Config::retarget(proxy::RouteDecision& decision, const SocketAddress& fai
   const size_t i = chooseEndpoint(c, ce->snapshot_id, ce->state->outlier.get(), &failed);
   if (i >= c.endpoints.size()) return false;
   decision.upstream = SocketAddress{c.endpoints[i].address, c.endpoints[i].port};
+  // The tunnel for the new endpoint, as the same source (RouteDecision::router_tag = the
+  // source's index + 1 in the snapshot the decision pins; 0 = not a local source).
+  if (ce->owner != nullptr && ce->owner->mtls) {
+    const Snapshot& snap = *ce->owner;
+    const size_t src = decision.router_tag == 0 ? kNoIndex : size_t{decision.router_tag} - 1;
+    if (meshPath(snap, src, decision.upstream, &decision.via) == MeshPath::kStrictNoCredential) {
+      // Plaintext would be dropped by the destination: no retry (the last try's outcome).
+      strict_no_cred_.fetch_add(1, std::memory_order_relaxed);
+      decision.via = 0;
+      return false;
+    }
+  }
   return true;
+}
+
+bool L7Config::viaInto(std::shared_ptr<const Snapshot>& snap_ptr, const SocketAddress& peer,
+                       proxy::RouteDecision& out) {
+  const Snapshot& snap = *snap_ptr;
+  if (!snap.mtls) return true;
+  const size_t src = mtlsSourceIndex(snap, peer.ip);
+  out.router_tag = src < snap.mtls_sources.size() ? static_cast<uint32_t>(src + 1) : 0;
+  switch (meshPath(snap, src, out.upstream, &out.via)) {
+    case MeshPath::kDirect:
+    case MeshPath::kTunnel:
+      return true;
+    case MeshPath::kStrictNoCredential:
+      break;
+  }
+  strict_no_cred_.fetch_add(1, std::memory_order_relaxed);
+  logStrictRefusal(snap, src, peer, out.upstream);
+  answerLocally(out, 503, "upstream requires mTLS (STRICT): the source has no certificate\n",
+                "MTLS");
+  out.pin = std::move(snap_ptr);
+  return false;
+}
+
+bool L7Config::routeConnectionFrom(const SocketAddress& orig_dst, const SocketAddress& peer,
+                                   SocketAddress& upstream, std::string_view& cluster,
+                                   uint64_t& via) {
+  via = 0;
+  if (!routeConnection(orig_dst, upstream, cluster)) return false;
+  std::shared_ptr<const Snapshot> snap = snapshot();
+  if (!snap->mtls) return true;
+  const size_t src = mtlsSourceIndex(*snap, peer.ip);
+  if (meshPath(*snap, src, upstream, &via) != MeshPath::kStrictNoCredential) return true;
+  strict_no_cred_.fetch_add(1, std::memory_order_relaxed);
+  logStrictRefusal(*snap, src, peer, upstream);
+  return false;
+}
+
+L7Config::TunnelVerdict L7Config::authorizeTunnel(std::string_view peer_id,
+                                                  const SocketAddress& dst) {
+  std::shared_ptr<const Snapshot> snap = snapshot();
+  if (snap->authz == nullptr) return TunnelVerdict::kNotLocal;
+  const policy::Workload* w = snap->authz->workloadByAddress(unmapped(dst.ip));
+  if (w == nullptr || (!snap->node.empty() && w->node != snap->node)) {
+    return TunnelVerdict::kNotLocal;
+  }
+  identity::SpiffeIdView id;
+  identity::SpiffeParseError perr;
+  policy::Request r;
+  if (identity::parseSpiffeIdView(peer_id, &id, &perr)) {
+    r.principal = peer_id;
+    if (auto wi = identity::workloadIdentity(id); wi.ok()) r.ns = wi->ns;
+  }
+  r.port = dst.port;
+  r.http = false;
+  const policy::Decision d = policy::evaluate(*w, r);
+  if (d.allowed) return TunnelVerdict::kAllow;
+  std::atomic<uint64_t>* c = snap->no_allow_counter;
+  if (d.policy != nullptr) {
+    auto it = snap->deny_counters.find(d.policy);
+    c = it == snap->deny_counters.end() ? nullptr : it->second;
+  }
+  if (c != nullptr) c->fetch_add(1, std::memory_order_relaxed);
+  return TunnelVerdict::kDenied;
 }
 
 void L7Config::onCancel(const proxy::RouteDecision& decision, const SocketAddress& endpoint) {

@@ -36,6 +36,7 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/container/node_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/identity_agent.h"
 #include "datapath/ejector.h"
 #include "datapath/orig_dst.h"
 #include "policy/authz.h"
@@ -52,6 +53,8 @@ namespace meshd::daemon {
 // Results of the kernel ejections L7 outlier detection requested: by datapath::EjectResult,
 // then one slot for syscall errors.
 inline constexpr size_t kEjectResults = 6;
+
+class ViaTable;  // daemon/mesh_tunnel.h
 struct KernelEjectCounters {
   std::array<std::atomic<uint64_t>, kEjectResults> by_result{};
 };
@@ -73,6 +76,11 @@ class L7Config : public state::ConfigObserver,
   void route(const proxy::RequestInfo& req, proxy::RouteDecision& out) override;
   bool routeConnection(const SocketAddress& orig_dst, SocketAddress& upstream,
                        std::string_view& cluster) override;
+  // routeConnection() plus the mTLS tunnel decision for the opaque relay (via); false also
+  // when the destination is STRICT and the source has no certificate.
+  bool routeConnectionFrom(const SocketAddress& orig_dst, const SocketAddress& peer,
+                           SocketAddress& upstream, std::string_view& cluster,
+                           uint64_t& via) override;
   // Another endpoint of decision's cluster for a retry (never `failed` while another
   // endpoint that is not L7-ejected exists); false when the decision has no cluster state.
   bool retarget(proxy::RouteDecision& decision, const SocketAddress& failed) override;
@@ -119,6 +127,26 @@ class L7Config : public state::ConfigObserver,
   // meshd_authz_denied_total and meshd_ratelimited_total (docs/metrics.md) appended to `out`.
   void renderPolicyMetrics(std::string& out) const;
 
+  // The mTLS tunnel (docs/design/0004-identity-mtls.md, "Wiring into meshd"). With both set,
+  // a request from a local Workload with a certificate to an endpoint Workload on another
+  // node that has a Node InternalIP, whose effective mTLS mode is not DISABLE, goes through
+  // the tunnel (RouteDecision::via, an id of `vias`); a STRICT destination without a source
+  // certificate is answered 503 (flag "MTLS"). Set before the first willApply; both must
+  // outlive the L7Config. `credentials` is asked for every local Workload's identity.
+  struct MtlsSettings {
+    CredentialProvider* credentials = nullptr;
+    ViaTable* vias = nullptr;
+    uint16_t tunnel_port = 15008;
+  };
+  void setMtls(MtlsSettings m) { mtls_ = m; }
+  // The tunnel server's authorization of one inbound stream: `peer_id` the client's SPIFFE
+  // ID (a workload's), `dst` the CONNECT authority. Any thread.
+  enum class TunnelVerdict : uint8_t { kAllow, kNotLocal, kDenied };
+  TunnelVerdict authorizeTunnel(std::string_view peer_id, const SocketAddress& dst);
+  // Requests/connections refused because the destination is STRICT and the source has no
+  // certificate (meshd_mtls_refused_total{reason="no_source_certificate"}).
+  uint64_t strictNoCredential() const { return strict_no_cred_.load(std::memory_order_relaxed); }
+
   struct Snapshot;
 
  private:
@@ -130,6 +158,10 @@ class L7Config : public state::ConfigObserver,
   // `route` is the matched rule's route ("HTTPRoute/ns/name"; "" = none).
   static bool admit(std::shared_ptr<const Snapshot>& snap, const proxy::RequestInfo& req,
                     std::string_view route, proxy::RouteDecision& out);
+  // The tunnel decision for a forwarded decision (sets out.via); false when `out` became a
+  // 503 (STRICT destination, no source certificate), which then holds the pin.
+  bool viaInto(std::shared_ptr<const Snapshot>& snap, const SocketAddress& peer,
+               proxy::RouteDecision& out);
   // A counter of policy_counters_, created on first use (updater thread).
   std::atomic<uint64_t>* policyCounter(const std::string& key);
 
@@ -153,6 +185,8 @@ class L7Config : public state::ConfigObserver,
   absl::node_hash_set<std::string> interned_ ABSL_GUARDED_BY(mu_);
   std::string node_name_;
   std::string trust_domain_ = resources::kDefaultTrustDomain;
+  MtlsSettings mtls_;
+  std::atomic<uint64_t> strict_no_cred_{0};
   // Rate limiters by RateLimitPolicy ("ns/name"), reused across snapshots while their spec
   // is unchanged (the buckets keep their state); the updater thread only.
   absl::flat_hash_map<std::string, std::shared_ptr<policy::RateLimiter>> limiters_;

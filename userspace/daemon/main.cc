@@ -78,6 +78,22 @@ int run(int argc, char** argv) {
                  "Workloads are identified by their address. Default: any node");
   app.add_option("--trust-domain", o.trust_domain, "SPIFFE trust domain of Workload identities")
       ->capture_default_str();
+  app.add_option("--ca-address", o.ca_address,
+                 "meshd-ca HOST:PORT: turns on the node agent (workload certificates) and the "
+                 "mTLS tunnel (--tunnel-port); needs --node-name, --node-cert, --node-key and "
+                 "--trust-bundle. Default off");
+  app.add_option("--node-cert", o.node_cert,
+                 "PEM chain of this node's credential (spiffe://<td>/meshd/node/<node-name>)");
+  app.add_option("--node-key", o.node_key, "PEM private key of --node-cert");
+  app.add_option("--trust-bundle", o.trust_bundle,
+                 "PEM roots that meshd-ca's and peers' certificates must chain to");
+  app.add_option("--tunnel-port", o.tunnel_port,
+                 "Port of the node-to-node mTLS tunnel (listened on and dialed at other "
+                 "nodes' InternalIP); with --ca-address")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--tunnel-address", o.tunnel_address,
+                 "Address the mTLS tunnel listens on; default every address");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

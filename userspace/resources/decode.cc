@@ -272,6 +272,7 @@ const KindInfo kKinds[] = {
     {kKindPeerAuthentication, "meshd.io/v1alpha1", ""},
     {kKindAuthorizationPolicy, "meshd.io/v1alpha1", ""},
     {kKindRateLimitPolicy, "meshd.io/v1alpha1", ""},
+    {kKindNode, "v1", ""},
 };
 
 void decodeMetadata(Decoder& d, const json& doc, absl::string_view kind, ResourceKey& key) {
@@ -1863,6 +1864,62 @@ void absolutePath(Decoder& d, const json& spec, absl::string_view field, std::st
   out = *v;
 }
 
+// Kubernetes' Node (cluster-scoped): metadata.name and status.addresses only.
+NodeSpec decodeNode(Decoder& d, const json& doc) {
+  NodeSpec out;
+  d.allowOnly(doc, "", {"apiVersion", "kind", "metadata", "status"});
+  if (auto md = doc.find("metadata");
+      md != doc.end() && md->is_object() && md->contains("namespace")) {
+    d.fail("metadata.namespace", "a Node is cluster-scoped: remove metadata.namespace");
+  }
+  const json* status = d.getObject(doc, "", "status", true);
+  if (!status) return out;
+  d.allowOnly(*status, "status", {"addresses"});
+  const json* as = d.getArray(*status, "status", "addresses", true);
+  if (!as) return out;
+  if (as->empty()) d.fail("status.addresses", "must list at least one address");
+  for (size_t i = 0; i < as->size(); ++i) {
+    const std::string path = indexPath("status.addresses", i);
+    const json& a = (*as)[i];
+    if (!a.is_object()) {
+      d.fail(path, absl::StrCat("must be a mapping {type, address}, got ", describe(a)));
+      continue;
+    }
+    d.allowOnly(a, path, {"type", "address"});
+    auto type = d.getString(a, path, "type", true);
+    auto text = d.getString(a, path, "address", true);
+    if (!type || !text) continue;
+    NodeAddress na;
+    if (*type == "InternalIP") {
+      na.type = NodeAddress::Type::kInternalIp;
+    } else if (*type == "ExternalIP") {
+      na.type = NodeAddress::Type::kExternalIp;
+    } else if (*type == "Hostname") {
+      na.type = NodeAddress::Type::kHostname;
+    } else {
+      d.fail(childPath(path, "type"), absl::StrCat("unknown address type \"", *type,
+                                                   "\" (use InternalIP, ExternalIP or Hostname)"));
+      continue;
+    }
+    if (na.type == NodeAddress::Type::kHostname) {
+      if (!isDns1123Subdomain(*text)) {
+        d.fail(childPath(path, "address"), absl::StrCat("\"", *text, "\" is not a valid hostname"));
+        continue;
+      }
+    } else {
+      auto ip = IpAddress::parse(*text);
+      if (!ip.ok()) {
+        d.fail(childPath(path, "address"), std::string(ip.status().message()));
+        continue;
+      }
+      if (na.type == NodeAddress::Type::kInternalIp && !out.internal_ip) out.internal_ip = *ip;
+    }
+    na.address = *text;
+    out.addresses.push_back(std::move(na));
+  }
+  return out;
+}
+
 WorkloadSpec decodeWorkload(Decoder& d, const json& doc) {
   WorkloadSpec out;
   out.labels = metadataLabels(doc);
@@ -2350,7 +2407,7 @@ Decoded decodeDocument(const json& doc) {
                                   "(discovery.k8s.io/v1), TrafficPolicy (meshd.io/v1alpha1), "
                                   "HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), "
                                   "Workload, PeerAuthentication, AuthorizationPolicy and "
-                                  "RateLimitPolicy (meshd.io/v1alpha1))"));
+                                  "RateLimitPolicy (meshd.io/v1alpha1), Node (v1))"));
     }
   }
   if (api && info && *api != info->api_version &&
@@ -2372,6 +2429,8 @@ Decoded decodeDocument(const json& doc) {
       out.spec = decodeGrpcRoute(d, doc, out.key);
     } else if (info->kind == kKindWorkload) {
       out.spec = decodeWorkload(d, doc);
+    } else if (info->kind == kKindNode) {
+      out.spec = decodeNode(d, doc);
     } else if (info->kind == kKindPeerAuthentication) {
       out.spec = decodePeerAuthentication(d, doc);
     } else if (info->kind == kKindAuthorizationPolicy) {

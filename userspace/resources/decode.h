@@ -27,7 +27,7 @@ struct Decoded {
   std::vector<Problem> problems;
   std::variant<std::monostate, ServiceSpec, EndpointSliceSpec, TrafficPolicySpec, HttpRouteSpec,
                GrpcRouteSpec, WorkloadSpec, PeerAuthenticationSpec, AuthorizationPolicySpec,
-               RateLimitPolicySpec>
+               RateLimitPolicySpec, NodeSpec>
       spec;
 };
 

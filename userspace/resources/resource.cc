@@ -217,6 +217,7 @@ absl::StatusOr<EndpointSliceSpec> endpointSliceSpec(const Resource& r) {
 absl::StatusOr<TrafficPolicySpec> trafficPolicySpec(const Resource& r) {
   return typedView<TrafficPolicySpec>(r, kKindTrafficPolicy);
 }
+absl::StatusOr<NodeSpec> nodeSpec(const Resource& r) { return typedView<NodeSpec>(r, kKindNode); }
 absl::StatusOr<WorkloadSpec> workloadSpec(const Resource& r) {
   return typedView<WorkloadSpec>(r, kKindWorkload);
 }

@@ -12,6 +12,7 @@
 //   meshd.io/v1alpha1     PeerAuthentication  mTLS mode (Istio's shape)
 //   meshd.io/v1alpha1     AuthorizationPolicy who may call a workload (Istio's shape)
 //   meshd.io/v1alpha1     RateLimitPolicy     request and connect rate limits of a Service
+//   v1                    Node                a node's addresses (its meshd's tunnel peer)
 //
 // Validation is strict: unknown fields, wrong types, missing required fields,
 // bad addresses and out-of-range numbers are errors. Every error is one line
@@ -45,6 +46,7 @@ inline constexpr char kKindWorkload[] = "Workload";
 inline constexpr char kKindPeerAuthentication[] = "PeerAuthentication";
 inline constexpr char kKindAuthorizationPolicy[] = "AuthorizationPolicy";
 inline constexpr char kKindRateLimitPolicy[] = "RateLimitPolicy";
+inline constexpr char kKindNode[] = "Node";
 inline constexpr char kDefaultNamespace[] = "default";
 // The mesh's root namespace: a PeerAuthentication or AuthorizationPolicy here without a
 // selector applies to every workload of the mesh (Istio's rootNamespace, istio-system).
@@ -452,7 +454,21 @@ struct RateLimitPolicySpec {
   friend bool operator==(const RateLimitPolicySpec&, const RateLimitPolicySpec&) = default;
 };
 
+// Kubernetes' Node, reduced to what meshd uses: status.addresses. The node's meshd is
+// reached for the mTLS tunnel at its first InternalIP (docs/resources.md "Node").
+struct NodeAddress {
+  enum class Type : uint8_t { kInternalIp, kExternalIp, kHostname };
+  Type type = Type::kInternalIp;
+  std::string address;  // as written (an IP for *IP types, a DNS name for Hostname)
+};
+struct NodeSpec {
+  std::vector<NodeAddress> addresses;
+  // The first InternalIP (nullopt when there is none).
+  std::optional<IpAddress> internal_ip;
+};
+
 absl::StatusOr<ServiceSpec> serviceSpec(const Resource& r);
+absl::StatusOr<NodeSpec> nodeSpec(const Resource& r);
 absl::StatusOr<WorkloadSpec> workloadSpec(const Resource& r);
 absl::StatusOr<PeerAuthenticationSpec> peerAuthenticationSpec(const Resource& r);
 absl::StatusOr<AuthorizationPolicySpec> authorizationPolicySpec(const Resource& r);

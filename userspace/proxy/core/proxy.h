@@ -75,6 +75,10 @@ struct RouteDecision {
   // via): a connection opened for one via never carries another's requests. retarget()
   // sets it with the new upstream.
   uint64_t via = 0;
+  // The router's own per-request tag, kept as is for retarget() (e.g. which source workload
+  // the request came from, so a retry to another endpoint picks that endpoint's via). The
+  // core never reads it.
+  uint32_t router_tag = 0;
   // kDirectResponse (redirects, 404 no route, 500 missing backend, fault abort, 403 RBAC,
   // 429 rate limited)
   uint16_t status = 0;
