@@ -18,6 +18,7 @@
 #include "api/control.h"
 #include "api/service.h"
 #include "daemon/instance_lock.h"
+#include "daemon/kernel_policy.h"
 #include "daemon/l7.h"
 #include "datapath/datapath.h"
 #include "datapath/reconciler.h"
@@ -124,6 +125,9 @@ class Daemon : public api::MeshdControl {
   // (TrafficPolicy draining.terminateConnections); runs after each apply.
   void terminateRemovedConnections();
   std::string renderMetrics();
+  // Programs the kernel policy (STRICT, L4 authorization) for the model's current resources
+  // when they changed or the last attempt failed. Updater thread.
+  void syncKernelPolicy();
 
   DaemonOptions options_;
   std::string cgroup_path_;                           // resolved
@@ -134,6 +138,9 @@ class Daemon : public api::MeshdControl {
   datapath::DatapathPtr datapath_;
   std::unique_ptr<datapath::Reconciler> reconciler_;
   std::unique_ptr<ObservedSink> sink_;
+  std::unique_ptr<KernelPolicySync> kernel_policy_;
+  uint64_t kernel_policy_generation_ = 0;  // model generation last programmed (updater thread)
+  bool kernel_policy_failed_ = false;
   store::StorePtr store_;
   std::unique_ptr<L7Config> l7_;  // before model_: the model points at it
   std::unique_ptr<state::Model> model_;
