@@ -251,6 +251,12 @@ std::string Daemon::pinDir() const {
 }
 
 absl::Status Daemon::retryReconcile() {
+  // A kernel policy that could not be programmed (e.g. a pod's netns not there yet) is
+  // tried again; its errors stay in `meshctl status` (policy.lastError).
+  (void)updater_->run([this] {
+    if (kernel_policy_failed_) syncKernelPolicy();
+    return absl::OkStatus();
+  });
   const telemetry::Readiness::Snapshot s = readiness_.snapshot();
   if (s.last_ok) return absl::OkStatus();
   absl::Status r = updater_->run([this] { return model_->resync(); });

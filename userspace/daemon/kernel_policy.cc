@@ -288,15 +288,13 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
   in.cgroup_id = resolve;
   auto plan = computeKernelPolicy(in, ids_);
   std::vector<std::string> errors;
-  if (!plan.ok()) {
+  const bool computed = plan.ok();  // else the kernel keeps what it has
+  if (!computed) {
     errors.push_back(absl::StrCat("computing the kernel policy: ", plan.status().message()));
-    plan = KernelPolicyPlan{};  // keep what the kernel has: nothing is programmed below
-  } else {
-    for (const std::string& w : plan->warnings) spdlog::warn("kernel policy: {}", w);
   }
 
   std::vector<std::string> interfaces;
-  if (plan.ok() && errors.empty()) {
+  if (computed) {
     absl::MutexLock lock(&datapath_mu_);
     if (absl::Status s = datapath_.policy().replaceAll(plan->policy); !s.ok()) {
       errors.push_back(absl::StrCat("programming the policy maps: ", s.message()));
@@ -334,10 +332,16 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
       }
     }
   }
-  for (const std::string& e : errors) spdlog::error("kernel policy: {}", e);
-
   absl::MutexLock lock(&mu_);
-  if (plan.ok()) {
+  // Logged when they change (the retry loop calls sync() again while something fails).
+  const std::string joined = absl::StrJoin(errors, "; ");
+  if (computed && plan->warnings != warnings_) {
+    for (const std::string& w : plan->warnings) spdlog::warn("kernel policy: {}", w);
+  }
+  if (joined != last_error_) {
+    for (const std::string& e : errors) spdlog::error("kernel policy: {}", e);
+  }
+  if (computed) {
     interfaces_ = std::move(interfaces);
     governed_ = plan->governed;
     meshd_only_ = plan->meshd_only;
@@ -347,11 +351,8 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
     local_workloads_ = plan->local_workloads;
   }
   state_ = node_name_.empty() ? "off: no --node-name" : absl::StrCat("node ", node_name_);
-  if (!errors.empty()) {
-    last_error_ = absl::StrJoin(errors, "; ");
-    return absl::InternalError(errors.front());
-  }
-  last_error_.clear();
+  last_error_ = joined;
+  if (!errors.empty()) return absl::InternalError(errors.front());
   return absl::OkStatus();
 }
 
