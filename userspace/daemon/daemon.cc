@@ -48,6 +48,25 @@ absl::StatusOr<std::string> ownCgroup(const std::string& cgroup2_mount) {
   return absl::NotFoundError("meshd's cgroup v2 path is not in /proc/self/cgroup");
 }
 
+// Before the datapath is programmed: the L7 configuration, then the kernel policy for the
+// backends of both the current and the next state (KernelPolicySync::prepare).
+class PolicyFirstObserver : public state::ConfigObserver {
+ public:
+  PolicyFirstObserver(L7Config& l7, KernelPolicySync& policy, const state::Model& model)
+      : l7_(l7), policy_(policy), model_(model) {}
+  // model_.desired() is still the current state here (the model commits after the sink).
+  void willApply(const state::ResourceSet& resources,
+                 const state::DesiredLbState& desired) override {
+    l7_.willApply(resources, desired);
+    policy_.prepare(resources, model_.desired(), desired);
+  }
+
+ private:
+  L7Config& l7_;
+  KernelPolicySync& policy_;
+  const state::Model& model_;
+};
+
 }  // namespace
 
 absl::Status ObservedSink::apply(const state::DesiredLbState& desired) {
@@ -171,7 +190,8 @@ absl::Status Daemon::init() {
     spdlog::info("access log: {} (JSON lines)", options_.access_log);
   }
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
-  model_->setObserver(l7_.get());
+  observer_ = std::make_unique<PolicyFirstObserver>(*l7_, *kernel_policy_, *model_);
+  model_->setObserver(observer_.get());
   updater_ = std::make_unique<state::Updater>();
   readiness_.setProgramsAttached(attachedPrograms());
   absl::Status loaded = updater_->run([this] {

@@ -143,6 +143,8 @@ class Daemon : public api::MeshdControl {
   bool kernel_policy_failed_ = false;
   store::StorePtr store_;
   std::unique_ptr<L7Config> l7_;  // before model_: the model points at it
+  // The model's observer: the L7 config, then the kernel policy's prepare step.
+  std::unique_ptr<state::ConfigObserver> observer_;
   std::unique_ptr<state::Model> model_;
   // Declared after model_ so it is destroyed (and stopped) first.
   std::unique_ptr<state::Updater> updater_;

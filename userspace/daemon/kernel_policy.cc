@@ -245,8 +245,8 @@ KernelPolicySync::KernelPolicySync(datapath::Datapath& datapath, absl::Mutex& da
       trust_domain_(std::move(trust_domain)),
       cgroup2_mount_(std::move(cgroup2_mount)) {}
 
-absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
-                                    const state::DesiredLbState& desired) {
+absl::StatusOr<KernelPolicyPlan> KernelPolicySync::computePlan(
+    const resources::ResourceSet& resources, const state::DesiredLbState& desired) {
   if (node_name_.empty() && !warned_no_node_) {
     warned_no_node_ = true;
     spdlog::warn(
@@ -286,7 +286,27 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
   in.node_name = node_name_;
   in.trust_domain = trust_domain_;
   in.cgroup_id = resolve;
-  auto plan = computeKernelPolicy(in, ids_);
+  return computeKernelPolicy(in, ids_);
+}
+
+void KernelPolicySync::prepare(const resources::ResourceSet& resources,
+                               const state::DesiredLbState& current,
+                               const state::DesiredLbState& next) {
+  if (node_name_.empty()) return;
+  state::DesiredLbState both = current;
+  both.frontends.insert(both.frontends.end(), next.frontends.begin(), next.frontends.end());
+  auto p = computePlan(resources, both);
+  if (!p.ok()) return;  // sync() reports it
+  absl::MutexLock lock(&datapath_mu_);
+  if (absl::Status s = datapath_.policy().replaceAll(p->policy); !s.ok()) {
+    spdlog::warn("kernel policy: programming the maps before the services: {}",
+                 std::string(s.message()));
+  }
+}
+
+absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
+                                    const state::DesiredLbState& desired) {
+  auto plan = computePlan(resources, desired);
   std::vector<std::string> errors;
   const bool computed = plan.ok();  // else the kernel keeps what it has
   if (!computed) {

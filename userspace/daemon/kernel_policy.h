@@ -102,12 +102,22 @@ class KernelPolicySync {
   // resources are valid, the kernel could not be programmed as asked).
   absl::Status sync(const resources::ResourceSet& resources, const state::DesiredLbState& desired);
 
+  // Before the load balancing state moves from `current` to `next` (state::ConfigObserver):
+  // programs the maps for `resources` with the backends of both, so no backend is reachable
+  // before its authorization rules and STRICT pass exist (a connect racing the change is
+  // decided by the new policy). Maps only; sync() follows with the exact state and the links.
+  void prepare(const resources::ResourceSet& resources, const state::DesiredLbState& current,
+               const state::DesiredLbState& next);
+
   // `meshctl status` "policy" section.
   nlohmann::ordered_json status() const;
   // meshd_strict_dropped_syns_total samples; NodeCounters for status.
   std::vector<telemetry::StrictSample> strictSamples() const;
 
  private:
+  absl::StatusOr<KernelPolicyPlan> computePlan(const resources::ResourceSet& resources,
+                                               const state::DesiredLbState& desired);
+
   datapath::Datapath& datapath_;
   absl::Mutex& datapath_mu_;
   const std::string node_name_, trust_domain_, cgroup2_mount_;
