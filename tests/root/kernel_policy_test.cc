@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -229,6 +230,16 @@ class KernelPolicyRootTest : public ::testing::Test {
     return s.is_object() && s.contains("policy") ? s["policy"] : nlohmann::json::object();
   }
 
+  // mesh_cg_identity's entries, sorted.
+  nlohmann::json identities() {
+    Result r = meshctl({"-o", "json", "bpf", "dump", "mesh_cg_identity"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+    if (!j.is_array()) return nlohmann::json::array();
+    std::sort(j.begin(), j.end());
+    return j;
+  }
+
   void apply(const std::string& yaml) {
     const std::string path = dir_ + "/policy.yaml";
     std::ofstream(path) << yaml;
@@ -327,6 +338,19 @@ TEST_F(KernelPolicyRootTest, StrictAndL4AuthorizationFromAppliedResources) {
   nlohmann::json c = policyStatus()["counters"];
   EXPECT_GE(c.value("authzDenied", uint64_t{0}), 1u) << c.dump();
   EXPECT_GE(c.value("strictFastPass", uint64_t{0}), 1u) << c.dump();
+
+  // kill -9 and restart: the pins keep enforcing while meshd is down; the restarted meshd
+  // keeps the identity ids the maps hold and adopts the STRICT link.
+  nlohmann::json ids_before = identities();
+  ASSERT_EQ(ids_before.size(), 2u) << ids_before.dump();
+  stopMeshd();
+  EXPECT_EQ(fromPodA("10.96.0.40", 80, cli_cg_.get()), "ERR:ECONNREFUSED");
+  ASSERT_NO_FATAL_FAILURE(startMeshd());
+  EXPECT_EQ(identities(), ids_before);
+  p = policyStatus();
+  EXPECT_EQ(p["strictInterfaces"].size(), 1u) << p.dump();
+  EXPECT_EQ(fromPodA("10.96.0.40", 80, web_cg_.get()), "10.1.2.2:8080");
+  EXPECT_EQ(fromPodA("10.96.0.40", 80, cli_cg_.get()), "ERR:ECONNREFUSED");
 
   // Deleting the PeerAuthentication takes STRICT off the veth: plaintext passes again.
   Result del = meshctl({"delete", "PeerAuthentication", "db", "-n", "shop"});
