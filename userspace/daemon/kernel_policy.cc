@@ -315,13 +315,18 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
 
   std::vector<std::string> interfaces;
   if (computed) {
-    absl::MutexLock lock(&datapath_mu_);
-    if (absl::Status s = datapath_.policy().replaceAll(plan->policy); !s.ok()) {
-      errors.push_back(absl::StrCat("programming the policy maps: ", s.message()));
-    }
-    // The STRICT links: the host end of each STRICT workload's veth.
-    absl::flat_hash_set<int> needed;
+    // The STRICT links: the host end of each STRICT workload's veth (found before taking
+    // the datapath lock: each lookup enters the pod's namespace from a short-lived thread).
+    std::vector<std::pair<int, const StrictWorkload*>> veths;
+    // A STRICT workload whose veth cannot be found now keeps the link it had (a failed
+    // lookup must not take STRICT away).
+    absl::flat_hash_set<int> keep;
+    absl::flat_hash_map<std::string, int> ifindex_of;
     for (const StrictWorkload& sw : plan->strict_workloads) {
+      if (auto it = strict_ifindex_.find(sw.workload); it != strict_ifindex_.end()) {
+        keep.insert(it->second);
+        ifindex_of[sw.workload] = it->second;
+      }
       if (sw.netns.empty()) {
         errors.push_back(absl::StrCat("Workload ", sw.workload,
                                       ": STRICT needs spec.netns (its veth is not known); not "
@@ -335,22 +340,32 @@ absl::Status KernelPolicySync::sync(const resources::ResourceSet& resources,
                                       "; STRICT not enforced in the kernel"));
         continue;
       }
-      if (absl::Status s = datapath_.attachStrict(*ifindex); !s.ok()) {
-        errors.push_back(absl::StrCat("Workload ", sw.workload, ": attaching STRICT to ifindex ",
-                                      *ifindex, ": ", s.message()));
+      veths.emplace_back(*ifindex, &sw);
+      ifindex_of[sw.workload] = *ifindex;
+    }
+    absl::MutexLock lock(&datapath_mu_);
+    if (absl::Status s = datapath_.policy().replaceAll(plan->policy); !s.ok()) {
+      errors.push_back(absl::StrCat("programming the policy maps: ", s.message()));
+    }
+    absl::flat_hash_set<int> needed;
+    for (const auto& [ifindex, sw] : veths) {
+      if (absl::Status s = datapath_.attachStrict(ifindex); !s.ok()) {
+        errors.push_back(absl::StrCat("Workload ", sw->workload, ": attaching STRICT to ifindex ",
+                                      ifindex, ": ", s.message()));
         continue;
       }
-      if (needed.insert(*ifindex).second) {
-        interfaces.push_back(absl::StrCat(*ifindex, " (", sw.workload, ")"));
+      if (needed.insert(ifindex).second) {
+        interfaces.push_back(absl::StrCat(ifindex, " (", sw->workload, ")"));
       }
     }
     for (int ifindex : datapath_.strictInterfaces()) {
-      if (needed.contains(ifindex)) continue;
+      if (needed.contains(ifindex) || keep.contains(ifindex)) continue;
       if (absl::Status s = datapath_.detachStrict(ifindex); !s.ok()) {
         errors.push_back(
             absl::StrCat("detaching STRICT from ifindex ", ifindex, ": ", s.message()));
       }
     }
+    strict_ifindex_ = std::move(ifindex_of);
   }
   absl::MutexLock lock(&mu_);
   // Logged when they change (the retry loop calls sync() again while something fails).

@@ -121,7 +121,8 @@ class KernelPolicySync {
   datapath::Datapath& datapath_;
   absl::Mutex& datapath_mu_;
   const std::string node_name_, trust_domain_, cgroup2_mount_;
-  IdentityIds ids_;  // updater thread only
+  IdentityIds ids_;                                       // updater thread only
+  absl::flat_hash_map<std::string, int> strict_ifindex_;  // "ns/name" -> its veth (updater)
   bool seeded_ = false;
   bool warned_no_node_ = false;
 
