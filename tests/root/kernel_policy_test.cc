@@ -193,7 +193,11 @@ class KernelPolicyRootTest : public ::testing::Test {
                                        "--max-slots",
                                        "256",
                                        "--node-name",
-                                       "n1"};
+                                       "n1",
+                                       "--redirect-address",
+                                       "10.1.1.1",
+                                       "--proxy-port",
+                                       "15001"};
       std::vector<char*> args;
       for (auto& a : argv) args.push_back(a.data());
       args.push_back(nullptr);
@@ -290,6 +294,32 @@ endpoints:
   - addresses: [10.1.2.2]
 ports: [{port: 8080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: db-l7, namespace: shop}
+spec:
+  clusterIP: 10.96.0.41
+  ports: [{port: 81, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-l7-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: db-l7}
+addressType: IPv4
+endpoints:
+  - addresses: [10.1.2.2]
+ports: [{port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: db-l7, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: db-l7}]
+  rules:
+    - backendRefs: [{name: db-l7, port: 81}]
+---
 apiVersion: meshd.io/v1alpha1
 kind: PeerAuthentication
 metadata: {name: db, namespace: shop}
@@ -335,6 +365,10 @@ TEST_F(KernelPolicyRootTest, StrictAndL4AuthorizationFromAppliedResources) {
   // (and passes STRICT with its same-node pass).
   EXPECT_EQ(fromPodA("10.96.0.40", 80, cli_cg_.get()), "ERR:ECONNREFUSED");
   EXPECT_EQ(fromPodA("10.96.0.40", 80, web_cg_.get()), "10.1.2.2:8080");
+  // An L7 Service (HTTPRoute-bound) with the same backend: the client reaches meshd's
+  // listener, meshd's upstream connect carries the STRICT mark and passes (the server-first
+  // backend's greeting comes through).
+  EXPECT_EQ(fromPodA("10.96.0.41", 81, web_cg_.get()), "10.1.2.2:8080");
   nlohmann::json c = policyStatus()["counters"];
   EXPECT_GE(c.value("authzDenied", uint64_t{0}), 1u) << c.dump();
   EXPECT_GE(c.value("strictFastPass", uint64_t{0}), 1u) << c.dump();
