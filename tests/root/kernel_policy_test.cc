@@ -244,6 +244,38 @@ class KernelPolicyRootTest : public ::testing::Test {
     return j;
   }
 
+  // The value of the first /metrics sample whose line contains every one of `parts`; -1 when
+  // none does. The metrics listener is in the node namespace, so the GET runs there.
+  double metric(const std::vector<std::string>& parts) {
+    Result r = meshctl({"-o", "json", "status"});
+    const int port = nlohmann::json::parse(r.out, nullptr, false).value("metricsPort", 0);
+    auto body = meshd::testing::runInPod(*node_, nullptr, [port] {
+      socklen_t len;
+      sockaddr_storage ss =
+          meshd::testing::sockaddrOf("127.0.0.1", static_cast<uint16_t>(port), &len);
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return std::string();
+      meshd::testing::writeAll(fd, "GET /metrics HTTP/1.0\r\n\r\n");
+      std::string text = meshd::testing::readAll(fd);
+      close(fd);
+      return text;
+    });
+    EXPECT_TRUE(body.ok()) << body.status();
+    if (!body.ok()) return -1;
+    size_t start = 0;
+    while (start < body->size()) {
+      size_t end = body->find('\n', start);
+      if (end == std::string::npos) end = body->size();
+      const std::string line = body->substr(start, end - start);
+      start = end + 1;
+      if (line.empty() || line[0] == '#') continue;
+      bool all = true;
+      for (const std::string& p : parts) all = all && line.find(p) != std::string::npos;
+      if (all) return std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return -1;
+  }
+
   void apply(const std::string& yaml) {
     const std::string path = dir_ + "/policy.yaml";
     std::ofstream(path) << yaml;
@@ -372,6 +404,10 @@ TEST_F(KernelPolicyRootTest, StrictAndL4AuthorizationFromAppliedResources) {
   nlohmann::json c = policyStatus()["counters"];
   EXPECT_GE(c.value("authzDenied", uint64_t{0}), 1u) << c.dump();
   EXPECT_GE(c.value("strictFastPass", uint64_t{0}), 1u) << c.dump();
+  // The same in /metrics: the STRICT entry's drops and the service's authz refusals.
+  EXPECT_GE(metric({"meshd_strict_dropped_syns_total{", "\"10.1.2.2\"", "port=\"0\""}), 1);
+  EXPECT_GE(metric({"meshd_service_connects_refused_total{", "service=\"db\"", "reason=\"authz\""}),
+            1);
 
   // kill -9 and restart: the pins keep enforcing while meshd is down; the restarted meshd
   // keeps the identity ids the maps hold and adopts the STRICT link.
