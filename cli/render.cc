@@ -166,6 +166,11 @@ std::string renderExplain(const Json& data) {
                     e.value("refusedByConnectRate", uint64_t{0}), " refused), ",
                     rate(e["connectRatePerClient"]), " per client (",
                     e.value("refusedByClientConnectRate", uint64_t{0}), " refused)\n");
+    if (const uint64_t authz = e.value("refusedByAuthz", uint64_t{0}); authz != 0) {
+      absl::StrAppend(&out, "  authorization: ", authz,
+                      " connects refused by AuthorizationPolicy in the kernel (same-node clients, "
+                      "L4 rules)\n");
+    }
     if (e.contains("outlierDetection")) {
       const Json& od = e["outlierDetection"];
       if (od.value("enabled", false)) {

@@ -16,3 +16,8 @@ target_compile_definitions(meshd_daemon_mtls_test PRIVATE
   MESHD_LAB_MTLS_YAML="${PROJECT_SOURCE_DIR}/tests/root/lab/mtls.yaml")
 add_dependencies(meshd_daemon_mtls_test test_certs)
 gtest_discover_tests(meshd_daemon_mtls_test PROPERTIES LABELS unit)
+# The kernel policy (STRICT entries, identities, L4 authorization rules) the daemon computes
+# from the applied resources for its node: pure, no kernel.
+add_executable(meshd_kernel_policy_test ${CMAKE_CURRENT_LIST_DIR}/kernel_policy_test.cc)
+target_link_libraries(meshd_kernel_policy_test PRIVATE meshd_daemon GTest::gtest_main)
+gtest_discover_tests(meshd_kernel_policy_test PROPERTIES LABELS unit)

@@ -237,7 +237,8 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
   for (const char* reason :
        {"no_backend", "backend_missing", "family_mismatch", "maglev_missing", "limit_service",
         "limit_backend", "limit_rerouted", "all_ejected", "ejected_skipped", "ejection",
-        "ejection_over_percent", "ejection_expired", "rto", "rate_service", "rate_client"}) {
+        "ejection_over_percent", "ejection_expired", "rto", "rate_service", "rate_client",
+        "authz_denied", "strict_dropped"}) {
     if (node_stats.is_object() && node_stats.contains(reason)) node[reason] = node_stats[reason];
   }
   for (const auto& fv : frontends) {
@@ -254,6 +255,7 @@ nlohmann::ordered_json explainView(const FrontendViews& frontends, std::string_v
     row["ejections"] = fv.counters.ejections;
     row["ejectionsSkipped"] = fv.counters.ejections_skipped;
     row["refusedAllEjected"] = fv.counters.refused_ejected;
+    row["refusedByAuthz"] = fv.counters.refused_authz;
     if (f.protocol == state::Protocol::kTcp) {
       const std::string cluster = absl::StrCat(f.ns, "/", f.service, ":", f.port);
       for (const L7ClusterView& c : l7) {

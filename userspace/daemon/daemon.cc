@@ -48,6 +48,25 @@ absl::StatusOr<std::string> ownCgroup(const std::string& cgroup2_mount) {
   return absl::NotFoundError("meshd's cgroup v2 path is not in /proc/self/cgroup");
 }
 
+// Before the datapath is programmed: the L7 configuration, then the kernel policy for the
+// backends of both the current and the next state (KernelPolicySync::prepare).
+class PolicyFirstObserver : public state::ConfigObserver {
+ public:
+  PolicyFirstObserver(L7Config& l7, KernelPolicySync& policy, const state::Model& model)
+      : l7_(l7), policy_(policy), model_(model) {}
+  // model_.desired() is still the current state here (the model commits after the sink).
+  void willApply(const state::ResourceSet& resources,
+                 const state::DesiredLbState& desired) override {
+    l7_.willApply(resources, desired);
+    policy_.prepare(resources, model_.desired(), desired);
+  }
+
+ private:
+  L7Config& l7_;
+  KernelPolicySync& policy_;
+  const state::Model& model_;
+};
+
 }  // namespace
 
 absl::Status ObservedSink::apply(const state::DesiredLbState& desired) {
@@ -143,6 +162,8 @@ absl::Status Daemon::init() {
   }
   sink_ = std::make_unique<ObservedSink>(*reconciler_, readiness_,
                                          [this] { terminateRemovedConnections(); });
+  kernel_policy_ = std::make_unique<KernelPolicySync>(*datapath_, datapath_mu_, options_.node_name,
+                                                      options_.trust_domain, host.cgroup2_mount);
 
   // 5. The embedded store.
   auto store = store::Store::open(options_.state_dir);
@@ -174,10 +195,16 @@ absl::Status Daemon::init() {
     spdlog::info("access log: {} (JSON lines)", options_.access_log);
   }
   model_ = std::make_unique<state::Model>(store_.get(), *sink_);
-  model_->setObserver(l7_.get());
+  observer_ = std::make_unique<PolicyFirstObserver>(*l7_, *kernel_policy_, *model_);
+  model_->setObserver(observer_.get());
   updater_ = std::make_unique<state::Updater>();
   readiness_.setProgramsAttached(attachedPrograms());
-  absl::Status loaded = updater_->run([this] { return model_->load(); });
+  absl::Status loaded = updater_->run([this] {
+    absl::Status s = model_->load();
+    // The kernel policy follows the loaded resources (not an unreadable store's nothing).
+    if (model_->generation() != 0) syncKernelPolicy();
+    return s;
+  });
   if (!loaded.ok()) {
     // The sink ran and failed: keep serving (not ready) and retry later. A
     // store that cannot be read is fatal: serving an empty state would delete
@@ -203,6 +230,8 @@ absl::Status Daemon::init() {
     po.listen = *listen;
     po.workers = workers;
     po.connector = tunnel_.get();
+    // meshd's upstream connections to local workloads must pass STRICT.
+    po.upstream_mark = datapath_->strictMark();
     auto proxy = proxy::Proxy::start(po, *l7_, *l7_, l7_.get());
     if (!proxy.ok()) return withContext(proxy.status(), "starting the L7 proxy (--proxy-port)");
     proxy_ = std::move(*proxy);
@@ -252,6 +281,12 @@ std::string Daemon::pinDir() const {
 }
 
 absl::Status Daemon::retryReconcile() {
+  // A kernel policy that could not be programmed (e.g. a pod's netns not there yet) is
+  // tried again; its errors stay in `meshctl status` (policy.lastError).
+  (void)updater_->run([this] {
+    if (kernel_policy_failed_) syncKernelPolicy();
+    return absl::OkStatus();
+  });
   const telemetry::Readiness::Snapshot s = readiness_.snapshot();
   if (s.last_ok) return absl::OkStatus();
   absl::Status r = updater_->run([this] { return model_->resync(); });
@@ -272,6 +307,14 @@ int Daemon::attachedPrograms() {
 absl::Status Daemon::ready() {
   readiness_.setProgramsAttached(attachedPrograms());
   return readiness_.ready();
+}
+
+void Daemon::syncKernelPolicy() {
+  if (!kernel_policy_) return;
+  const uint64_t gen = model_->generation();
+  if (gen == kernel_policy_generation_ && !kernel_policy_failed_) return;
+  kernel_policy_generation_ = gen;
+  kernel_policy_failed_ = !kernel_policy_->sync(model_->resources(), model_->desired()).ok();
 }
 
 void Daemon::terminateRemovedConnections() {
@@ -323,7 +366,7 @@ std::string Daemon::renderMetrics() {
                         absl::AsciiStrToUpper(resources::protocolName(f.protocol))),
            c.live_conns, c.refused_service, c.refused_backend, c.refused_rate,
            c.refused_client_rate, c.refused_ejected, c.rerouted, c.ejected, c.ejections,
-           c.ejections_skipped});
+           c.ejections_skipped, c.refused_authz});
       for (const auto& b : fv.backends) {
         ids.insert(b.id);
         m.backend_samples.push_back(
@@ -338,6 +381,7 @@ std::string Daemon::renderMetrics() {
   } else {
     spdlog::warn("reading backend counters: {}", std::string(views.status().message()));
   }
+  if (kernel_policy_) m.strict_samples = kernel_policy_->strictSamples();
   std::string out = telemetry::renderMetrics(m);
   if (l7_) {
     l7_->metrics().render(out);
@@ -401,7 +445,9 @@ absl::StatusOr<std::vector<api::AppliedResource>> Daemon::apply(
   auto results =
       updater_->run([this, batch = std::move(batch),
                      dry_run]() mutable -> absl::StatusOr<std::vector<state::Model::ApplyResult>> {
-        return model_->apply(std::move(batch), dry_run);
+        auto r = model_->apply(std::move(batch), dry_run);
+        if (r.ok() && !dry_run) syncKernelPolicy();
+        return r;
       });
   if (!results.ok()) {
     spdlog::warn("apply of {} resources refused: {}", n, std::string(results.status().message()));
@@ -421,7 +467,9 @@ absl::StatusOr<std::vector<resources::ResourceKey>> Daemon::remove(
     std::vector<resources::ResourceKey> keys) {
   auto deleted = updater_->run(
       [this, keys = std::move(keys)]() -> absl::StatusOr<std::vector<resources::ResourceKey>> {
-        return model_->remove(keys);
+        auto r = model_->remove(keys);
+        if (r.ok()) syncKernelPolicy();
+        return r;
       });
   if (deleted.ok()) {
     for (const auto& k : *deleted) spdlog::info("{} deleted", k.toString());
@@ -514,6 +562,7 @@ absl::StatusOr<nlohmann::ordered_json> Daemon::status() {
   s["stateDir"] = store_->dir();
   s["apiSocket"] = options_.api_socket;
   s["metricsPort"] = metrics_->port();
+  if (kernel_policy_) s["policy"] = kernel_policy_->status();
   const telemetry::Readiness::Snapshot snap = readiness_.snapshot();
   const datapath::Reconciler::Stats stats = reconciler_->stats();
   s["reconcile"] = {{"ok", snap.reconcile_ok},

@@ -19,6 +19,7 @@
 #include "api/service.h"
 #include "daemon/identity_agent.h"
 #include "daemon/instance_lock.h"
+#include "daemon/kernel_policy.h"
 #include "daemon/l7.h"
 #include "daemon/mesh_tunnel.h"
 #include "datapath/datapath.h"
@@ -140,6 +141,9 @@ class Daemon : public api::MeshdControl {
   absl::Status startIdentityAgent();
   // The tunnel server and client (after the model loaded: its hook reads L7's snapshot).
   absl::Status startTunnel();
+  // Programs the kernel policy (STRICT, L4 authorization) for the model's current resources
+  // when they changed or the last attempt failed. Updater thread.
+  void syncKernelPolicy();
 
   DaemonOptions options_;
   std::string cgroup_path_;                           // resolved
@@ -150,11 +154,16 @@ class Daemon : public api::MeshdControl {
   datapath::DatapathPtr datapath_;
   std::unique_ptr<datapath::Reconciler> reconciler_;
   std::unique_ptr<ObservedSink> sink_;
+  std::unique_ptr<KernelPolicySync> kernel_policy_;
+  uint64_t kernel_policy_generation_ = 0;  // model generation last programmed (updater thread)
+  bool kernel_policy_failed_ = false;
   store::StorePtr store_;
   // The node agent and the tunnel's via table: before l7_, which points at them.
   std::unique_ptr<IdentityAgent> agent_;
   std::unique_ptr<ViaTable> vias_;
   std::unique_ptr<L7Config> l7_;  // before model_: the model points at it
+  // The model's observer: the L7 config, then the kernel policy's prepare step.
+  std::unique_ptr<state::ConfigObserver> observer_;
   std::unique_ptr<state::Model> model_;
   // Declared after model_ so it is destroyed (and stopped) first.
   std::unique_ptr<state::Updater> updater_;

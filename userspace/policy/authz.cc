@@ -255,6 +255,18 @@ struct CompiledPolicy {
 
 const std::string& nameOf(const CompiledPolicy& p) { return p.name; }
 
+bool dependsOnSourceIp(const CompiledPolicy& p) {
+  for (const CRule& rule : p.rules) {
+    for (const CSource& s : rule.from) {
+      if (!s.ip.empty() || !s.not_ip.empty()) return true;
+    }
+    for (const CCondition& c : rule.when) {
+      if (c.key == AuthzConditionKey::kSourceIp) return true;
+    }
+  }
+  return false;
+}
+
 bool matchPattern(std::string_view pattern, std::string_view value, bool ci) {
   const absl::string_view p = av(pattern), v = av(value);
   if (p == "*") return !v.empty();

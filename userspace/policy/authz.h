@@ -84,6 +84,11 @@ struct Workload {
 // "ns/name" of a compiled policy (the string Decision::policy points at).
 const std::string& nameOf(const CompiledPolicy& p);
 
+// Whether the policy's verdict can depend on the peer's address (ipBlocks, notIpBlocks, a
+// `source.ip` condition): such a policy cannot be decided from an identity alone (the kernel's
+// L4 authorization leaves its workloads to meshd).
+bool dependsOnSourceIp(const CompiledPolicy& p);
+
 // Istio's authorization of `r` against the workload's policies. No allocation.
 Decision evaluate(const Workload& w, const Request& r);
 

@@ -42,6 +42,7 @@ FrontendViews webViews() {
   fv.counters.ejections = 3;
   fv.counters.ejections_skipped = 2;
   fv.counters.refused_ejected = 7;
+  fv.counters.refused_authz = 4;
   auto a = backend("10.0.0.1", 1);
   a.counters.live_conns = 2;
   a.counters.srtt_ewma_us = 20'400;
@@ -94,6 +95,7 @@ TEST(ViewsTest, ExplainSaysWhyAndRendersEjections) {
   EXPECT_EQ(e["ejectedNow"], 1);
   EXPECT_EQ(e["ejectionsSkipped"], 2);
   EXPECT_EQ(e["refusedAllEjected"], 7);
+  EXPECT_EQ(e["refusedByAuthz"], 4);
   EXPECT_EQ(e["verdict"], "admitting: 1 of 3 backends (1 ejected) are skipped for ones with room");
 
   const std::string text = cli::renderExplain(cli::Json::parse(rows.dump()));
@@ -105,6 +107,8 @@ TEST(ViewsTest, ExplainSaysWhyAndRendersEjections) {
   EXPECT_THAT(text, HasSubstr("    10.0.0.2:8080  live 0/none  connect failures 11  EJECTED (12.5s "
                               "left)  failures in a row 5\n"));
   EXPECT_THAT(text, HasSubstr("    10.0.0.1:8080  live 2/none  connect failures 0  srtt 20.4ms\n"));
+  EXPECT_THAT(text, HasSubstr("  authorization: 4 connects refused by AuthorizationPolicy in the "
+                              "kernel (same-node clients, L4 rules)\n"));
 }
 
 // The L7 proxy's request-level state of the Service port (its breaker, L7 ejections) joins
