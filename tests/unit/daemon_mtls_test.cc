@@ -419,6 +419,7 @@ status: {addresses: [{type: InternalIP, address: 192.168.0.5}]}
 TEST_F(MtlsRouterTest, TheLabsMtlsYamlSendsClientToWebThroughTheTunnel) {
   auto yaml = identity::readFile(MESHD_LAB_MTLS_YAML);
   ASSERT_TRUE(yaml.ok()) << yaml.status();
+  cfg_.setNodeName("lab-n1");  // the lab's node names are <lab id>-nN
   applyYaml(cfg_, *yaml);
   EXPECT_TRUE(creds_.retained.contains({"default", "client"}));
   creds_.makeReady("default", "client");
