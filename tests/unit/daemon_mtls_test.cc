@@ -245,9 +245,14 @@ TEST_F(MtlsRouterTest, StrictDestinationWithoutSourceCertificateIs503Mtls) {
                                        *SocketAddress::parse(kAlice), upstream, cluster, via));
   EXPECT_NE(via, 0u);
   EXPECT_EQ(vias_.find(via)->node, "n2");
-  EXPECT_FALSE(cfg_.routeConnectionFrom(*SocketAddress::parse("10.96.0.20:80"),
-                                        *SocketAddress::parse(kBob), upstream, cluster, via));
-  EXPECT_EQ(cfg_.strictNoCredential(), 3u);
+  // Bob has no certificate: the connection is kept (its HTTP requests get 503 MTLS from
+  // route()), but its via is one the connector refuses, so an opaque relay never goes out in
+  // plaintext. Counted per request by route(), not per connection.
+  EXPECT_TRUE(cfg_.routeConnectionFrom(*SocketAddress::parse("10.96.0.20:80"),
+                                       *SocketAddress::parse(kBob), upstream, cluster, via));
+  EXPECT_EQ(via, kViaStrictRefused);
+  EXPECT_EQ(vias_.find(via), nullptr);
+  EXPECT_EQ(cfg_.strictNoCredential(), 2u);
 }
 
 TEST_F(MtlsRouterTest, WithoutMtlsSettingsNothingChanges) {

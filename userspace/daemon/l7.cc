@@ -988,9 +988,11 @@ bool L7Config::routeConnectionFrom(const SocketAddress& orig_dst, const SocketAd
   if (!snap->mtls) return true;
   const size_t src = mtlsSourceIndex(*snap, peer.ip);
   if (meshPath(*snap, src, upstream, &via) != MeshPath::kStrictNoCredential) return true;
-  strict_no_cred_.fetch_add(1, std::memory_order_relaxed);
+  // Not refused here: an HTTP client on this connection gets route()'s 503 MTLS per request
+  // (counted there); an opaque relay's connect is refused by the connector. Logged once.
   logStrictRefusal(*snap, src, peer, upstream);
-  return false;
+  via = kViaStrictRefused;
+  return true;
 }
 
 L7Config::TunnelVerdict L7Config::authorizeTunnel(std::string_view peer_id,

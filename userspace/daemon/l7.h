@@ -55,6 +55,11 @@ namespace meshd::daemon {
 inline constexpr size_t kEjectResults = 6;
 
 class ViaTable;  // daemon/mesh_tunnel.h
+// The via routeConnectionFrom() gives a connection whose destination is STRICT while its
+// source has no certificate: no ViaTable entry has it, so the connector refuses it (an
+// opaque relay is closed, flag UF) while the connection's HTTP requests are still parsed and
+// answered 503 MTLS by route(). Never plaintext.
+inline constexpr uint64_t kViaStrictRefused = ~uint64_t{0};
 struct KernelEjectCounters {
   std::array<std::atomic<uint64_t>, kEjectResults> by_result{};
 };
@@ -76,8 +81,8 @@ class L7Config : public state::ConfigObserver,
   void route(const proxy::RequestInfo& req, proxy::RouteDecision& out) override;
   bool routeConnection(const SocketAddress& orig_dst, SocketAddress& upstream,
                        std::string_view& cluster) override;
-  // routeConnection() plus the mTLS tunnel decision for the opaque relay (via); false also
-  // when the destination is STRICT and the source has no certificate.
+  // routeConnection() plus the mTLS tunnel decision for the opaque relay (via);
+  // kViaStrictRefused when the destination is STRICT and the source has no certificate.
   bool routeConnectionFrom(const SocketAddress& orig_dst, const SocketAddress& peer,
                            SocketAddress& upstream, std::string_view& cluster,
                            uint64_t& via) override;

@@ -167,7 +167,7 @@ check "n1-p1 -> 200 again" wait_for 10 ok200
 # 6. testssl.sh against the tunnel listener.
 if command -v testssl >/dev/null 2>&1; then
   check "testssl.sh: n2's :15008 offers TLS 1.3 only, no weak cipher" \
-    in_pod n1 -- python3 "$REPO/tests/root/tls/testssl_check.py" 10.99.0.2:15008
+    in_pod n1 -- python3 "$REPO/tests/tls/testssl_check.py" 10.99.0.2:15008
 else
   echo "SKIP: testssl.sh is not installed"
 fi
