@@ -8,12 +8,13 @@
 #      only TLS on :15008 — no plaintext marker, no packet to the pod's :8080;
 #   3. n1-p2 (no Workload, no identity) gets through in plaintext while PERMISSIVE;
 #   4. STRICT (PeerAuthentication on app: web): n1-p2 gets 503 "requires mTLS" (flag MTLS),
-#      n1-p1 still 200 through the tunnel;
+#      plaintext straight to the pod's port is dropped by the kernel at its veth (counted),
+#      n1-p1 still 200 through the tunnel (meshd's marked connect passes);
 #   5. the tunnel server's authorization: an AuthorizationPolicy applied on n2 only (n1 does
 #      not know it, so it forwards) refuses the stream: n1-p1 gets no 200 and n2 counts it;
-#   6. testssl.sh against n2's :15008 (TLS 1.3 only; skipped when testssl is not installed).
-# Not covered here: rotation under load (the CA's default lifetime is 24 h), the kernel's
-# STRICT drop counters (the kernel-policy wiring is separate).
+#   6. attacks on n2's :15008, one each: refused, counted by reason, logged once;
+#   7. testssl.sh against n2's :15008 (TLS 1.3 only).
+# Not covered here: rotation under load (the CA's default lifetime is 24 h).
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export MESHD_BUILD_DIR=${MESHD_BUILD_DIR:-$REPO/build}
@@ -140,6 +141,13 @@ EOF
 check "apply STRICT" "$MESHLAB" apply "$TMP/strict.yaml"
 strict503() { [[ $(code_of n1-p2) == 503 ]]; }
 check "n1-p2 (no identity) -> 503 under STRICT" wait_for 10 strict503
+# The kernel: plaintext straight to the pod's STRICT port (not through meshd) is dropped at
+# n2-p1's veth and counted; meshd's tunnel connects (marked) still reach it.
+direct=$(in_pod n1-p2 -- curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 3 \
+  http://10.244.2.11:8080/ 2>/dev/null)
+check "n1-p2 -> n2-p1:8080 directly (plaintext) is dropped under STRICT (got '$direct')" test "$direct" == 000
+check "n2 counts the dropped SYNs (meshd_strict_dropped_syns_total)" \
+  test "$(metric_sum n2 '^meshd_strict_dropped_syns_total')" -ge 1
 check "the 503 says mTLS is required" grep -q 'requires mTLS' <<<"$(in_pod n1-p2 -- curl -s --max-time 5 "http://$VIP/")"
 check "n1-p1 still 200 (through the tunnel) under STRICT" test "$(code_of n1-p1)" == 200
 check "n1 counts the STRICT refusals" test "$(metric_sum n1 '^meshd_mtls_refused_total')" -ge 1
@@ -164,13 +172,49 @@ check "n2 refused tunnel streams" \
 check "delete the policy on n2" "$MESHLAB" meshctl n2 delete AuthorizationPolicy web-only-others
 check "n1-p1 -> 200 again" wait_for 10 ok200
 
-# 6. testssl.sh against the tunnel listener.
-if command -v testssl >/dev/null 2>&1; then
-  check "testssl.sh: n2's :15008 offers TLS 1.3 only, no weak cipher" \
-    in_pod n1 -- python3 "$REPO/tests/tls/testssl_check.py" 10.99.0.2:15008
-else
-  echo "SKIP: testssl.sh is not installed"
-fi
+# 6. Attacks on n2's :15008 from node n1, with the lab PKI's bad certificates: each handshake
+# is refused, counted by reason (twice for two tries), and logged once for the address.
+PKI=/run/meshd-lab/pki
+attack() { # NAME REASON OPENSSL-S_CLIENT-ARGS...
+  local name=$1 reason=$2
+  shift 2
+  local series="^meshd_tunnel_handshake_failures_total\\{side=\"server\",reason=\"$reason\"\\}"
+  local before after logged
+  before=$(metric_sum n2 "$series")
+  for _ in 1 2; do
+    in_pod n1 -- timeout 5 openssl s_client -connect 10.99.0.2:15008 -alpn h2 -quiet "$@" \
+      </dev/null >/dev/null 2>&1
+  done
+  after=$(metric_sum n2 "$series")
+  check "attack: $name -> refused as $reason, counted ($before -> $after)" test "$((after - before))" -ge 2
+  logged=$(grep -c "inbound TLS handshake with 10.99.0.1:[0-9]* refused: $reason " /run/meshd-lab/n2.log)
+  check "attack: $name -> logged once for the address ($logged line)" test "$logged" -eq 1
+}
+leaf() { echo -cert "$PKI/$1.crt" -key "$PKI/$1.key" -cert_chain "$PKI/intermediate.crt"; }
+# shellcheck disable=SC2046 # leaf prints several arguments
+{
+  attack "certificate from another CA" untrusted -cert "$PKI/other-ca.crt" -key "$PKI/other-ca.key"
+  attack "expired certificate" expired $(leaf expired)
+  attack "not-yet-valid certificate" not_yet_valid $(leaf not-yet-valid)
+  attack "wrong trust domain" verifier_refused $(leaf wrong-td)
+  attack "no client certificate" no_peer_certificate -tls1_3
+  attack "TLS 1.2" protocol_version -tls1_2 $(leaf client)
+  attack "a weak TLS 1.2 cipher (CBC, no forward secrecy)" protocol_version -tls1_2 \
+    -cipher "AES128-SHA:@SECLEVEL=0" $(leaf client)
+  attack "a TLS 1.3 suite outside meshd's list" no_shared_cipher -tls1_3 \
+    -ciphersuites TLS_AES_128_CCM_8_SHA256 $(leaf client)
+}
+# No SPIFFE ID: the same reason as the wrong trust domain (the verifier), already logged once.
+before=$(metric_sum n2 '^meshd_tunnel_handshake_failures_total\{side="server",reason="verifier_refused"\}')
+in_pod n1 -- timeout 5 openssl s_client -connect 10.99.0.2:15008 -alpn h2 -quiet $(leaf no-spiffe) \
+  </dev/null >/dev/null 2>&1
+after=$(metric_sum n2 '^meshd_tunnel_handshake_failures_total\{side="server",reason="verifier_refused"\}')
+check "attack: no SPIFFE ID -> refused by the verifier, counted ($before -> $after)" test "$after" -gt "$before"
+check "n1-p1 -> 200 after the attacks" ok200
+
+# 7. testssl.sh against the tunnel listener (setup.sh installs it; missing = failure).
+check "testssl.sh: n2's :15008 offers TLS 1.3 only, no weak cipher" \
+  in_pod n1 -- python3 "$REPO/tests/tls/testssl_check.py" 10.99.0.2:15008
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
