@@ -466,6 +466,18 @@ TEST(MtlsVerifiers, NodeVerifierWantsTheExpectedNodeAndWorkloadVerifierAWorkload
   EXPECT_TRUE(workloadVerifier(bundle, "cluster.local")(web[0].get(), sw).ok());
   absl::Status node_as_client = workloadVerifier(bundle, "cluster.local")(n1[0].get(), s1);
   EXPECT_THAT(std::string(node_as_client.message()), HasSubstr("not_workload"));
+  // A resumed session (chain = null: a ticket carries the leaf only) is judged by the leaf's
+  // identity; the chain-building check must not run (without the intermediate it could not
+  // chain the leaf to the bundle and refused every resumption: the lab saw 503s).
+  EXPECT_TRUE(nodeVerifier(bundle, "cluster.local", "n1")(n1[0].get(), nullptr).ok());
+  EXPECT_FALSE(nodeVerifier(bundle, "cluster.local", "n2")(n1[0].get(), nullptr).ok());
+  EXPECT_TRUE(workloadVerifier(bundle, "cluster.local")(web[0].get(), nullptr).ok());
+  EXPECT_FALSE(workloadVerifier(bundle, "cluster.local")(n1[0].get(), nullptr).ok());
+  identity::CertChain wrong_td = leafOf("wrong-td");
+  absl::Status other_td = workloadVerifier(bundle, "cluster.local")(wrong_td[0].get(), nullptr);
+  EXPECT_THAT(std::string(other_td.message()), HasSubstr("wrong_trust_domain"));
+  identity::CertChain no_id = leafOf("no-spiffe");
+  EXPECT_FALSE(workloadVerifier(bundle, "cluster.local")(no_id[0].get(), nullptr).ok());
   sk_X509_free(s1);
   sk_X509_free(sw);
 }

@@ -17,7 +17,16 @@ absl::string_view sv(std::string_view v) { return {v.data(), v.size()}; }
 absl::StatusOr<identity::SpiffeId> verified(const identity::TrustBundle& bundle,
                                             std::string_view td, X509* leaf,
                                             STACK_OF(X509) * chain) {
-  identity::PeerVerifyResult r = identity::verifyPeer(leaf, chain, bundle, td, absl::Now());
+  // chain == null: a resumed session. Its chain was verified against the bundle when the
+  // session was established (a bundle change drops the tickets) and is not carried in the
+  // ticket, so only the leaf's identity is checked again (the tunnel re-checks its expiry).
+  identity::PeerVerifyResult r = chain == nullptr
+                                     ? identity::spiffeIdOf(leaf)
+                                     : identity::verifyPeer(leaf, chain, bundle, td, absl::Now());
+  if (r.ok() && chain == nullptr && r.id.trust_domain != td) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("wrong_trust_domain: ", r.id.toString(), " is not in trust domain ", sv(td)));
+  }
   if (!r.ok()) {
     return absl::PermissionDeniedError(
         absl::StrCat(sv(identity::reasonName(*r.rejected)), ": ", r.detail));

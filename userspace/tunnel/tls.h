@@ -25,8 +25,9 @@ using SpiffeIdString = std::string;
 // (leaf first, root last). Non-OK refuses the handshake (counted as kVerifierRefused).
 // Called on the loop's thread, during the handshake. For a resumed session (no chain
 // check: the ticket vouches for a chain verified within the ticket lifetime, 1 h) it is
-// called again after the handshake with the session's leaf and `chain` = the peer's chain
-// as sent (SSL_get_peer_cert_chain), and the leaf's notAfter is re-checked.
+// called again after the handshake with the session's leaf and `chain` = null (a ticket
+// carries the leaf, not the chain: verifiers check the leaf's identity only, the chain was
+// verified when the session was established), and the leaf's notAfter is re-checked.
 using PeerVerifier = std::function<absl::Status(X509* leaf, STACK_OF(X509) * chain)>;
 
 // One identity's credentials: the leaf certificate, the intermediates to send with it, and

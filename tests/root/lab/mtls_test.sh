@@ -13,8 +13,8 @@
 #   5. the tunnel server's authorization: an AuthorizationPolicy applied on n2 only (n1 does
 #      not know it, so it forwards) refuses the stream: n1-p1 gets no 200 and n2 counts it;
 #   6. attacks on n2's :15008, one each: refused, counted by reason, logged once;
-#   7. testssl.sh against n2's :15008 (TLS 1.3 only).
-# Not covered here: rotation under load (the CA's default lifetime is 24 h).
+#   7. testssl.sh against n2's :15008 (TLS 1.3 only);
+#   8. certificate rotation under constant load: zero failed requests.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export MESHD_BUILD_DIR=${MESHD_BUILD_DIR:-$REPO/build}
@@ -22,6 +22,9 @@ export MESHLAB_QUIET=1
 # The lab makes its PKI (node credentials lab-n1, lab-n2) and starts meshd-ca with this
 # placement.
 export MESHLAB_MTLS=$REPO/tests/root/lab/mtls-ca-workloads.yaml
+# One-minute certificates: with the CA's 5-minute backdating they are past half their life at
+# once, so each node agent renews every 30 s (its minimum interval): section 8 sees a rotation.
+export MESHLAB_CA_ARGS="--workload-ttl 1m"
 MESHLAB=$REPO/lab/meshlab
 YAML=$REPO/tests/root/lab/mtls.yaml
 VIP=10.96.0.40
@@ -215,6 +218,31 @@ check "n1-p1 -> 200 after the attacks" ok200
 # 7. testssl.sh against the tunnel listener (setup.sh installs it; missing = failure).
 check "testssl.sh: n2's :15008 offers TLS 1.3 only, no weak cipher" \
   in_pod n1 -- python3 "$REPO/tests/tls/testssl_check.py" 10.99.0.2:15008
+
+# 8. Rotation under constant load: requests from n1-p1 (each a new connection, so new tunnel
+# streams, and new TLS connections once the pooled one idles out) while n1's agent renews the
+# client's certificate; not one may fail.
+issued0=$(status_field n1 certificatesIssued)
+total=0 bad=0
+deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
+  c=$(code_of n1-p1)
+  total=$((total + 1))
+  [[ $c == 200 ]] || bad=$((bad + 1))
+  if (($(status_field n1 certificatesIssued) > issued0)); then
+    for _ in $(seq 20); do # and on past the rotation
+      c=$(code_of n1-p1)
+      total=$((total + 1))
+      [[ $c == 200 ]] || bad=$((bad + 1))
+    done
+    break
+  fi
+done
+issued1=$(status_field n1 certificatesIssued)
+check "rotation: n1's agent renewed the client's certificate under load (issued $issued0 -> $issued1)" \
+  test "$issued1" -gt "$issued0"
+check "rotation: $total requests, $bad failed" test "$bad" -eq 0 -a "$total" -ge 20
+check "rotation: n1 logged the renewal" grep -q "renewed, valid until" /run/meshd-lab/n1.log
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
