@@ -336,6 +336,57 @@ TEST(DesiredState, RequestLevelPolicyMarksL7AndCarriesTheSettings) {
   EXPECT_EQ(by.at("e:80/TCP")->request.limits.max_pending_requests, 1024u);
 }
 
+TEST(DesiredState, WithMtlsFrontendsWithATunneledBackendGoThroughMeshd) {
+  // web's backends: 10.244.2.11 (a Workload on n2, which has a Node address) and 10.244.1.12
+  // (a Workload on this node, n1). local-only's backend is on n1; far's is on n3 (no Node).
+  const std::string yaml = service("web", "10.96.0.1", 80) + "---\n" +
+                           slice("web-1", "web", {"10.244.2.11", "10.244.1.12"}) + "---\n" +
+                           service("local-only", "10.96.0.2", 80) + "---\n" +
+                           slice("local-1", "local-only", {"10.244.1.12"}) + "---\n" +
+                           service("far", "10.96.0.3", 80) + "---\n" +
+                           slice("far-1", "far", {"10.244.3.11"}) + R"(---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-n2}
+spec: {addresses: [10.244.2.11], node: n2}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: web-n1}
+spec: {addresses: [10.244.1.12], node: n1}
+---
+apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {name: far-n3}
+spec: {addresses: [10.244.3.11], node: n3}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {addresses: [{type: InternalIP, address: 10.99.0.2}]}
+)";
+  const ResourceSet set = setOf(parse(yaml));
+  auto l7Of = [](const DesiredLbState& d, const char* vip) {
+    for (const Frontend& f : d.frontends) {
+      if (f.vip == ip(vip)) return f.l7;
+    }
+    ADD_FAILURE() << "no frontend " << vip;
+    return false;
+  };
+  auto off = computeDesiredState(set);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(l7Of(*off, "10.96.0.1")) << "mTLS off: the kernel fast path as before";
+  auto on = computeDesiredState(set, MeshSettings{.mtls = true, .node_name = "n1"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(l7Of(*on, "10.96.0.1")) << "a backend on n2: through meshd and the tunnel";
+  EXPECT_FALSE(l7Of(*on, "10.96.0.2")) << "only local backends: kernel fast path";
+  EXPECT_FALSE(l7Of(*on, "10.96.0.3")) << "n3 has no Node address: no tunnel to it";
+  // On n2 itself, web's n2 backend is local but its n1 backend is not (n1 has no Node): L4.
+  auto on_n2 = computeDesiredState(set, MeshSettings{.mtls = true, .node_name = "n2"});
+  ASSERT_TRUE(on_n2.ok());
+  EXPECT_FALSE(l7Of(*on_n2, "10.96.0.1"));
+}
+
 TEST(DesiredState, RequestPolicyDefaultsWithoutAPolicy) {
   auto d = computeDesiredState(setOf(parse(service("a", "10.96.0.1", 80))));
   ASSERT_TRUE(d.ok()) << d.status();

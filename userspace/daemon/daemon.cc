@@ -194,7 +194,9 @@ absl::Status Daemon::init() {
     l7_->setAccessLog(std::move(*log));
     spdlog::info("access log: {} (JSON lines)", options_.access_log);
   }
-  model_ = std::make_unique<state::Model>(store_.get(), *sink_);
+  model_ = std::make_unique<state::Model>(
+      store_.get(), *sink_,
+      state::MeshSettings{.mtls = !options_.ca_address.empty(), .node_name = options_.node_name});
   observer_ = std::make_unique<PolicyFirstObserver>(*l7_, *kernel_policy_, *model_);
   model_->setObserver(observer_.get());
   updater_ = std::make_unique<state::Updater>();

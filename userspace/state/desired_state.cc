@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -29,8 +30,25 @@ uint16_t backendPort(const EndpointSliceSpec& slice, const ServicePort& sp) {
 
 }  // namespace
 
-absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
+absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set,
+                                                   const MeshSettings& mesh) {
   using NsName = std::pair<std::string, std::string>;
+
+  // With mTLS: addresses of Workloads on other nodes the tunnel can reach (their Node has an
+  // InternalIP); a frontend with such a backend goes through meshd.
+  absl::flat_hash_set<IpAddress> tunneled;
+  if (mesh.mtls) {
+    absl::flat_hash_set<std::string> reachable_nodes;
+    for (const auto* r : set.list(resources::kKindNode)) {
+      ASSIGN_OR_RETURN(resources::NodeSpec spec, resources::nodeSpec(*r));
+      if (spec.internal_ip.has_value()) reachable_nodes.insert(r->key.name);
+    }
+    for (const auto* r : set.list(resources::kKindWorkload)) {
+      ASSIGN_OR_RETURN(resources::WorkloadSpec spec, resources::workloadSpec(*r));
+      if (spec.node == mesh.node_name || !reachable_nodes.contains(spec.node)) continue;
+      for (const IpAddress& a : spec.addresses) tunneled.insert(a);
+    }
+  }
 
   std::map<NsName, std::vector<EndpointSliceSpec>> slices;  // (ns, service) -> slices, key order
   for (const auto* r : set.list(resources::kKindEndpointSlice)) {
@@ -140,6 +158,7 @@ absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set) {
                 b.weight = w == weights.end() ? 1 : w->second;
                 b.node = ep.node_name;
                 b.target = ep.target_ref;
+                if (sp.protocol == Protocol::kTcp && tunneled.contains(addr)) f.l7 = true;
                 f.backends.push_back(std::move(b));
               }
             }

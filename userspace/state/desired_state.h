@@ -28,8 +28,18 @@ using resources::ResourceSet;
 // A RateLimitPolicy of the Service sets connect_rate / client_connect_rate (its
 // spec.connections; validateSet refuses one that a TrafficPolicy sets too) and makes the TCP
 // frontends L7 when it limits requests (requests, perClient or routes).
+// With `mesh.mtls` (the node agent runs), `l7` is also set on every TCP frontend with a
+// backend address of a Workload on another node that has a Node (an InternalIP): the connect
+// hook then sends its connections to meshd, which carries them through the mTLS tunnel (L4
+// services included: relayed opaquely). A DISABLE PeerAuthentication is decided in meshd
+// (plaintext through meshd), not here.
 // Fails with InvalidArgument when a resource does not validate or two
 // Services/TrafficPolicies conflict (see resources::validateSet).
-absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set);
+struct MeshSettings {
+  bool mtls = false;      // identities and the tunnel are on (meshd --ca-address)
+  std::string node_name;  // this node (meshd --node-name)
+};
+absl::StatusOr<DesiredLbState> computeDesiredState(const ResourceSet& set,
+                                                   const MeshSettings& mesh = {});
 
 }  // namespace meshd::state

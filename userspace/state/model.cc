@@ -8,7 +8,8 @@
 
 namespace meshd::state {
 
-Model::Model(store::Store* store, LbStateSink& sink) : store_(store), sink_(sink) {}
+Model::Model(store::Store* store, LbStateSink& sink, MeshSettings mesh)
+    : store_(store), sink_(sink), mesh_(std::move(mesh)) {}
 
 absl::Status Model::load() {
   ResourceSet loaded;
@@ -20,7 +21,7 @@ absl::Status Model::load() {
                                               " holds conflicting resources:\n", st.message()));
     }
   }
-  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(loaded));
+  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(loaded, mesh_));
   resources_ = std::move(loaded);
   desired_ = std::move(desired);
   ++generation_;
@@ -69,7 +70,7 @@ absl::StatusOr<std::vector<Model::ApplyResult>> Model::apply(std::vector<resourc
     candidate.upsert(std::move(r));
   }
   RETURN_IF_ERROR(resources::validateSet(candidate));
-  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(candidate));
+  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(candidate, mesh_));
   if (dry_run) return results;
   RETURN_IF_ERROR(commit(std::move(candidate), std::move(desired), changed));
   return results;
@@ -95,7 +96,7 @@ absl::StatusOr<std::vector<resources::ResourceKey>> Model::remove(
   if (removed.empty()) return removed;
   ResourceSet candidate = resources_;
   for (const auto& k : removed) candidate.erase(k);
-  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(candidate));
+  ASSIGN_OR_RETURN(DesiredLbState desired, computeDesiredState(candidate, mesh_));
   RETURN_IF_ERROR(commit(std::move(candidate), std::move(desired), true));
   return removed;
 }

@@ -34,7 +34,8 @@ class ConfigObserver {
 class Model {
  public:
   // `store` may be null (no persistence); both must outlive the Model.
-  Model(store::Store* store, LbStateSink& sink);
+  // `mesh`: this node's settings that shape the desired state (computeDesiredState).
+  Model(store::Store* store, LbStateSink& sink, MeshSettings mesh = {});
 
   // Loads the store (if any), computes the desired state and applies it to the
   // sink. Fails when the store is unreadable or corrupt (resources stay empty),
@@ -83,6 +84,7 @@ class Model {
 
   store::Store* store_;
   LbStateSink& sink_;
+  const MeshSettings mesh_;
   ConfigObserver* observer_ = nullptr;
   ResourceSet resources_;
   DesiredLbState desired_;

@@ -5,7 +5,8 @@
 #   1. the node agents get the workloads' certificates (meshctl status: mtls.identitiesReady);
 #   2. n1-p1 (Workload client) -> web-mtls (its endpoint n2-p1 on node n2) answers 200 through
 #      the tunnel: tunnel streams counted on both nodes, and on the node link (n2's eth0)
-#      only TLS on :15008 — no plaintext marker, no packet to the pod's :8080;
+#      only TLS on :15008 — no plaintext marker, no packet to the pod's :8080; an L4 service
+#      (web-l4, plain TCP) goes through the tunnel too (no packet to the pod's :9000);
 #   3. n1-p2 (no Workload, no identity) gets through in plaintext while PERMISSIVE;
 #   4. STRICT (PeerAuthentication on app: web): n1-p2 gets 503 "requires mTLS" (flag MTLS),
 #      plaintext straight to the pod's port is dropped by the kernel at its veth (counted),
@@ -116,6 +117,11 @@ sleep 1 # tcpdump attaches (no assertion depends on timing: the checks below rea
 body=$(in_pod n1-p1 -- curl -s --max-time 5 -H 'x-marker: plaintext-canary-7f3a' "http://$VIP/headers")
 check "the upstream got the request (and the marker)" grep -qi 'plaintext-canary-7f3a' <<<"$body"
 for _ in 1 2 3 4 5; do code_of n1-p1 >/dev/null; done
+# L4 (web-l4: no route, plain TCP): with mTLS on, its connections go through meshd's opaque
+# relay and the tunnel too.
+streams_before_l4=$(metric_sum n1 '^meshd_tunnel_streams_total\{side="client",result="opened"\}')
+l4_out=$(in_pod n1-p1 -- "$MESHD_BUILD_DIR/tools/mesh-client" tcp 10.96.0.41:9000 -n 5 2>&1 | tail -n 1)
+streams_after_l4=$(metric_sum n1 '^meshd_tunnel_streams_total\{side="client",result="opened"\}')
 sleep 1
 kill "${bg_pids[-1]}" 2>/dev/null
 wait "${bg_pids[-1]}" 2>/dev/null
@@ -123,6 +129,11 @@ tls_pkts=$(tcpdump -r "$TMP/link.pcap" 'tcp port 15008' 2>/dev/null | wc -l)
 plain_pkts=$(tcpdump -r "$TMP/link.pcap" 'tcp port 8080' 2>/dev/null | wc -l)
 check "node link: packets on :15008 ($tls_pkts)" test "$tls_pkts" -gt 0
 check "node link: no packet to the pod's :8080 ($plain_pkts)" test "$plain_pkts" -eq 0
+check "L4 service through the tunnel: $l4_out" grep -q "total 5, ok 5" <<<"$l4_out"
+check "L4: 5 more tunnel streams on n1 ($streams_before_l4 -> $streams_after_l4)" \
+  test "$((streams_after_l4 - streams_before_l4))" -ge 5
+plain_l4=$(tcpdump -r "$TMP/link.pcap" 'tcp port 9000' 2>/dev/null | wc -l)
+check "node link: no packet to the pod's :9000 ($plain_l4)" test "$plain_l4" -eq 0
 check "node link: the marker never appears in clear" bash -c "! grep -aq plaintext-canary-7f3a '$TMP/link.pcap'"
 out_streams=$(metric_sum n1 '^meshd_tunnel_streams_total\{side="client",result="opened"\}')
 in_streams=$(metric_sum n2 '^meshd_tunnel_streams_total\{side="server",result="opened"\}')
