@@ -17,7 +17,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # repetitions of every variant can be interleaved: their netns, cgroups, /run files and
 # meshd instances are named apart from the default lab (and each other), so a `meshlab
 # up`/`down` someone else runs meanwhile neither breaks the benchmark nor is broken.
-LAB_IDS = {"plain": "mbench", "meshd": "mbenchm", "meshd-splice": "mbenchs"}
+LAB_IDS = {"plain": "mbench", "meshd": "mbenchm", "meshd-splice": "mbenchs",
+           "meshd-mtls": "mbencht"}
 
 
 def run_dir(lab_id):

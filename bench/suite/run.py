@@ -209,7 +209,8 @@ def main():
                "workloads": [{"name": w.name, "title": w.title} for w in ws
                              if w.name not in skipped],
                "placements": [p.name for p in V.PLACEMENTS]}
-    kinds = [k for k in ("plain", "meshd", "meshd-splice") if any(c[0].lab == k for c in cells)]
+    kinds = [k for k in ("plain", "meshd", "meshd-splice", "meshd-mtls")
+             if any(c[0].lab == k for c in cells)]
     for k in kinds:
         if os.path.exists(f"{run_dir(LAB_IDS[k])}/topology"):
             log(f"the suite's lab {LAB_IDS[k]} is already running ({run_dir(LAB_IDS[k])}/"
@@ -219,8 +220,15 @@ def main():
     # meshd-l4 is the plain L4 path: meshd's sockmap splice (on by default since
     # --sockmap=auto) is measured apart, by scripts/bench-sockmap.sh. meshd-l7 runs in a
     # third lab with the splice on (--sockmap=auto): its app<->meshd hop is spliced.
-    labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir,
-                   env={"MESHLAB_SOCKMAP": "off"} if k == "meshd" else {}) for k in kinds}
+    # meshd-mtls: the splice on as in meshd-l7, and identities + the tunnel (MESHLAB_MTLS:
+    # meshd-ca's placement of the bench's two workloads).
+    def lab_env(k):
+        if k == "meshd":
+            return {"MESHLAB_SOCKMAP": "off"}
+        if k == "meshd-mtls":
+            return {"MESHLAB_MTLS": V.mtls_placement_file(workdir, LAB_IDS[k])}
+        return {}
+    labs = {k: Lab(LAB_IDS[k], repo, ctx.build, workdir, env=lab_env(k)) for k in kinds}
     # Adjacent runs share the machine's state best: order by workload and placement, with
     # the variants side by side, and repeat that whole sequence R times.
     order = sorted(cells, key=lambda c: (ws.index(c[2]), V.PLACEMENTS.index(c[1]),

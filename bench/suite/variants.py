@@ -12,12 +12,14 @@ Pinning (the same for every variant, fairness): the client side's processes run 
 server side's on CPU 1 (the server and its inbound sidecar). meshd is not pinned: on the
 L4 path it is idle (its programs run in the connecting process's context on that CPU).
 """
+import json
 import os
 import string
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from lab import node_bridge_ip, pod_ip
+from lab import BenchError, node_bridge_ip, pod_ip
 
 CLIENT_CPU, SERVER_CPU = 0, 1
 SIDECAR_UID = 1337  # HAProxy's uid in the sidecar variant: its own dials are not redirected
@@ -266,6 +268,71 @@ def meshd_l7_setup(run):
     return L7_VIPS[run.placement.name], run.workload.port
 
 
+# ------------------------------------------------------------------ meshd + mTLS
+
+# The bench's workloads with identities: the client pod (n1-p1) and the server pods
+# (n1-p2 same-node, n2-p1 cross-node), and both nodes with their addresses (tunnel peers).
+MTLS_WORKLOADS = [("client", (1, 1)), ("server", (1, 2)), ("server", (2, 1))]
+
+
+def mtls_placement_file(workdir, lab_id):
+    """meshd-ca's placement (--workloads) for the bench lab LAB_ID: which node may obtain
+    which identity."""
+    path = os.path.join(workdir, f"{lab_id}-ca-workloads.yaml")
+    with open(path, "w") as f:
+        for sa, (n, p) in MTLS_WORKLOADS:
+            f.write(f"- {{name: n{n}-p{p}, namespace: default, serviceAccount: {sa}, "
+                    f"node: {lab_id}-n{n}}}\n")
+    return path
+
+
+def mtls_identity_yaml(lab_id):
+    docs = []
+    for sa, (n, p) in MTLS_WORKLOADS:
+        docs.append(f"""apiVersion: meshd.io/v1alpha1
+kind: Workload
+metadata: {{name: n{n}-p{p}, namespace: default}}
+spec: {{serviceAccount: {sa}, addresses: [{pod_ip(n, p)}], node: {lab_id}-n{n}}}
+""")
+    for n in (1, 2):
+        docs.append(f"""apiVersion: v1
+kind: Node
+metadata: {{name: {lab_id}-n{n}}}
+status: {{addresses: [{{type: InternalIP, address: 10.99.0.{n}}}]}}
+""")
+    return "---\n".join(docs)
+
+
+def meshd_mtls_lab_setup(lab, workloads, workdir):
+    """The L4 and the L7 Services (as in meshd-l4 and meshd-l7) plus Workloads and Nodes: a
+    cross-node connection goes client -> meshd (n1) -> mTLS tunnel -> meshd (n2) -> server.
+    Waits until both node agents hold their workload's certificate. The client node's meshd
+    is pinned to the client CPU, the server node's to the server CPU (as the outbound and
+    inbound sidecars are)."""
+    path = os.path.join(workdir, "bench-mtls-services.yaml")
+    with open(path, "w") as f:
+        f.write(meshd_services_yaml(workloads, lab.lab_id) + "---\n" +
+                meshd_l7_yaml(workloads, lab.lab_id) + "---\n" + mtls_identity_yaml(lab.lab_id))
+    lab.apply(path)
+    deadline = time.time() + 30
+    while True:
+        ready = []
+        for n in (1, 2):
+            r = lab.run([lab.meshlab, "meshctl", f"n{n}", "-o", "json", "status"],
+                        "meshctl status", check=False)
+            try:
+                ready.append(json.loads(r.stdout)["mtls"]["identitiesReady"])
+            except (ValueError, KeyError, TypeError):
+                ready.append(0)
+        if all(x >= 1 for x in ready):
+            break
+        if time.time() > deadline:
+            raise BenchError(f"meshd-mtls: node agents' certificates not ready (ready: {ready})")
+        time.sleep(0.2)
+    for pid, cpu in zip(lab.meshd_pids(), (CLIENT_CPU, SERVER_CPU)):
+        lab.run(["taskset", "-a", "-cp", str(cpu), str(pid)], "pin a meshd of the mTLS lab")
+
+
 VARIANTS = [
     Variant("direct", "no mesh: the client dials the server pod's IP (baseline)", "plain",
             direct_setup),
@@ -284,6 +351,14 @@ VARIANTS = [
             "each HTTP/1.1 request and relays other bytes; 1 proxy hop, the app<->meshd hop "
             "spliced by sockmap", "meshd-splice",
             meshd_l7_setup, lab_setup=meshd_l7_lab_setup),
+    Variant("meshd-l4-mtls", "meshd L4 with mTLS: the Service VIP of meshd-l4; cross-node its "
+            "connections go through both nodes' meshd and the mutual-TLS 1.3 tunnel (relayed "
+            "opaquely); same-node stays on the kernel path", "meshd-mtls", meshd_l4_setup,
+            lab_setup=meshd_mtls_lab_setup),
+    Variant("meshd-l7-mtls", "meshd L7 with mTLS: the HTTPRoute VIP of meshd-l7; cross-node "
+            "each request is routed by the client node's meshd and carried through the "
+            "mutual-TLS 1.3 tunnel to the server node's meshd", "meshd-mtls", meshd_l7_setup,
+            lab_setup=meshd_mtls_lab_setup),
 ]
 
 BY_NAME = {v.name: v for v in VARIANTS}
