@@ -2219,32 +2219,28 @@ AuthorizationPolicySpec decodeAuthorizationPolicy(Decoder& d, const json& doc) {
     if (!r) continue;
     d.allowOnly(*r, rpath, {"from", "to", "when"});
     AuthzRule rule;
-    if (const json* from = getList(d, *r, rpath, "from", kMaxPolicyRules)) {
-      const std::string fpath = childPath(rpath, "from");
-      if (from->empty()) d.fail(fpath, "must not be empty (remove it to match any source)");
-      for (size_t j = 0; j < from->size(); ++j) {
-        const std::string epath = indexPath(fpath, j);
-        const json* e = d.object((*from)[j], epath);
+    // from[] and to[]: lists of one-key wrappers ({source: ...}, {operation: ...}).
+    auto wrapped = [&](const char* list, const char* key, const char* if_empty, auto&& decode) {
+      const json* items = getList(d, *r, rpath, list, kMaxPolicyRules);
+      if (!items) return;
+      const std::string lpath = childPath(rpath, list);
+      if (items->empty()) d.fail(lpath, if_empty);
+      for (size_t j = 0; j < items->size(); ++j) {
+        const std::string epath = indexPath(lpath, j);
+        const json* e = d.object((*items)[j], epath);
         if (!e) continue;
-        d.allowOnly(*e, epath, {"source"});
-        if (const json* s = d.getObject(*e, epath, "source", true)) {
-          decodeAuthzSource(d, *s, childPath(epath, "source"), rule.from.emplace_back());
-        }
+        d.allowOnly(*e, epath, {key});
+        if (const json* v = d.getObject(*e, epath, key, true)) decode(*v, childPath(epath, key));
       }
-    }
-    if (const json* to = getList(d, *r, rpath, "to", kMaxPolicyRules)) {
-      const std::string tpath = childPath(rpath, "to");
-      if (to->empty()) d.fail(tpath, "must not be empty (remove it to match any operation)");
-      for (size_t j = 0; j < to->size(); ++j) {
-        const std::string epath = indexPath(tpath, j);
-        const json* e = d.object((*to)[j], epath);
-        if (!e) continue;
-        d.allowOnly(*e, epath, {"operation"});
-        if (const json* o = d.getObject(*e, epath, "operation", true)) {
-          decodeAuthzOperation(d, *o, childPath(epath, "operation"), rule.to.emplace_back());
-        }
-      }
-    }
+    };
+    wrapped("from", "source", "must not be empty (remove it to match any source)",
+            [&](const json& v, const std::string& path) {
+              decodeAuthzSource(d, v, path, rule.from.emplace_back());
+            });
+    wrapped("to", "operation", "must not be empty (remove it to match any operation)",
+            [&](const json& v, const std::string& path) {
+              decodeAuthzOperation(d, v, path, rule.to.emplace_back());
+            });
     if (const json* when = getList(d, *r, rpath, "when", kMaxPolicyRules)) {
       const std::string wpath = childPath(rpath, "when");
       if (when->empty()) d.fail(wpath, "must not be empty (remove it to match anything)");

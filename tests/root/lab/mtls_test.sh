@@ -30,36 +30,8 @@ MESHLAB=$REPO/lab/meshlab
 YAML=$REPO/tests/root/lab/mtls.yaml
 VIP=10.96.0.40
 
-if [[ $(id -u) != 0 ]]; then
-  echo "FAIL: needs root (network namespaces, cgroups)"
-  exit 1
-fi
-passed=0
-failed=0
-pass() {
-  echo "PASS: $*"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL: $*"
-  failed=$((failed + 1))
-}
-check() { # DESCRIPTION CMD...
-  local what=$1
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-bg_pids=()
-TMP=$(mktemp -d)
-cleanup() {
-  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
-  "$MESHLAB" down >/dev/null 2>&1
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-in_pod() { "$MESHLAB" exec "$@"; }
+# shellcheck source=tests/root/lab/lib.sh
+source "$REPO/tests/root/lab/lib.sh"
 code_of() { # POD [CURL ARGS...]: the HTTP status of GET http://VIP/
   local pod=$1
   shift
