@@ -28,6 +28,8 @@ PACKAGES=(
   curl python3-grpc-tools
   # mTLS (issue 6): testssl.sh against the :15008 tunnel, tcpdump to show the node link carries TLS
   testssl.sh tcpdump
+  # the test PKI (scripts/gen-test-certs.sh) and the lab's attack checks (openssl s_client)
+  openssl
   python3-matplotlib
 )
 
